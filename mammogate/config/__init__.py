@@ -1,0 +1,37 @@
+"""Settings: one TOML file plus ``MAMMOGATE_<SECTION>__<KEY>`` environment overrides.
+
+Only this package reads settings; everything else receives a :class:`Settings` as an argument.
+
+Errors:
+    ConfigError -- the file is missing or unreadable, or a value is invalid; the message names the key.
+"""
+
+from mammogate.config.settings import (
+    ConfigError,
+    DatabaseSettings,
+    Destination,
+    DicomSettings,
+    ModelSettings,
+    NodeSettings,
+    Route,
+    SenderSettings,
+    Settings,
+    WebSettings,
+    WorkerSettings,
+    load_settings,
+)
+
+__all__ = [
+    "ConfigError",
+    "DatabaseSettings",
+    "Destination",
+    "DicomSettings",
+    "ModelSettings",
+    "NodeSettings",
+    "Route",
+    "SenderSettings",
+    "Settings",
+    "WebSettings",
+    "WorkerSettings",
+    "load_settings",
+]

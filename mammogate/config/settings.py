@@ -1,0 +1,274 @@
+"""The settings model, its validation rules and how a file plus the environment become one."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "MAMMOGATE_"
+CONFIG_ENV = "MAMMOGATE_CONFIG"
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire, no backslash
+OBJECT_KINDS = ("cad_sr",)
+
+
+class ConfigError(Exception):
+    """A configuration file or value is invalid; the message names the key."""
+
+
+def _check_ae_title(value: str, key: str) -> str:
+    stripped = value.strip()
+    if not stripped or not _AE_TITLE.match(value):
+        raise ValueError(
+            f"{key}: {value!r} is not a valid AE title (1-16 printable ASCII characters, no backslash)"
+        )
+    return stripped
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSettings(_Section):
+    data_dir: Path = Path("var")
+    log_level: str = "INFO"
+
+
+class DicomSettings(_Section):
+    ae_title: str = "MAMMOGATE"
+    bind: str = "127.0.0.1"
+    port: int = Field(11112, ge=0, le=65535)
+    allowed_calling_ae_titles: list[str] = Field(default_factory=list)
+    accept_any_calling_ae: bool = False
+    settle_seconds: float = Field(10.0, ge=0)
+    acse_timeout: float = Field(30.0, gt=0)
+    dimse_timeout: float = Field(60.0, gt=0)
+    network_timeout: float = Field(60.0, gt=0)
+    maximum_pdu_size: int = Field(0, ge=0)  # 0: unlimited
+    maximum_associations: int = Field(10, ge=1)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str) -> str:
+        return _check_ae_title(v, "dicom.ae_title")
+
+    @field_validator("allowed_calling_ae_titles")
+    @classmethod
+    def _allowed(cls, v: list[str]) -> list[str]:
+        return [_check_ae_title(t, "dicom.allowed_calling_ae_titles") for t in v]
+
+    @model_validator(mode="after")
+    def _safe_bind(self) -> DicomSettings:
+        if (
+            not _is_loopback(self.bind)
+            and not self.allowed_calling_ae_titles
+            and not self.accept_any_calling_ae
+        ):
+            raise ValueError(
+                f"dicom.bind = {self.bind!r} exposes the DICOM port beyond this machine while "
+                "dicom.allowed_calling_ae_titles is empty: list the calling AE titles to accept, "
+                "or set dicom.accept_any_calling_ae = true to accept any caller on purpose"
+            )
+        return self
+
+
+class WebSettings(_Section):
+    bind: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    session_key_env: str = "MAMMOGATE_SESSION_KEY"  # name of the variable holding the key
+    session_max_age_seconds: int = Field(8 * 3600, gt=0)
+    secure_cookies: bool = False  # set true behind TLS
+
+
+class DatabaseSettings(_Section):
+    url: str = ""  # empty: SQLite in data_dir
+    busy_timeout_seconds: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not (v.startswith("sqlite") or v.startswith("postgresql")):
+            raise ValueError(
+                f"database.url: {v.split('://')[0]!r} is not supported; use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB (or leave it empty for SQLite in node.data_dir)"
+            )
+        return v
+
+
+class ModelSettings(_Section):
+    bundle: str = ""  # empty: the shipped bundle
+
+
+class WorkerSettings(_Section):
+    poll_seconds: float = Field(1.0, gt=0)
+    lease_seconds: float = Field(600.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    retry_seconds: float = Field(30.0, ge=0)
+
+
+class SenderSettings(_Section):
+    poll_seconds: float = Field(1.0, gt=0)
+    retry_initial_seconds: float = Field(10.0, ge=0)
+    retry_max_seconds: float = Field(600.0, ge=0)
+    max_attempts: int = Field(20, ge=1)
+    lease_seconds: float = Field(300.0, gt=0)
+    calling_ae_title: str = ""  # empty: dicom.ae_title
+
+
+class Destination(_Section):
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["dimse"] = "dimse"
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str) -> str:
+        return _check_ae_title(v, "destinations.ae_title")
+
+
+class Route(_Section):
+    name: str = ""
+    destinations: list[str] = Field(min_length=1)
+    objects: list[str] = Field(default_factory=lambda: ["cad_sr"])
+
+    @field_validator("objects")
+    @classmethod
+    def _objects(cls, v: list[str]) -> list[str]:
+        for kind in v:
+            if kind not in OBJECT_KINDS:
+                raise ValueError(
+                    f"routes.objects: {kind!r} is not a result object this node writes "
+                    f"(one of {', '.join(OBJECT_KINDS)})"
+                )
+        return v
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """All of the node's settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    sender: SenderSettings = Field(default_factory=SenderSettings)
+    destinations: list[Destination] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _routes_name_destinations(self) -> Settings:
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError("destinations: names must be unique")
+        for route in self.routes:
+            for name in route.destinations:
+                if name not in names:
+                    raise ValueError(
+                        f"routes.destinations: {name!r} is not the name of a [[destinations]] entry"
+                    )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file, which is passed in as init data.
+        return (env_settings, init_settings)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.node.data_dir
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.node.data_dir / 'mammogate.sqlite3').resolve()}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.node.data_dir / "spool"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.node.data_dir / "reports"
+
+    @property
+    def sender_ae_title(self) -> str:
+        return self.sender.calling_ae_title or self.dicom.ae_title
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {msg}")
+    return f"invalid configuration ({source}):\n" + "\n".join(lines)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (``path``, else ``$MAMMOGATE_CONFIG``, else none) and the environment.
+
+    ``node.data_dir`` is resolved relative to the file's directory when given relatively.
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    data: dict[str, Any] = {}
+    source = "defaults and environment"
+    base = Path.cwd()
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        try:
+            with file.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {file} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from exc
+        base = file.resolve().parent
+    for key, value in overrides.items():
+        data[key] = value
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from exc
+    if not settings.node.data_dir.is_absolute():
+        settings.node.data_dir = (base / settings.node.data_dir).resolve()
+    return settings

@@ -1,0 +1,46 @@
+"""Persistence: SQLAlchemy 2 models, sessions, Alembic migrations and the job queues.
+
+The same code runs on SQLite (embedded default: WAL, busy timeout, ``BEGIN IMMEDIATE``, atomic
+``UPDATE ... RETURNING`` claims) and on PostgreSQL (``FOR UPDATE SKIP LOCKED`` claims).
+
+Errors:
+    DatabaseError -- the database cannot be reached or migrated; wraps SQLAlchemy's errors.
+"""
+
+from mammogate.db.engine import Database, DatabaseError, utcnow
+from mammogate.db.models import (
+    AllowedPeer,
+    Analysis,
+    AnalysisImage,
+    AuditEntry,
+    Base,
+    Delivery,
+    DestinationRow,
+    Finding,
+    Instance,
+    Job,
+    Report,
+    RouteRow,
+    Study,
+    User,
+)
+
+__all__ = [
+    "AllowedPeer",
+    "Analysis",
+    "AnalysisImage",
+    "AuditEntry",
+    "Base",
+    "Database",
+    "DatabaseError",
+    "Delivery",
+    "DestinationRow",
+    "Finding",
+    "Instance",
+    "Job",
+    "Report",
+    "RouteRow",
+    "Study",
+    "User",
+    "utcnow",
+]

@@ -1,0 +1,93 @@
+"""Engine, sessions and migrations for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class DatabaseError(Exception):
+    """The database cannot be reached, opened or migrated."""
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: the one time convention of every table."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Database:
+    """An engine plus a session factory. One per process role; share it between threads."""
+
+    def __init__(self, url: str, *, busy_timeout_seconds: float = 30.0, echo: bool = False):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {
+                "check_same_thread": False,
+                "timeout": busy_timeout_seconds,
+                # Let SQLAlchemy's "begin" event emit BEGIN IMMEDIATE: the pysqlite driver's
+                # deferred transactions would otherwise fail at once with SQLITE_BUSY when a
+                # reader upgrades to a writer while another thread writes.
+                "isolation_level": None,
+            }
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            self._configure_sqlite(busy_timeout_seconds)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _configure_sqlite(self, busy_timeout_seconds: float) -> None:
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            cur = dbapi_connection.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def migrate(self) -> None:
+        """Bring the schema to the one head revision (Alembic, package data)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        try:
+            with self.engine.connect() as connection:
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+                if connection.in_transaction():
+                    connection.commit()
+        except sqlalchemy.exc.OperationalError as exc:
+            raise DatabaseError(f"cannot migrate the database: {exc.orig}") from exc
+        log.info("database schema at head (%s)", "sqlite" if self.is_sqlite else "postgresql")
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,262 @@
+"""The tables. Times are naive UTC (``utcnow()``) on both SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Study(Base):
+    """A study as received. state: receiving → queued → processing → done | failed | skipped."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[datetime]
+    last_received_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    instances: Mapped[list[Instance]] = relationship(back_populates="study")
+    analyses: Mapped[list[Analysis]] = relationship(
+        back_populates="study", order_by="Analysis.id"
+    )
+
+
+class Instance(Base):
+    """One stored SOP instance; the file lives in the spool."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    laterality: Mapped[str] = mapped_column(String(2), default="")
+    view: Mapped[str] = mapped_column(String(16), default="")
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+
+    study: Mapped[Study] = relationship(back_populates="instances")
+
+
+class Job(Base):
+    """A unit of work claimed by exactly one worker. state: pending → running → done | failed."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_claim", "state", "run_after"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime]
+    locked_by: Mapped[str] = mapped_column(String(128), default="")
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class Analysis(Base):
+    """One run of the model on a study, with its provenance."""
+
+    __tablename__ = "analyses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    operating_point: Mapped[float] = mapped_column(Float)
+    exam_score: Mapped[float | None] = mapped_column(Float)
+    score_left: Mapped[float | None] = mapped_column(Float)
+    score_right: Mapped[float | None] = mapped_column(Float)
+    category: Mapped[str] = mapped_column(String(16))
+    elapsed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    worker: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime]
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("analyses.id"))
+
+    study: Mapped[Study] = relationship(back_populates="analyses")
+    images: Mapped[list[AnalysisImage]] = relationship(
+        back_populates="analysis", order_by="AnalysisImage.id"
+    )
+    findings: Mapped[list[Finding]] = relationship(
+        back_populates="analysis", order_by="Finding.id"
+    )
+    reports: Mapped[list[Report]] = relationship(back_populates="analysis")
+
+
+class AnalysisImage(Base):
+    """Each image of an analysis: analysed (with its score), skipped or failed (with the reason)."""
+
+    __tablename__ = "analysis_images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # analysed | skipped | failed
+    laterality: Mapped[str] = mapped_column(String(2), default="")
+    view: Mapped[str] = mapped_column(String(16), default="")
+    score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    overlay_path: Mapped[str] = mapped_column(String(1024), default="")
+
+    analysis: Mapped[Analysis] = relationship(back_populates="images")
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    laterality: Mapped[str] = mapped_column(String(2))
+    view: Mapped[str] = mapped_column(String(16))
+    probability: Mapped[float] = mapped_column(Float)
+    center_column: Mapped[float] = mapped_column(Float)
+    center_row: Mapped[float] = mapped_column(Float)
+    outline: Mapped[list[Any]] = mapped_column(JSON)
+
+    analysis: Mapped[Analysis] = relationship(back_populates="findings")
+
+
+class Report(Base):
+    """A DICOM result object written for an analysis."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # cad_sr
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime]
+
+    analysis: Mapped[Analysis] = relationship(back_populates="reports")
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="report")
+
+
+class DestinationRow(Base):
+    __tablename__ = "destinations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    ae_title: Mapped[str] = mapped_column(String(16), default="")
+    host: Mapped[str] = mapped_column(String(255), default="")
+    port: Mapped[int] = mapped_column(Integer, default=0)
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class RouteRow(Base):
+    __tablename__ = "routes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    destinations: Mapped[list[Any]] = mapped_column(JSON)
+    objects: Mapped[list[Any]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class AllowedPeer(Base):
+    """A calling AE title allowed to associate."""
+
+    __tablename__ = "allowed_peers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+
+
+class Delivery(Base):
+    """One report to one destination. state: pending → sending → delivered | dead."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_claim", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    locked_by: Mapped[str] = mapped_column(String(128), default="")
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+    report: Mapped[Report] = relationship(back_populates="deliveries")
+    destination: Mapped[DestinationRow] = relationship()
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # admin | radiologist | viewer
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Meta(Base):
+    """Key/value facts about this database (e.g. when the configuration seeded it)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,392 @@
+"""The C-ECHO and C-STORE SCP: association policy and the store handler.
+
+The store handler never runs the model. It makes the instance durable in the spool, records
+it (and its study) in the database, and answers. Everything after that is a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from io import BytesIO
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessP14,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from mammogate.config import Settings
+from mammogate.db import AllowedPeer, AuditEntry, Database, Instance, Job, Study, utcnow
+from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError
+
+log = logging.getLogger(__name__)
+
+# SOP classes whose images are mammograms by definition.
+MAMMOGRAPHY_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "Digital Mammography X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.13.1.3": "Breast Tomosynthesis Image Storage",
+    "1.2.840.10008.5.1.4.1.1.13.1.4": "Breast Projection X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.13.1.5": "Breast Projection X-Ray Image Storage - For Processing",
+}
+# General SOP classes accepted only when Modality is MG.
+MG_ONLY_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+}
+ACCEPTED_SOP_CLASSES = {**MAMMOGRAPHY_SOP_CLASSES, **MG_ONLY_SOP_CLASSES}
+
+# Every transfer syntax pydicom decodes natively or with python-gdcm / pylibjpeg-openjpeg.
+TRANSFER_SYNTAXES: list[UID] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    RLELossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessP14,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    HTJ2K,
+]
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _status(code: int, comment: str) -> Dataset:
+    """A status dataset with an Error Comment (LO: at most 64 characters)."""
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = comment[:64]
+    return status
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str:
+    value = ds.get(keyword, "")
+    return ("" if value is None else str(value))[:limit]
+
+
+class StoreRefused(Exception):
+    """A C-STORE we answer with a failure status and a reason."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def check_dataset(ds: Dataset, sop_class_uid: str) -> None:
+    """Raise StoreRefused if the dataset is not a mammography image we can take."""
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, "no Pixel Data in the dataset")
+    modality = str(ds.get("Modality", "") or "")
+    if sop_class_uid in MG_ONLY_SOP_CLASSES and modality != "MG":
+        raise StoreRefused(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"Modality {modality or '(empty)'} is not MG: mammography only",
+        )
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if not ds.get(keyword):
+            raise StoreRefused(CANNOT_UNDERSTAND, f"{keyword} is missing")
+
+
+def _laterality(ds: Dataset) -> str:
+    return str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")[:2]
+
+
+def _view(ds: Dataset) -> str:
+    return str(ds.get("ViewPosition", "") or "")[:16]
+
+
+class StoreService:
+    """C-STORE and C-ECHO handlers with their dependencies (bound via the extra-args list)."""
+
+    def __init__(self, settings: Settings, db: Database, spool: Spool):
+        self.settings = settings
+        self.db = db
+        self.spool = spool
+
+    def handle_echo(self, event: evt.Event) -> int:
+        """C-ECHO. Status: 0x0000 Success."""
+        log.info("C-ECHO from %s", event.assoc.requestor.ae_title)
+        return SUCCESS
+
+    def handle_store(self, event: evt.Event) -> int | Dataset:
+        """C-STORE: make the instance durable, record it, answer.
+
+        Statuses:
+            0x0000 Success -- in the spool (fsynced) and in the database; also for a re-sent
+                instance (the first copy is kept)
+            0xA700 Out of resources -- the spool or database could not be written
+            0xA900 Dataset does not match SOP class -- no pixel data, or not Modality MG
+            0xC000 Cannot understand -- the dataset does not parse, or its UIDs are missing
+        """
+        calling_ae = event.assoc.requestor.ae_title
+        sop_uid = str(event.request.AffectedSOPInstanceUID or "")
+        sop_class_uid = str(event.request.AffectedSOPClassUID or "")
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            try:
+                ds = pydicom.dcmread(BytesIO(data), force=False, defer_size=1024)
+                ds.get("PixelData")  # force parsing up to and through the pixel data element
+            except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
+                raise StoreRefused(CANNOT_UNDERSTAND, f"dataset does not parse: {exc}") from exc
+            check_dataset(ds, sop_class_uid)
+            if str(ds.SOPInstanceUID) != sop_uid:
+                raise StoreRefused(
+                    CANNOT_UNDERSTAND, "SOP Instance UID differs from the C-STORE request"
+                )
+            return self._store(ds, data, calling_ae)
+        except StoreRefused as refused:
+            return self._refuse(refused, calling_ae, sop_uid)
+        except InvalidUIDError as exc:
+            return self._refuse(StoreRefused(CANNOT_UNDERSTAND, str(exc)), calling_ae, sop_uid)
+        except (SpoolError, SQLAlchemyError) as exc:
+            log.exception("C-STORE of %s from %s: cannot make it durable", sop_uid, calling_ae)
+            return _status(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}")
+
+    def _refuse(self, refused: StoreRefused, calling_ae: str, sop_uid: str) -> Dataset:
+        log.warning(
+            "C-STORE of %s from %s refused (0x%04X): %s",
+            sop_uid or "(no UID)", calling_ae, refused.status, refused.reason,
+        )
+        try:
+            with self.db.session() as session:
+                session.add(
+                    AuditEntry(
+                        at=utcnow(), actor=f"dicom:{calling_ae}", action="c-store-refused",
+                        target=sop_uid[:255], detail=refused.reason,
+                    )
+                )
+        except SQLAlchemyError:
+            log.exception("could not record the refused C-STORE of %s", sop_uid)
+        return _status(refused.status, refused.reason)
+
+    def _store(self, ds: Dataset, data: bytes, calling_ae: str) -> int:
+        study_uid = str(ds.StudyInstanceUID)
+        sop_uid = str(ds.SOPInstanceUID)
+        with self.db.session() as session:
+            existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_uid))
+        if existing is not None:
+            self._log_duplicate(existing, data, calling_ae)
+            return SUCCESS
+        spooled = self.spool.store(data, study_uid, sop_uid)
+        if not spooled.created:
+            # A file without a row: a crash between the two steps. Ours replaces it.
+            spooled = self.spool.store(data, study_uid, sop_uid, replace=True)
+        try:
+            with self.db.session() as session:
+                study_id = self._upsert_study(session, ds, calling_ae)
+                now = utcnow()
+                session.add(
+                    Instance(
+                        sop_instance_uid=sop_uid,
+                        study_id=study_id,
+                        series_instance_uid=str(ds.SeriesInstanceUID),
+                        sop_class_uid=str(ds.SOPClassUID),
+                        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+                        modality=_text(ds, "Modality", 16),
+                        laterality=_laterality(ds),
+                        view=_view(ds),
+                        calling_ae_title=calling_ae,
+                        path=str(spooled.path),
+                        size=spooled.size,
+                        sha256=spooled.sha256,
+                        received_at=now,
+                    )
+                )
+        except SQLAlchemyError:
+            with self.db.session() as session:
+                raced = session.scalar(
+                    select(Instance).where(Instance.sop_instance_uid == sop_uid)
+                )
+            if raced is not None:  # another association stored the same UID first
+                self._log_duplicate(raced, data, calling_ae)
+                return SUCCESS
+            self.spool.remove(spooled.path)
+            raise
+        log.info(
+            "stored %s (study %s, %d bytes) from %s", sop_uid, study_uid, spooled.size, calling_ae
+        )
+        return SUCCESS
+
+    def _upsert_study(self, session: Any, ds: Dataset, calling_ae: str) -> int:
+        now = utcnow()
+        study_uid = str(ds.StudyInstanceUID)
+        values = dict(
+            study_instance_uid=study_uid,
+            state="receiving",
+            accession_number=_text(ds, "AccessionNumber", 16),
+            patient_name=_text(ds, "PatientName", 324),
+            patient_id=_text(ds, "PatientID", 64),
+            patient_birth_date=_text(ds, "PatientBirthDate", 8),
+            study_date=_text(ds, "StudyDate", 8),
+            study_description=_text(ds, "StudyDescription", 64),
+            calling_ae_title=calling_ae,
+            instance_count=0,
+            first_received_at=now,
+            last_received_at=now,
+            updated_at=now,
+            last_error="",
+        )
+        insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)
+        session.execute(
+            insert(Study).values(**values).on_conflict_do_nothing(
+                index_elements=["study_instance_uid"]
+            )
+        )
+        study = session.scalar(
+            select(Study).where(Study.study_instance_uid == study_uid).with_for_update()
+        )
+        if study.state != "receiving":
+            # More images after the study settled: analyse again once it is quiet.
+            session.execute(
+                update(Job)
+                .where(Job.study_id == study.id, Job.state == "pending")
+                .values(state="superseded", finished_at=now)
+            )
+            log.info("study %s receives more images (was %s)", study_uid, study.state)
+            study.state = "receiving"
+        study.instance_count = study.instance_count + 1
+        study.last_received_at = now
+        study.updated_at = now
+        return study.id
+
+    def _log_duplicate(self, existing: Instance, data: bytes, calling_ae: str) -> None:
+        import hashlib
+
+        if hashlib.sha256(data).hexdigest() == existing.sha256:
+            log.info(
+                "duplicate %s from %s: identical to the stored copy, kept once",
+                existing.sop_instance_uid, calling_ae,
+            )
+        else:
+            log.warning(
+                "duplicate %s from %s has a DIFFERENT payload; the first copy is kept",
+                existing.sop_instance_uid, calling_ae,
+            )
+            with self.db.session() as session:
+                session.add(
+                    AuditEntry(
+                        at=utcnow(), actor=f"dicom:{calling_ae}", action="duplicate-differs",
+                        target=existing.sop_instance_uid,
+                        detail="a different payload under a stored SOP Instance UID; first copy kept",
+                    )
+                )
+
+
+def allowed_calling_ae_titles(db: Database) -> list[str]:
+    with db.session() as session:
+        return list(session.scalars(select(AllowedPeer.ae_title).order_by(AllowedPeer.ae_title)))
+
+
+def _on_rejected(event: evt.Event) -> None:
+    primitive = event.assoc.acceptor.primitive if event.assoc.acceptor else None
+    log.warning(
+        "association from %s (%s) rejected: %s",
+        event.assoc.requestor.ae_title,
+        event.assoc.requestor.address,
+        getattr(primitive, "reason_str", "see the association policy"),
+    )
+
+
+def _on_requested(event: evt.Event) -> None:
+    log.info(
+        "association requested by %s from %s:%s",
+        event.assoc.requestor.ae_title,
+        event.assoc.requestor.address,
+        event.assoc.requestor.port,
+    )
+
+
+def build_ae(settings: Settings, allowed: list[str]) -> AE:
+    dicom = settings.dicom
+    ae = AE(ae_title=dicom.ae_title)
+    ae.acse_timeout = dicom.acse_timeout
+    ae.dimse_timeout = dicom.dimse_timeout
+    ae.network_timeout = dicom.network_timeout
+    ae.maximum_pdu_size = dicom.maximum_pdu_size
+    ae.maximum_associations = dicom.maximum_associations
+    ae.require_called_aet = True
+    ae.require_calling_aet = allowed
+    ae.add_supported_context(Verification)
+    for sop_class in ACCEPTED_SOP_CLASSES:
+        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+    return ae
+
+
+class Scp:
+    """The running SCP. ``refresh_policy()`` re-reads the allowed calling AE titles."""
+
+    def __init__(self, settings: Settings, db: Database, spool: Spool):
+        self.settings = settings
+        self.db = db
+        self.service = StoreService(settings, db, spool)
+        self.ae = build_ae(settings, allowed_calling_ae_titles(db))
+        self.server: ThreadedAssociationServer | None = None
+
+    def start(self) -> tuple[str, int]:
+        handlers = [
+            (evt.EVT_C_ECHO, self.service.handle_echo),
+            (evt.EVT_C_STORE, self.service.handle_store),
+            (evt.EVT_REJECTED, _on_rejected),
+            (evt.EVT_REQUESTED, _on_requested),
+        ]
+        dicom = self.settings.dicom
+        server = self.ae.start_server((dicom.bind, dicom.port), block=False, evt_handlers=handlers)
+        assert server is not None
+        self.server = server
+        host, port = server.server_address[:2]
+        log.info(
+            "DICOM SCP %s listening on %s:%s (allowed calling AE titles: %s)",
+            dicom.ae_title, host, port, ", ".join(self.ae.require_calling_aet) or "any",
+        )
+        return str(host), int(port)
+
+    def refresh_policy(self) -> None:
+        allowed = allowed_calling_ae_titles(self.db)
+        if allowed != self.ae.require_calling_aet:
+            self.ae.require_calling_aet = allowed
+            log.info("allowed calling AE titles now: %s", ", ".join(allowed) or "any")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None

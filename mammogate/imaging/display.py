@@ -1,0 +1,107 @@
+"""Reading DICOM files and the display pipeline: modality LUT → VOI LUT → presentation LUT.
+
+The result is a float32 image in [0, 1] where bright means dense tissue (what a radiologist
+sees on a For Presentation display), in the original pixel matrix and orientation.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+from mammogate.imaging.errors import DicomReadError, PixelDecodeError, UnsupportedImageError
+
+logger = logging.getLogger(__name__)
+
+_DECODE_ERRORS = (
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    AttributeError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OSError,
+    EOFError,
+)
+
+
+def read_dataset(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """Read a DICOM file; raises ``DicomReadError`` when it is not readable DICOM."""
+    try:
+        return dcmread(path, stop_before_pixels=stop_before_pixels)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise DicomReadError(f"cannot read {Path(path).name} as DICOM: {exc}") from exc
+
+
+def decode_pixels(ds: Dataset) -> np.ndarray:
+    """The stored pixel values of a single-frame grayscale image, as decoded by pydicom."""
+    if "PixelData" not in ds:
+        raise PixelDecodeError("the dataset has no Pixel Data")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise UnsupportedImageError(f"multi-frame image ({ds.NumberOfFrames} frames)")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise UnsupportedImageError("not a grayscale image (SamplesPerPixel != 1)")
+    try:
+        pixels = ds.pixel_array
+    except _DECODE_ERRORS as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise PixelDecodeError(f"pixel data do not decode (transfer syntax {syntax}): {exc}") from exc
+    if pixels.ndim != 2:
+        raise UnsupportedImageError(f"expected a 2-D pixel matrix, got shape {pixels.shape}")
+    return pixels
+
+
+def _voi_range(ds: Dataset, values: np.ndarray) -> tuple[float, float] | None:
+    """The output range of the VOI transform, found by pushing extreme inputs through it."""
+    if "VOILUTSequence" in ds:
+        item = ds.VOILUTSequence[0]
+        lut = np.asarray(item.LUTData, dtype=np.float64).ravel()
+        if lut.size:
+            return float(lut.min()), float(lut.max())
+        return None
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        extremes = np.array([values.min() - 1e6, values.max() + 1e6], dtype=np.float64)
+        low, high = (float(v) for v in apply_voi_lut(extremes, ds, index=0))
+        return (low, high) if high > low else None
+    return None
+
+
+def display_image(ds: Dataset) -> np.ndarray:
+    """Decode and run the display pipeline; float32 in [0, 1], bright = dense tissue."""
+    stored = decode_pixels(ds)
+    try:
+        modality = np.asarray(apply_modality_lut(stored, ds))
+        if modality.dtype.kind == "f" and np.array_equal(modality, np.round(modality)):
+            modality = modality.astype(np.int64)
+        values = modality.astype(np.float64)
+        voi = _voi_range(ds, values)
+        if voi is not None:
+            # integer input keeps pydicom's VOI LUT lookup exact
+            values = np.asarray(apply_voi_lut(modality, ds, index=0), dtype=np.float64)
+            low, high = voi
+        else:
+            low, high = float(values.min()), float(values.max())
+    except _DECODE_ERRORS as exc:
+        raise PixelDecodeError(f"the modality or VOI LUT cannot be applied: {exc}") from exc
+    span = high - low
+    image = (values - low) / span if span > 0 else np.zeros_like(values)
+    image = np.clip(image, 0.0, 1.0)
+    if _inverted(ds):
+        image = 1.0 - image
+    padding = ds.get("PixelPaddingValue")
+    if padding is not None:
+        image[stored == padding] = 0.0
+    return image.astype(np.float32)
+
+
+def _inverted(ds: Dataset) -> bool:
+    shape = str(ds.get("PresentationLUTShape", "") or "").upper()
+    if shape:
+        return shape == "INVERSE"
+    return str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"

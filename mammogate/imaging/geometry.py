@@ -1,0 +1,108 @@
+"""Chest-wall normalisation, resampling to the model grid, and the way back.
+
+Every image is flipped so that the chest wall is on the left, scaled (aspect kept) to fit the
+model grid and padded at the right and bottom. ``GridTransform`` records that, and maps points
+(SCOORD convention: (column, row), pixel centres at +0.5) and heatmaps back to the original
+image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pydicom import Dataset
+
+
+@dataclass(frozen=True)
+class GridTransform:
+    """How an original image was placed on the model grid."""
+
+    rows: int  # original image
+    columns: int
+    flipped: bool  # mirrored left-right before scaling (chest wall was on the right)
+    grid_rows: int
+    grid_columns: int
+    content_rows: int  # rows of the grid that hold image (the rest is padding)
+    content_columns: int
+
+    @property
+    def scale_x(self) -> float:
+        return self.content_columns / self.columns
+
+    @property
+    def scale_y(self) -> float:
+        return self.content_rows / self.rows
+
+    def to_original(self, x: float, y: float) -> tuple[float, float]:
+        """A model-grid point (column, row) → original pixel coordinates (column, row)."""
+        column = x / self.scale_x
+        if self.flipped:
+            column = self.columns - column
+        return column, y / self.scale_y
+
+    def to_grid(self, column: float, row: float) -> tuple[float, float]:
+        """An original pixel point (column, row) → model-grid coordinates (column, row)."""
+        if self.flipped:
+            column = self.columns - column
+        return column * self.scale_x, row * self.scale_y
+
+    def length_to_original(self, length: float) -> float:
+        """A length on the grid → original pixels (geometric mean of the two scales)."""
+        return float(length / np.sqrt(self.scale_x * self.scale_y))
+
+    def heatmap_to_original(self, heatmap: np.ndarray) -> np.ndarray:
+        """A heatmap over the grid (any resolution proportional to it) → the original
+        orientation: padding cropped, flip undone. Resize it to rows x columns to overlay."""
+        rows = max(1, round(heatmap.shape[0] * self.content_rows / self.grid_rows))
+        columns = max(1, round(heatmap.shape[1] * self.content_columns / self.grid_columns))
+        cropped = heatmap[:rows, :columns]
+        return np.ascontiguousarray(cropped[:, ::-1] if self.flipped else cropped)
+
+
+def chest_wall_on_right(ds: Dataset | None, image: np.ndarray) -> bool:
+    """Whether the chest wall is on the image's right: from PatientOrientation's row direction
+    (``P`` = posterior to the right), else from which half holds more tissue."""
+    orientation = ds.get("PatientOrientation") if ds is not None else None
+    if orientation is not None and not isinstance(orientation, str) and len(orientation) >= 1:
+        row_direction = str(orientation[0]).upper()
+        if "P" in row_direction and "A" not in row_direction:
+            return True
+        if "A" in row_direction and "P" not in row_direction:
+            return False
+    half = image.shape[1] // 2
+    return float(image[:, image.shape[1] - half :].sum()) > float(image[:, :half].sum())
+
+
+def normalise_laterality(image: np.ndarray, ds: Dataset | None = None) -> tuple[np.ndarray, bool]:
+    """Flip so the chest wall is on the left; returns the image and whether it was flipped."""
+    flipped = chest_wall_on_right(ds, image)
+    return (np.ascontiguousarray(image[:, ::-1]) if flipped else image), flipped
+
+
+def resize(image: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Area-averaging resize of a float image (deterministic, Pillow ``BOX``/bilinear)."""
+    source = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
+    shrinking = rows <= image.shape[0] and columns <= image.shape[1]
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(source.resize((columns, rows), method), dtype=np.float32)
+
+
+def to_model_grid(
+    image: np.ndarray, grid_rows: int, grid_columns: int, *, flipped: bool
+) -> tuple[np.ndarray, GridTransform]:
+    """Scale an already normalised image (chest wall left) onto the grid, padding with 0.
+
+    ``flipped`` is what ``normalise_laterality`` returned; ``image`` is its output.
+    """
+    rows, columns = image.shape
+    scale = min(grid_rows / rows, grid_columns / columns)
+    content_rows = min(grid_rows, max(1, round(rows * scale)))
+    content_columns = min(grid_columns, max(1, round(columns * scale)))
+    grid = np.zeros((grid_rows, grid_columns), dtype=np.float32)
+    grid[:content_rows, :content_columns] = resize(image, content_rows, content_columns)
+    transform = GridTransform(
+        rows, columns, flipped, grid_rows, grid_columns, content_rows, content_columns
+    )
+    return grid, transform

@@ -1,0 +1,52 @@
+"""PNG renderings for the portal: the image with the heatmap blended in colour and marks."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mammogate.imaging.geometry import resize
+
+
+def _colour_map(values: np.ndarray) -> np.ndarray:
+    """A jet-like map of [0, 1] values to RGB floats in [0, 1]."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    red = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
+    green = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
+    blue = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
+    return np.concatenate([red, green, blue], axis=-1)
+
+
+def render_overlay_png(
+    display_image: np.ndarray,
+    heatmap: np.ndarray | None,
+    findings_centres: Sequence[tuple[float, float]] = (),
+    *,
+    height: int = 512,
+    opacity: float = 0.45,
+) -> bytes:
+    """PNG of ``display_image`` ([0, 1], original orientation) scaled to ``height`` rows, with
+    ``heatmap`` (original orientation, any size) blended in colour and a ring at each
+    finding centre (original pixel coordinates, (column, row))."""
+    rows, columns = display_image.shape
+    out_rows = min(height, rows)
+    scale = out_rows / rows
+    out_columns = max(1, round(columns * scale))
+    gray = np.clip(resize(display_image, out_rows, out_columns), 0, 1)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    if heatmap is not None and heatmap.size:
+        heat = np.clip(resize(heatmap.astype(np.float32), out_rows, out_columns), 0, 1)
+        alpha = (opacity * np.clip(heat * 2.0, 0, 1))[..., None]
+        rgb = rgb * (1 - alpha) + _colour_map(heat) * alpha
+    picture = Image.fromarray((rgb * 255 + 0.5).astype(np.uint8), mode="RGB")
+    draw = ImageDraw.Draw(picture)
+    radius = max(6, round(out_rows * 0.03))
+    for column, row in findings_centres:
+        x, y = column * scale, row * scale
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=(255, 255, 0), width=2)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()

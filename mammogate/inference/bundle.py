@@ -1,0 +1,110 @@
+"""The model bundle: a directory with ``model.keras`` and ``model.json``.
+
+``model.json`` holds name, version, sha256 of the model file, input size, preprocessing
+parameters, the operating point (threshold, with the sensitivity and specificity it was chosen
+at), training data, evaluation metrics, date and a licence note. A bundle whose model file does
+not match its sha256 is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mammogate.inference.results import ModelInfo
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "mammogate-cnn"
+MODEL_FILE = "model.keras"
+METADATA_FILE = "model.json"
+
+
+class InferenceError(Exception):
+    """Base of the errors raised by ``mammogate.inference``."""
+
+
+class BundleError(InferenceError):
+    """The model bundle is missing, malformed, or its model file fails the sha256 check."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_bundle_dir(name: str = DEFAULT_MODEL_NAME) -> Path:
+    """The bundle shipped as package data at ``mammogate/models/<name>/``."""
+    return Path(str(importlib.resources.files("mammogate") / "models" / name))
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A verified model bundle (the Keras model itself is loaded on demand)."""
+
+    path: Path
+    name: str
+    version: str
+    sha256: str
+    input_rows: int
+    input_columns: int
+    operating_point: float
+    metadata: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(self.name, self.version, self.sha256, self.operating_point)
+
+    def load_model(self) -> Any:
+        """Load the Keras model (imports TensorFlow); re-checks the sha256 first."""
+        if file_sha256(self.model_file) != self.sha256:
+            raise BundleError(f"{self.model_file} changed since the bundle was loaded")
+        from mammogate.inference.tf_runtime import load_keras_model
+
+        return load_keras_model(self.model_file)
+
+
+def load_bundle(path: Path | None = None) -> ModelBundle:
+    """Read and verify a bundle; ``None`` means the shipped one. Raises ``BundleError``."""
+    bundle_dir = Path(path) if path is not None else default_bundle_dir()
+    metadata_path = bundle_dir / METADATA_FILE
+    model_path = bundle_dir / MODEL_FILE
+    if not metadata_path.is_file() or not model_path.is_file():
+        raise BundleError(f"{bundle_dir} is not a model bundle (needs {MODEL_FILE} and {METADATA_FILE})")
+    try:
+        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+        expected = str(metadata["sha256"]).lower()
+        operating_point = float(metadata["operating_point"]["threshold"])
+        rows, columns = (int(v) for v in metadata["input_size"])
+        name, version = str(metadata["name"]), str(metadata["version"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{metadata_path} is malformed: {exc}") from exc
+    actual = file_sha256(model_path)
+    if actual != expected:
+        raise BundleError(
+            f"refusing model bundle {bundle_dir}: sha256 of {MODEL_FILE} is {actual}, "
+            f"{METADATA_FILE} says {expected}"
+        )
+    logger.info("model bundle %s %s (sha256 %s) verified", name, version, actual[:12])
+    return ModelBundle(bundle_dir, name, version, actual, rows, columns, operating_point, metadata)
+
+
+def write_model_json(bundle_dir: Path, metadata: dict[str, Any]) -> Path:
+    """Write ``model.json`` for the ``model.keras`` already in ``bundle_dir``, adding its sha256."""
+    content = dict(metadata)
+    content["sha256"] = file_sha256(Path(bundle_dir) / MODEL_FILE)
+    path = Path(bundle_dir) / METADATA_FILE
+    path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,94 @@
+"""Result types of an analysis: what inference produces and reporting, the worker and the portal read.
+
+Coordinates are in the *original* image's pixel matrix, in the DICOM SCOORD convention:
+(column, row), where (0.0, 0.0) is the top-left corner of the top-left pixel, so the centre of
+pixel (c, r) is (c + 0.5, r + 0.5). Probabilities are in [0, 1]; reporting writes them x100 in %.
+
+These types import nothing heavy (no TensorFlow) so every package may use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Laterality = Literal["L", "R"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Provenance of the model bundle that produced a result."""
+
+    name: str
+    version: str
+    sha256: str
+    operating_point: float  # image/exam score threshold for "flagged" and for marking findings
+    manufacturer: str = "mammogate"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One suspicious region on one image (a heatmap peak above the operating point)."""
+
+    sop_instance_uid: str
+    laterality: Laterality
+    view: str  # CC, MLO, ML, LM, XCCL, ... (see imaging.views)
+    probability: float  # probability of cancer, 0..1
+    center: tuple[float, float]  # (column, row), original pixel grid
+    outline: tuple[tuple[float, float], ...]  # closed POLYLINE (first point repeated at the end)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """An analysed view."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    laterality: Laterality
+    view: str
+    score: float  # image-level probability of cancer, 0..1
+    findings: tuple[Finding, ...]
+    rows: int
+    columns: int
+    # Heatmap on the model grid, already mapped back to the original orientation
+    # (same aspect and flips as the original image; resize to rows x columns to overlay).
+    heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image that was not analysed, and why (a reason a person can act on)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    reason: str
+    failed: bool  # True: analysis was attempted and failed (e.g. pixels do not decode)
+
+
+ExamCategory = Literal["flagged", "not_flagged", "failed"]
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """The analysis of one study."""
+
+    study_instance_uid: str
+    model: ModelInfo
+    images: tuple[ImageResult, ...]
+    skipped: tuple[SkippedImage, ...]
+    breast_scores: dict[str, float]  # {"L": .., "R": ..} for the breasts with analysed views
+    exam_score: float | None  # None when no view could be analysed
+    category: ExamCategory
+    elapsed_seconds: float = 0.0
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for image in self.images for f in image.findings)
+
+    @property
+    def failed_images(self) -> tuple[SkippedImage, ...]:
+        return tuple(s for s in self.skipped if s.failed)
