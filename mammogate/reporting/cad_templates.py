@@ -18,7 +18,7 @@ from numbers import Real
 
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
-from pydicom.uid import UID
+from pydicom.uid import RE_VALID_UID
 
 from mammogate.reporting import sr_items as si
 from mammogate.reporting.sr_items import ContentItemPath
@@ -39,7 +39,7 @@ def _text(value: object, name: str) -> str:
 def _uid(value: object, name: str) -> str:
     _text(value, name)
     assert isinstance(value, str)
-    if not UID(value).is_valid:
+    if len(value) > 64 or not RE_VALID_UID.match(value):
         raise ValueError(f"{name} is not a valid UID: {value!r}")
     return value
 
@@ -70,6 +70,10 @@ def _code(value: object, name: str) -> Code:
     return value
 
 
+def _is_code(item: Dataset) -> bool:
+    return all(item.get(k) for k in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning"))
+
+
 def check_path(path: object, name: str) -> ContentItemPath:
     """Validate a by-reference content item path: at least two positive ints, root first."""
     if not isinstance(path, tuple) or not all(
@@ -89,18 +93,14 @@ class AlgorithmIdentification:
         self.version = _text(version, "version")
         if isinstance(parameters, str) or not isinstance(parameters, Sequence):
             raise TypeError("parameters must be a sequence of str, not a single str")
-        self.parameters = tuple(
-            _text(p, f"parameters[{i}]") for i, p in enumerate(parameters)
-        )
+        self.parameters = tuple(_text(p, f"parameters[{i}]") for i, p in enumerate(parameters))
 
     def to_items(self) -> list[Dataset]:
         items = [
             si.text("HAS PROPERTIES", si.ALGORITHM_NAME, self.name),
             si.text("HAS PROPERTIES", si.ALGORITHM_VERSION, self.version),
         ]
-        items += [
-            si.text("HAS PROPERTIES", si.ALGORITHM_PARAMETERS, p) for p in self.parameters
-        ]
+        items += [si.text("HAS PROPERTIES", si.ALGORITHM_PARAMETERS, p) for p in self.parameters]
         return items
 
 
@@ -174,56 +174,68 @@ class ImageLibraryEntry:
 
     @classmethod
     def from_source(cls, source: Dataset) -> ImageLibraryEntry:
-        """The entry for a source image header, with the context rows its attributes allow."""
+        """The entry for a source image header, with the context rows its attributes allow.
+
+        Attributes that are present but malformed (an unknown laterality, a view code
+        without a value, a single pixel spacing, a date that is not DA) are left out rather
+        than failing the whole report: the rows are conditional on the header anyway.
+        """
         view: Code | None = None
         modifiers: list[Code] = []
-        if source.get("ViewCodeSequence"):
+        if source.get("ViewCodeSequence") and _is_code(source.ViewCodeSequence[0]):
             view_item = source.ViewCodeSequence[0]
             view = si.code_of(view_item)
-            modifiers = [si.code_of(m) for m in view_item.get("ViewModifierCodeSequence", [])]
+            modifiers = [
+                si.code_of(m) for m in view_item.get("ViewModifierCodeSequence", []) if _is_code(m)
+            ]
         orientation = source.get("PatientOrientation")
         spacing = source.get("ImagerPixelSpacing") or source.get("PixelSpacing")
 
-        def optional(keyword: str) -> str | None:
-            value = source.get(keyword)
-            return str(value) if value else None
+        def matching(keyword: str, pattern: re.Pattern[str]) -> str | None:
+            value = str(source.get(keyword) or "").strip()
+            return value if pattern.match(value) else None
 
+        laterality = str(source.get("ImageLaterality") or "")
         return cls(
             str(source.SOPClassUID),
             str(source.SOPInstanceUID),
-            laterality=optional("ImageLaterality"),
+            laterality=laterality if laterality in si.LATERALITY_CODES else None,
             view=view,
             view_modifiers=modifiers,
             patient_orientation=(
                 (str(orientation[0]), str(orientation[1]))
-                if orientation is not None and len(orientation) == 2
+                if isinstance(orientation, Sequence)
+                and not isinstance(orientation, str)
+                and len(orientation) == 2
+                and all(str(v).strip() for v in orientation)
                 else None
             ),
-            study_date=optional("StudyDate"),
-            study_time=optional("StudyTime"),
-            content_date=optional("ContentDate"),
-            content_time=optional("ContentTime"),
-            pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+            study_date=matching("StudyDate", _DA),
+            study_time=matching("StudyTime", _TM),
+            content_date=matching("ContentDate", _DA),
+            content_time=matching("ContentTime", _TM),
+            pixel_spacing=(
+                (float(spacing[0]), float(spacing[1]))
+                if isinstance(spacing, Sequence)
+                and len(spacing) == 2
+                and all(float(v) > 0 for v in spacing)
+                else None
+            ),
         )
 
     def to_item(self) -> Dataset:
         acq = "HAS ACQ CONTEXT"
         context: list[Dataset] = []
         if self.laterality is not None:
-            context.append(
-                si.coded(acq, si.IMAGE_LATERALITY, si.LATERALITY_CODES[self.laterality])
-            )
+            context.append(si.coded(acq, si.IMAGE_LATERALITY, si.LATERALITY_CODES[self.laterality]))
         if self.view is not None:
             modifiers = [
-                si.coded("HAS CONCEPT MOD", si.IMAGE_VIEW_MODIFIER, m)
-                for m in self.view_modifiers
+                si.coded("HAS CONCEPT MOD", si.IMAGE_VIEW_MODIFIER, m) for m in self.view_modifiers
             ]
             context.append(si.coded(acq, si.IMAGE_VIEW, self.view, modifiers))
         if self.patient_orientation is not None:
             context.append(si.text(acq, si.PATIENT_ORIENTATION_ROW, self.patient_orientation[0]))
-            context.append(
-                si.text(acq, si.PATIENT_ORIENTATION_COLUMN, self.patient_orientation[1])
-            )
+            context.append(si.text(acq, si.PATIENT_ORIENTATION_COLUMN, self.patient_orientation[1]))
         if self.study_date is not None:
             context.append(si.date(acq, si.STUDY_DATE, self.study_date))
         if self.study_time is not None:
@@ -285,14 +297,20 @@ class SingleImageFinding:
         intent = si.coded("HAS CONCEPT MOD", si.RENDERING_INTENT, self.rendering_intent)
         geometry = [
             si.scoord(
-                "HAS PROPERTIES", si.CENTER, "POINT", [self.center],
+                "HAS PROPERTIES",
+                si.CENTER,
+                "POINT",
+                [self.center],
                 [si.by_reference("SELECTED FROM", image_path)],
             )
         ]
         if self.outline:
             geometry.append(
                 si.scoord(
-                    "HAS PROPERTIES", si.OUTLINE, "POLYLINE", self.outline,
+                    "HAS PROPERTIES",
+                    si.OUTLINE,
+                    "POLYLINE",
+                    self.outline,
                     [si.by_reference("SELECTED FROM", image_path)],
                 )
             )

@@ -55,7 +55,9 @@ ALL_SUCCEEDED_WITH_FINDINGS = Code("111242", "DCM", "All algorithms succeeded; w
 NOT_ALL_SUCCEEDED_WITHOUT_FINDINGS = Code(
     "111243", "DCM", "Not all algorithms succeeded; without findings"
 )
-NOT_ALL_SUCCEEDED_WITH_FINDINGS = Code("111244", "DCM", "Not all algorithms succeeded; with findings")
+NOT_ALL_SUCCEEDED_WITH_FINDINGS = Code(
+    "111244", "DCM", "Not all algorithms succeeded; with findings"
+)
 NONE_SUCCEEDED_WITHOUT_FINDINGS = Code("111245", "DCM", "No algorithms succeeded; without findings")
 # CID 6042
 SUCCEEDED = Code("111222", "DCM", "Succeeded")
@@ -66,9 +68,7 @@ NOT_ATTEMPTED = Code("111225", "DCM", "Not Attempted")
 PRESENTATION_REQUIRED = Code(
     "111150", "DCM", "Presentation Required: Rendering device is expected to present"
 )
-PRESENTATION_OPTIONAL = Code(
-    "111151", "DCM", "Presentation Optional: Rendering device may present"
-)
+PRESENTATION_OPTIONAL = Code("111151", "DCM", "Presentation Optional: Rendering device may present")
 NOT_FOR_PRESENTATION = Code(
     "111152", "DCM", "Not for Presentation: Rendering device expected not to present"
 )
@@ -114,18 +114,14 @@ def _item(relationship: str | None, value_type: str, name: Code | None) -> Datas
     return item
 
 
-def container(
-    relationship: str | None, name: Code, children: Iterable[Dataset] = ()
-) -> Dataset:
+def container(relationship: str | None, name: Code, children: Iterable[Dataset] = ()) -> Dataset:
     item = _item(relationship, "CONTAINER", name)
     item.ContinuityOfContent = "SEPARATE"
     item.ContentSequence = list(children)
     return item
 
 
-def coded(
-    relationship: str, name: Code, value: Code, children: Iterable[Dataset] = ()
-) -> Dataset:
+def coded(relationship: str, name: Code, value: Code, children: Iterable[Dataset] = ()) -> Dataset:
     item = _item(relationship, "CODE", name)
     item.ConceptCodeSequence = [code_item(value)]
     kids = list(children)

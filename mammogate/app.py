@@ -1,0 +1,99 @@
+"""Starting the node's roles: ``serve`` runs SCP, worker, sender and web in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+from mammogate.config import Settings
+from mammogate.db import Database
+from mammogate.db.seed import seed_if_first_start
+
+log = logging.getLogger(__name__)
+
+
+def worker_id(role: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{role}"
+
+
+def open_database(settings: Settings) -> Database:
+    """The database, migrated to head and seeded from the configuration on first start."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url, busy_timeout_seconds=settings.database.busy_timeout_seconds)
+    db.migrate()
+    with db.session() as session:
+        if seed_if_first_start(session, settings):
+            log.info("first start: peers, destinations and routes seeded from the configuration")
+    return db
+
+
+def serve(settings: Settings) -> int:
+    """Run every role in this process until SIGINT/SIGTERM. Returns the exit status."""
+    import uvicorn
+
+    from mammogate.dicom_node.scp import Scp
+    from mammogate.dicom_node.senders import SenderLoop
+    from mammogate.dicom_node.spool import Spool
+    from mammogate.dicom_node.worker import WorkerLoop
+    from mammogate.inference import Analyzer, load_bundle
+    from mammogate.web.app import create_app
+
+    # Refuse a broken or tampered bundle before opening any port.
+    bundle = load_bundle(Path(settings.model.bundle) if settings.model.bundle else None)
+    info = bundle.model_info
+    log.info("model bundle %s %s (sha256 %s)", info.name, info.version, info.sha256[:12])
+
+    db = open_database(settings)
+    scp = Scp(settings, db, Spool(settings.spool_dir))
+    worker = WorkerLoop(
+        settings, db, worker_id("worker"), lambda: Analyzer(bundle), on_idle=scp.refresh_policy
+    )
+    sender = SenderLoop(settings, db, worker_id("sender"))
+    web = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, db),
+            host=settings.web.bind,
+            port=settings.web.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+    )
+    failure: list[BaseException] = []
+
+    def run_worker() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # the worker is essential: stop the node, loudly
+            log.critical("worker died: %s", exc, exc_info=True)
+            failure.append(exc)
+            web.should_exit = True
+
+    scp.start()
+    threads = [
+        threading.Thread(target=run_worker, name="worker", daemon=True),
+        threading.Thread(target=sender.run, name="sender", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    log.info(
+        "mammogate serving: DICOM %s on %s:%d, web on http://%s:%d/",
+        settings.dicom.ae_title, settings.dicom.bind, settings.dicom.port,
+        settings.web.bind, settings.web.port,
+    )
+    try:
+        web.run()
+    finally:
+        log.info("mammogate stopping")
+        scp.stop()
+        worker.stopping.set()
+        sender.stopping.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        db.dispose()
+    if failure or not web.started:
+        return 1
+    return 0

@@ -1,0 +1,167 @@
+"""Senders: deliver result objects to destinations, with retries and a dead-letter state.
+
+A sender is a narrow seam: ``send(path, destination)`` returns or raises :class:`SendError`,
+whose ``retryable`` tells the loop whether to try again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+from sqlalchemy.exc import SQLAlchemyError
+
+from mammogate.config import Settings
+from mammogate.db import Database, Delivery, DestinationRow, utcnow
+from mammogate.db.queue import claim_delivery, retry_delay
+
+log = logging.getLogger(__name__)
+
+
+class SendError(Exception):
+    def __init__(self, reason: str, *, retryable: bool):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class Sender(Protocol):
+    def send(self, path: Path, destination: DestinationRow) -> None: ...
+
+
+class DimseSender:
+    """C-STORE SCU: one association per object."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def send(self, path: Path, destination: DestinationRow) -> None:
+        try:
+            ds = pydicom.dcmread(path)
+        except (OSError, InvalidDicomError) as exc:
+            raise SendError(f"cannot read {path.name}: {exc}", retryable=False) from exc
+        dicom = self.settings.dicom
+        ae = AE(ae_title=self.settings.sender_ae_title)
+        ae.acse_timeout = dicom.acse_timeout
+        ae.dimse_timeout = dicom.dimse_timeout
+        ae.network_timeout = dicom.network_timeout
+        syntaxes = [str(ds.file_meta.TransferSyntaxUID)]
+        for fallback in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            if fallback not in syntaxes:
+                syntaxes.append(fallback)
+        ae.add_requested_context(ds.SOPClassUID, syntaxes)
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if assoc.is_rejected:
+            reason = getattr(assoc.acceptor.primitive, "reason_str", "rejected")
+            raise SendError(
+                f"association rejected by {destination.ae_title}: {reason}", retryable=True
+            )
+        if not assoc.is_established:
+            raise SendError(
+                f"cannot associate with {destination.ae_title} at "
+                f"{destination.host}:{destination.port} (unreachable or aborted)",
+                retryable=True,
+            )
+        try:
+            status = assoc.send_c_store(ds)
+        finally:
+            assoc.release()
+        if not status or "Status" not in status:
+            raise SendError(
+                f"no C-STORE response from {destination.ae_title} (timeout or abort)",
+                retryable=True,
+            )
+        code = int(status.Status)
+        if code == 0x0000 or (code & 0xF000) == 0xB000:
+            return
+        comment = str(status.get("ErrorComment", "")) or "no error comment"
+        raise SendError(
+            f"{destination.ae_title} answered C-STORE status 0x{code:04X}: {comment}",
+            retryable=(code & 0xF000) == 0xA000,  # out of resources: try again later
+        )
+
+
+class SenderLoop:
+    """Claims due deliveries and sends them until stopped."""
+
+    def __init__(self, settings: Settings, db: Database, worker_id: str):
+        self.settings = settings
+        self.db = db
+        self.worker_id = worker_id
+        self.senders: dict[str, Sender] = {"dimse": DimseSender(settings)}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        log.info("sender %s started", self.worker_id)
+        while not self.stopping.is_set():
+            try:
+                worked = self.run_once()
+            except SQLAlchemyError:
+                log.exception("sender: database error; retrying")
+                worked = False
+            if not worked:
+                self.stopping.wait(self.settings.sender.poll_seconds)
+        log.info("sender %s stopped", self.worker_id)
+
+    def run_once(self) -> bool:
+        cfg = self.settings.sender
+        with self.db.session() as session:
+            delivery = claim_delivery(session, self.worker_id, cfg.lease_seconds)
+            if delivery is None:
+                return False
+            delivery_id = delivery.id
+            destination = delivery.destination
+            report = delivery.report
+            session.expunge_all()
+        path = Path(report.path)
+        try:
+            sender = self.senders.get(destination.kind)
+            if sender is None:
+                raise SendError(f"no sender for destination kind {destination.kind!r}", retryable=False)
+            if not destination.enabled:
+                raise SendError(f"destination {destination.name} is disabled", retryable=False)
+            sender.send(path, destination)
+        except SendError as exc:
+            self._failed(delivery_id, exc)
+            return True
+        with self.db.session() as session:
+            row = session.get(Delivery, delivery_id)
+            assert row is not None
+            row.state = "delivered"
+            row.delivered_at = utcnow()
+            row.lease_until = None
+            row.last_error = ""
+        log.info(
+            "delivered %s %s to %s (%s)",
+            report.kind, report.sop_instance_uid, destination.name, destination.ae_title,
+        )
+        return True
+
+    def _failed(self, delivery_id: int, exc: SendError) -> None:
+        cfg = self.settings.sender
+        with self.db.session() as session:
+            row = session.get(Delivery, delivery_id)
+            assert row is not None
+            row.last_error = exc.reason
+            row.lease_until = None
+            if not exc.retryable or row.attempts >= cfg.max_attempts:
+                row.state = "dead"
+                log.error(
+                    "delivery %d is dead after %d attempts: %s", row.id, row.attempts, exc.reason
+                )
+                return
+            delay = retry_delay(row.attempts, cfg.retry_initial_seconds, cfg.retry_max_seconds)
+            row.state = "pending"
+            row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            log.warning(
+                "delivery %d failed (attempt %d), retrying in %.1f s: %s",
+                row.id, row.attempts, delay, exc.reason,
+            )
+

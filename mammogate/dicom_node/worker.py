@@ -1,0 +1,253 @@
+"""The worker: settles studies, claims analysis jobs, runs the model, writes the results.
+
+For each job: inference → the Mammography CAD SR and the portal's overlays on disk → in ONE
+transaction the analysis, image, finding and report rows, one delivery row per routed
+destination, the study's new state and the job's completion. A crash anywhere before that
+commit leaves the job to be reclaimed when its lease expires; files written by the lost attempt
+are orphans that nothing references.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import pydicom
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from mammogate.config import Settings
+from mammogate.db import (
+    Database,
+    Delivery,
+    DestinationRow,
+    Instance,
+    Job,
+    RouteRow,
+    Study,
+    utcnow,
+)
+from mammogate.db.queue import ANALYZE, claim_job, complete_job, fail_job, settle_studies
+from mammogate.imaging import ImagingError, display_image, read_dataset
+from mammogate.imaging.render import render_overlay_png
+from mammogate.inference.results import StudyResult
+from mammogate.reporting import ReportingError
+from mammogate.reporting.cad_sr import build_mammography_cad_sr, save_report
+from mammogate.reporting.store import record_analysis, record_report
+from mammogate.routing import RouteRule, plan_deliveries
+
+log = logging.getLogger(__name__)
+
+
+class StudyAnalyzer(Protocol):
+    def analyze_study(self, paths: Sequence[Path]) -> StudyResult: ...
+
+
+class AnalysisFailed(Exception):
+    """The analysis of a study could not be completed (will be retried, then the study fails)."""
+
+
+class WorkerLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        worker_id: str,
+        analyzer_factory: Callable[[], StudyAnalyzer],
+        *,
+        on_idle: Callable[[], None] | None = None,
+    ):
+        self.settings = settings
+        self.db = db
+        self.worker_id = worker_id
+        self.analyzer_factory = analyzer_factory
+        self.analyzer: StudyAnalyzer | None = None
+        self.on_idle = on_idle
+        self.stopping = threading.Event()
+
+    def start_model(self) -> None:
+        started = time.monotonic()
+        self.analyzer = self.analyzer_factory()
+        log.info("worker %s: model ready in %.1f s", self.worker_id, time.monotonic() - started)
+
+    def run(self) -> None:
+        if self.analyzer is None:
+            self.start_model()
+        log.info("worker %s started", self.worker_id)
+        while not self.stopping.is_set():
+            try:
+                worked = self.run_once()
+            except SQLAlchemyError:
+                log.exception("worker: database error; retrying")
+                worked = False
+            if not worked:
+                if self.on_idle is not None:
+                    self.on_idle()
+                self.stopping.wait(self.settings.worker.poll_seconds)
+        log.info("worker %s stopped", self.worker_id)
+
+    def run_once(self) -> bool:
+        with self.db.session() as session:
+            settled = settle_studies(session, self.settings.dicom.settle_seconds)
+            for study in settled:
+                log.info("study %s settled: analysis queued", study.study_instance_uid)
+        with self.db.session() as session:
+            job = claim_job(session, self.worker_id, self.settings.worker.lease_seconds)
+            if job is None:
+                return False
+            job_id, kind, study_id = job.id, job.kind, job.study_id
+            if kind == ANALYZE and study_id is not None:
+                study = session.get(Study, study_id)
+                assert study is not None
+                study.state = "processing"
+                study.updated_at = utcnow()
+        if kind != ANALYZE or study_id is None:
+            self._finish_failed(job_id, f"unknown job kind {kind!r}", final=True)
+            return True
+        try:
+            self._analyze(job_id, study_id)
+        except (AnalysisFailed, ImagingError, ReportingError, OSError) as exc:
+            self._job_failed(job_id, study_id, str(exc))
+        return True
+
+    def _analyze(self, job_id: int, study_id: int) -> None:
+        assert self.analyzer is not None
+        with self.db.session() as session:
+            study = session.get(Study, study_id)
+            assert study is not None
+            study_uid = study.study_instance_uid
+            paths = [
+                Path(p)
+                for p in session.scalars(
+                    select(Instance.path).where(Instance.study_id == study_id).order_by(Instance.id)
+                )
+            ]
+        log.info("analysing study %s (%d instances, job %d)", study_uid, len(paths), job_id)
+        result = self.analyzer.analyze_study(paths)
+        sources = [read_dataset(p, stop_before_pixels=True) for p in paths]
+        overlays = self._render_overlays(result, paths, job_id)
+
+        sr_path: Path | None = None
+        sr: Dataset | None = None
+        if result.images:
+            sr = build_mammography_cad_sr(result, sources)
+            sr_path = save_report(sr, self.settings.reports_dir / study_uid)
+
+        with self.db.session() as session:
+            study = session.get(Study, study_id)
+            job = session.get(Job, job_id)
+            assert study is not None and job is not None
+            if job.state != "running" or job.locked_by != self.worker_id:
+                log.warning("job %d was taken over (lease expired); dropping this result", job_id)
+                return
+            analysis = record_analysis(
+                session, study, result, job_id=job_id, worker=self.worker_id, overlays=overlays
+            )
+            deliveries = 0
+            if sr is not None and sr_path is not None:
+                report = record_report(session, analysis, sr, sr_path, kind="cad_sr")
+                deliveries = self._plan(session, study, report.id)
+            study.last_error = _describe_problems(result)
+            if study.state == "processing":
+                if result.images:
+                    study.state = "done"
+                elif result.failed_images:
+                    study.state = "failed"
+                else:
+                    study.state = "skipped"
+            study.updated_at = utcnow()
+            complete_job(job)
+        log.info(
+            "study %s analysed: exam score %s, %d findings, %d deliveries queued (%.2f s)",
+            study_uid,
+            "n/a" if result.exam_score is None else f"{result.exam_score:.4f}",
+            len(result.findings),
+            deliveries,
+            result.elapsed_seconds,
+        )
+
+    def _plan(self, session, study: Study, report_id: int) -> int:  # type: ignore[no-untyped-def]
+        rules = [
+            RouteRule(r.name, tuple(r.destinations), tuple(r.objects), r.enabled)
+            for r in session.scalars(select(RouteRow).order_by(RouteRow.position))
+        ]
+        destinations = {d.name: d for d in session.scalars(select(DestinationRow))}
+        count = 0
+        now = utcnow()
+        attributes = {"study_instance_uid": study.study_instance_uid}
+        for planned in plan_deliveries(rules, attributes):
+            if planned.object_kind != "cad_sr":
+                continue
+            destination = destinations.get(planned.destination)
+            if destination is None or not destination.enabled:
+                log.warning(
+                    "route %s names destination %s, which is unknown or disabled",
+                    planned.route, planned.destination,
+                )
+                continue
+            session.add(
+                Delivery(
+                    report_id=report_id,
+                    destination_id=destination.id,
+                    state="pending",
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+            count += 1
+        return count
+
+    def _render_overlays(self, result: StudyResult, paths: Sequence[Path], job_id: int) -> dict[str, Path]:
+        by_uid: dict[str, Path] = {}
+        wanted = {image.sop_instance_uid: image for image in result.images}
+        out_dir = self.settings.data_dir / "overlays" / result.study_instance_uid / str(job_id)
+        for path in paths:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            image = wanted.get(str(ds.SOPInstanceUID))
+            if image is None:
+                continue
+            try:
+                pixels = display_image(read_dataset(path))
+                png = render_overlay_png(pixels, image.heatmap, [f.center for f in image.findings])
+            except ImagingError as exc:
+                log.warning("no overlay for %s: %s", image.sop_instance_uid, exc)
+                continue
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target = out_dir / f"{image.sop_instance_uid}.png"
+            target.write_bytes(png)
+            by_uid[image.sop_instance_uid] = target
+        return by_uid
+
+    def _job_failed(self, job_id: int, study_id: int, error: str) -> None:
+        log.error("analysis job %d failed: %s", job_id, error)
+        cfg = self.settings.worker
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            study = session.get(Study, study_id)
+            assert job is not None and study is not None
+            final = fail_job(job, error, max_attempts=cfg.max_attempts, retry_seconds=cfg.retry_seconds)
+            study.last_error = error
+            study.state = "failed" if final else "queued"
+            study.updated_at = utcnow()
+
+    def _finish_failed(self, job_id: int, error: str, *, final: bool) -> None:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            fail_job(job, error, max_attempts=1 if final else job.attempts + 1, retry_seconds=0)
+
+
+def _describe_problems(result: StudyResult) -> str:
+    problems = [f"{s.sop_instance_uid}: {s.reason}" for s in result.failed_images]
+    if not result.images and not problems:
+        problems = [f"{s.sop_instance_uid}: {s.reason}" for s in result.skipped]
+        return "no image in this study is a view the model analyses: " + "; ".join(problems)
+    if problems:
+        prefix = "no view could be analysed: " if not result.images else "views that failed: "
+        return prefix + "; ".join(problems)
+    return ""

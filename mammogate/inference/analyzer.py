@@ -1,0 +1,174 @@
+"""``Analyzer``: a study's files in, a ``StudyResult`` out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom import Dataset
+
+from mammogate.imaging import ImagingError, read_dataset
+from mammogate.inference.bundle import ModelBundle, load_bundle
+from mammogate.inference.pipeline import PreparedImage, find_findings, predict, preprocess, select_view
+from mammogate.inference.results import (
+    ExamCategory,
+    Finding,
+    ImageResult,
+    Laterality,
+    SkippedImage,
+    StudyResult,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    ds: Dataset
+    laterality: Laterality
+    view: str
+    prepared: PreparedImage
+
+
+def _skipped(ds: Dataset | None, reason: str, *, failed: bool, fallback_uid: str = "") -> SkippedImage:
+    def attr(keyword: str) -> str:
+        return str(ds.get(keyword, "") or "") if ds is not None else ""
+
+    return SkippedImage(
+        attr("SOPInstanceUID") or fallback_uid,
+        attr("SOPClassUID"),
+        attr("SeriesInstanceUID"),
+        reason,
+        failed,
+    )
+
+
+def valid_region(heatmap: np.ndarray, prepared: PreparedImage) -> np.ndarray:
+    """The part of a grid heatmap that covers the image (padding excluded)."""
+    t = prepared.transform
+    rows = max(1, round(heatmap.shape[0] * t.content_rows / t.grid_rows))
+    columns = max(1, round(heatmap.shape[1] * t.content_columns / t.grid_columns))
+    return heatmap[:rows, :columns]
+
+
+class Analyzer:
+    """Runs the model bundle over studies. Load once per worker process; not thread-safe."""
+
+    def __init__(
+        self, bundle: ModelBundle | None = None, *, max_findings_per_image: int = 3, batch_size: int = 8
+    ) -> None:
+        self.bundle = bundle if bundle is not None else load_bundle(None)
+        self.max_findings_per_image = max_findings_per_image
+        self.batch_size = batch_size
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = self.bundle.load_model()
+        return self._model
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.operating_point
+
+    def prepare(self, ds: Dataset) -> PreparedImage:
+        return preprocess(ds, self.bundle.input_rows, self.bundle.input_columns)
+
+    def predict_prepared(self, prepared: Sequence[PreparedImage]) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmaps over the grid and image scores (max of the heatmap over the image)."""
+        heatmaps: list[np.ndarray] = []
+        for start in range(0, len(prepared), self.batch_size):
+            chunk = prepared[start : start + self.batch_size]
+            maps, _ = predict(self.model, [p.grid for p in chunk])
+            heatmaps.extend(maps)
+        scores = np.array([float(valid_region(h, p).max()) for h, p in zip(heatmaps, prepared, strict=True)])
+        return np.stack(heatmaps) if heatmaps else np.zeros((0, 1, 1)), scores
+
+    def analyze_study(self, paths: Sequence[Path]) -> StudyResult:
+        started = time.perf_counter()
+        skipped: list[SkippedImage] = []
+        candidates: list[_Candidate] = []
+        study_uids: Counter[str] = Counter()
+        for path in sorted(Path(p) for p in paths):
+            try:
+                ds = read_dataset(path)
+            except ImagingError as exc:
+                skipped.append(_skipped(None, str(exc), failed=True, fallback_uid=path.name))
+                continue
+            if ds.get("StudyInstanceUID"):
+                study_uids[str(ds.StudyInstanceUID)] += 1
+            selection = select_view(ds)
+            if not selection.accepted:
+                skipped.append(_skipped(ds, selection.reason or "not selected", failed=False))
+                continue
+            try:
+                prepared = self.prepare(ds)
+            except ImagingError as exc:
+                logger.warning("image %s failed preprocessing: %s", ds.get("SOPInstanceUID"), exc)
+                skipped.append(_skipped(ds, str(exc), failed=True))
+                continue
+            info = selection.info
+            laterality: Laterality = "L" if info.laterality == "L" else "R"
+            candidates.append(_Candidate(ds, laterality, str(info.view), prepared))
+
+        images: list[ImageResult] = []
+        if candidates:
+            heatmaps, scores = self.predict_prepared([c.prepared for c in candidates])
+            for candidate, heatmap, score in zip(candidates, heatmaps, scores, strict=True):
+                images.append(self._image_result(candidate, heatmap, float(score)))
+
+        breast_scores: dict[str, float] = {}
+        for image in images:
+            breast_scores[image.laterality] = max(breast_scores.get(image.laterality, 0.0), image.score)
+        exam_score = max(breast_scores.values()) if breast_scores else None
+        category: ExamCategory
+        if exam_score is None:
+            category = "failed"
+        else:
+            category = "flagged" if exam_score >= self.threshold else "not_flagged"
+        study_uid = study_uids.most_common(1)[0][0] if study_uids else ""
+        elapsed = time.perf_counter() - started
+        logger.info(
+            "study %s: %d analysed, %d skipped, exam score %s, %s in %.2f s",
+            study_uid, len(images), len(skipped), exam_score, category, elapsed,
+        )
+        return StudyResult(
+            study_instance_uid=study_uid,
+            model=self.bundle.model_info,
+            images=tuple(images),
+            skipped=tuple(skipped),
+            breast_scores=breast_scores,
+            exam_score=exam_score,
+            category=category,
+            elapsed_seconds=elapsed,
+        )
+
+    def _image_result(self, candidate: _Candidate, heatmap: np.ndarray, score: float) -> ImageResult:
+        ds, prepared = candidate.ds, candidate.prepared
+        sop_uid = str(ds.SOPInstanceUID)
+        peaks = find_findings(
+            heatmap, prepared.transform, self.threshold, max_findings=self.max_findings_per_image
+        )
+        findings = tuple(
+            Finding(sop_uid, candidate.laterality, candidate.view, p.probability, p.center, p.outline)
+            for p in peaks
+        )
+        return ImageResult(
+            sop_instance_uid=sop_uid,
+            sop_class_uid=str(ds.get("SOPClassUID", "")),
+            series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+            laterality=candidate.laterality,
+            view=candidate.view,
+            score=round(score, 6),
+            findings=findings,
+            rows=prepared.transform.rows,
+            columns=prepared.transform.columns,
+            heatmap=prepared.transform.heatmap_to_original(heatmap),
+        )

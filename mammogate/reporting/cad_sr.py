@@ -1,0 +1,543 @@
+"""The Mammography CAD SR (TID 4000): build it from a StudyResult, read it back, write it.
+
+Layout of the content tree (DICOM_SR.md 1.4)::
+
+    1      CONTAINER Mammography CAD Report (DCMR 4000)
+    1.1      HAS CONCEPT MOD Language = en-US
+    1.2      CONTAINS Image Library
+    1.2.k      CONTAINS IMAGE (TID 4020), analysed views first, then views that failed
+    1.3      CONTAINS CAD Processing and Findings Summary (TID 4001)
+               INFERRED FROM Individual Impression/Recommendation (TID 4003), one per finding
+    1.4      CONTAINS Summary of Detections (+ Successful / Failed Detections, TID 4015/4017)
+    1.5      CONTAINS Summary of Analyses = Not Attempted
+
+Views that failed are in the Image Library too: their TID 4017 Detection Performed must
+reference them there, and the library may not be empty when no view could be analysed.
+When nothing was even attempted (every image skipped as out of scope), the library lists
+the skipped images and both summaries say so (111245, 111225).
+
+Probabilities are written x100 as DS with the most precise representation that fits 16
+characters (pydicom ``format_number_as_ds``): at least 14 significant digits in 0..100, so a
+value read back matches the model output to ~1e-12. Coordinates are FL (float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.coding import Code
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from mammogate import DISCLAIMER, __version__
+from mammogate.inference.results import ImageResult, ModelInfo, SkippedImage, StudyResult
+from mammogate.reporting import sr_items as si
+from mammogate.reporting.cad_templates import (
+    AlgorithmIdentification,
+    DetectionPerformed,
+    ImageLibraryEntry,
+    SingleImageFinding,
+)
+from mammogate.reporting.errors import ReportParseError, ReportWriteError, SourceMismatchError
+from mammogate.reporting.sr_items import ContentItemPath
+
+logger = logging.getLogger(__name__)
+
+MAMMOGRAPHY_CAD_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.50"
+SERIES_DESCRIPTION = "mammogate CAD (not for clinical use)"
+MANUFACTURER = "mammogate"
+_IMAGE_LIBRARY_PATH: ContentItemPath = (1, 2)
+_COPIED_FROM_SOURCE = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyID",
+)
+
+
+def algorithm_identification(model: ModelInfo) -> AlgorithmIdentification:
+    """TID 4019 for a model bundle; the parameters carry its hash and the disclaimer."""
+    parameters = [f"operating_point={model.operating_point:g}", DISCLAIMER]
+    if model.sha256:
+        parameters.insert(0, f"sha256={model.sha256}")
+    return AlgorithmIdentification(model.name, model.version, parameters)
+
+
+def build_mammography_cad_sr(
+    result: StudyResult,
+    sources: Sequence[Dataset],
+    *,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    series_number: int = 9001,
+    instance_number: int = 1,
+    content_datetime: datetime | None = None,
+    device_serial_number: str | None = None,
+    software_versions: Sequence[str] | None = None,
+) -> Dataset:
+    """A Mammography CAD SR for ``result``, ready to write as Part 10 (Explicit VR LE).
+
+    ``sources`` are the headers of the study's images (pixel data not needed); patient and
+    study attributes and the Specific Character Set are copied from the first one.
+    ``device_serial_number`` defaults to this host's name (where the model ran);
+    ``software_versions`` to mammogate's and the model's versions.
+
+    Raises TypeError / ValueError for bad arguments (a finding outside its image, a result
+    without images) and SourceMismatchError when a source is missing or from another study.
+    """
+    if not isinstance(result, StudyResult):
+        raise TypeError(f"result must be a StudyResult, not {type(result).__name__}")
+    headers = _index_sources(result, sources)
+    library = _library_images(result)
+    entries = [ImageLibraryEntry.from_source(_header(headers, uid)) for uid, _ in library]
+    path_of = {uid: (*_IMAGE_LIBRARY_PATH, k) for k, (uid, _) in enumerate(library, start=1)}
+    algorithm = algorithm_identification(result.model)
+
+    impressions = []
+    for image in result.images:
+        for index, finding in enumerate(image.findings):
+            _check_finding_on_image(image, index)
+            impressions.append(
+                SingleImageFinding(
+                    finding.probability, finding.center, finding.outline, algorithm
+                ).to_item(path_of[image.sop_instance_uid])
+            )
+
+    analysed = [path_of[i.sop_instance_uid] for i in result.images]
+    failed = [path_of[s.sop_instance_uid] for s in result.failed_images]
+    content = [
+        si.coded("HAS CONCEPT MOD", si.LANGUAGE_OF_CONTENT, si.ENGLISH_US),
+        si.container("CONTAINS", si.IMAGE_LIBRARY, [e.to_item() for e in entries]),
+        si.coded(
+            "CONTAINS",
+            si.CAD_PROCESSING_AND_FINDINGS_SUMMARY,
+            _processing_summary(bool(analysed), bool(failed), bool(impressions)),
+            impressions,
+        ),
+        _summary_of_detections(algorithm, analysed, failed),
+        si.coded("CONTAINS", si.SUMMARY_OF_ANALYSES, si.NOT_ATTEMPTED),
+    ]
+
+    when = content_datetime or datetime.now()
+    ds = _document(
+        sources[0],
+        result,
+        series_instance_uid=series_instance_uid or generate_uid(),
+        sop_instance_uid=sop_instance_uid or generate_uid(),
+        series_number=series_number,
+        instance_number=instance_number,
+        when=when,
+        device_serial_number=device_serial_number,
+        software_versions=software_versions,
+    )
+    ds.CurrentRequestedProcedureEvidenceSequence = [
+        _evidence(result.study_instance_uid, [_header(headers, uid) for uid, _ in library])
+    ]
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = [si.code_item(si.MAMMOGRAPHY_CAD_REPORT)]
+    ds.ContinuityOfContent = "SEPARATE"
+    template = Dataset()
+    template.MappingResource = "DCMR"
+    template.TemplateIdentifier = "4000"
+    ds.ContentTemplateSequence = [template]
+    ds.ContentSequence = content
+    logger.info(
+        "built Mammography CAD SR %s for study %s: %d images, %d findings, %d failed",
+        ds.SOPInstanceUID,
+        result.study_instance_uid,
+        len(analysed),
+        len(impressions),
+        len(failed),
+    )
+    return ds
+
+
+def _index_sources(result: StudyResult, sources: Sequence[Dataset]) -> dict[str, Dataset]:
+    if isinstance(sources, Dataset) or not isinstance(sources, Sequence):
+        raise TypeError("sources must be a sequence of pydicom Datasets")
+    if not sources:
+        raise ValueError("sources must hold at least one source image header")
+    headers: dict[str, Dataset] = {}
+    for i, source in enumerate(sources):
+        if not isinstance(source, Dataset):
+            raise TypeError(f"sources[{i}] must be a pydicom Dataset, not {type(source).__name__}")
+        study = source.get("StudyInstanceUID")
+        if study != result.study_instance_uid:
+            raise SourceMismatchError(
+                f"sources[{i}] belongs to study {study}, not {result.study_instance_uid}"
+            )
+        headers[str(source.SOPInstanceUID)] = source
+    return headers
+
+
+def _header(headers: dict[str, Dataset], uid: str) -> Dataset:
+    try:
+        return headers[uid]
+    except KeyError:
+        raise SourceMismatchError(f"sources: no header for SOP Instance UID {uid}") from None
+
+
+def _library_images(result: StudyResult) -> list[tuple[str, ImageResult | SkippedImage]]:
+    attempted: list[ImageResult | SkippedImage] = [*result.images, *result.failed_images]
+    chosen = attempted or list(result.skipped)
+    if not chosen:
+        raise ValueError("result has no images at all: nothing to report on")
+    unique: dict[str, ImageResult | SkippedImage] = {}
+    for image in chosen:
+        if image.sop_instance_uid in unique:
+            raise ValueError(f"result lists SOP Instance UID {image.sop_instance_uid} twice")
+        unique[image.sop_instance_uid] = image
+    return list(unique.items())
+
+
+def _check_finding_on_image(image: ImageResult, index: int) -> None:
+    finding = image.findings[index]
+    name = f"result: finding {index} of image {image.sop_instance_uid}"
+    if finding.sop_instance_uid != image.sop_instance_uid:
+        raise ValueError(f"{name} references another image ({finding.sop_instance_uid})")
+    for column, row in (finding.center, *finding.outline):
+        if not (0 <= column <= image.columns and 0 <= row <= image.rows):
+            raise ValueError(
+                f"{name} has point ({column}, {row}) outside the {image.columns}x{image.rows} image"
+            )
+
+
+def _processing_summary(any_analysed: bool, any_failed: bool, any_findings: bool) -> Code:
+    if not any_analysed:
+        return si.NONE_SUCCEEDED_WITHOUT_FINDINGS
+    if any_failed:
+        return (
+            si.NOT_ALL_SUCCEEDED_WITH_FINDINGS
+            if any_findings
+            else si.NOT_ALL_SUCCEEDED_WITHOUT_FINDINGS
+        )
+    return si.ALL_SUCCEEDED_WITH_FINDINGS if any_findings else si.ALL_SUCCEEDED_WITHOUT_FINDINGS
+
+
+def _summary_of_detections(
+    algorithm: AlgorithmIdentification,
+    analysed: list[ContentItemPath],
+    failed: list[ContentItemPath],
+) -> Dataset:
+    groups = []
+    if analysed:
+        groups.append(
+            si.container(
+                "INFERRED FROM",
+                si.SUCCESSFUL_DETECTIONS,
+                [DetectionPerformed(algorithm, analysed).to_item()],
+            )
+        )
+    if failed:
+        groups.append(
+            si.container(
+                "INFERRED FROM",
+                si.FAILED_DETECTIONS,
+                [DetectionPerformed(algorithm, failed).to_item()],
+            )
+        )
+    if analysed and failed:
+        value = si.PARTIALLY_SUCCEEDED
+    elif analysed:
+        value = si.SUCCEEDED
+    elif failed:
+        value = si.FAILED
+    else:
+        value = si.NOT_ATTEMPTED
+    return si.coded("CONTAINS", si.SUMMARY_OF_DETECTIONS, value, groups)
+
+
+def _document(
+    first: Dataset,
+    result: StudyResult,
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+    instance_number: int,
+    when: datetime,
+    device_serial_number: str | None,
+    software_versions: Sequence[str] | None,
+) -> Dataset:
+    for name, value in (("series_number", series_number), ("instance_number", instance_number)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be positive, not {value}")
+    ds = Dataset()
+    file_meta = FileMetaDataset()
+    file_meta.MediaStorageSOPClassUID = UID(MAMMOGRAPHY_CAD_SR_STORAGE)
+    file_meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    file_meta.ImplementationVersionName = f"MAMMOGATE_{__version__}"[:16]
+    ds.file_meta = file_meta
+
+    if "SpecificCharacterSet" in first:
+        ds.SpecificCharacterSet = copy.deepcopy(first.SpecificCharacterSet)
+    ds.SOPClassUID = MAMMOGRAPHY_CAD_SR_STORAGE
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.InstanceCreationDate = when.strftime("%Y%m%d")
+    ds.InstanceCreationTime = when.strftime("%H%M%S")
+    for keyword in _COPIED_FROM_SOURCE:
+        if keyword in first:
+            ds[keyword] = copy.deepcopy(first[keyword])
+        else:
+            setattr(ds, keyword, "")
+    ds.StudyInstanceUID = result.study_instance_uid
+    ds.Modality = "SR"
+    ds.SeriesInstanceUID = series_instance_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = SERIES_DESCRIPTION
+    ds.SeriesDate = ds.InstanceCreationDate
+    ds.SeriesTime = ds.InstanceCreationTime
+    ds.ReferencedPerformedProcedureStepSequence = []
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = f"{result.model.name}"[:64]
+    serial = platform.node() if device_serial_number is None else device_serial_number
+    if serial:
+        ds.DeviceSerialNumber = serial[:64]
+    ds.SoftwareVersions = list(
+        software_versions
+        if software_versions is not None
+        else [f"mammogate {__version__}", f"{result.model.name} {result.model.version}"]
+    )
+    ds.InstanceNumber = instance_number
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"
+    ds.ContentDate = when.strftime("%Y%m%d")
+    ds.ContentTime = when.strftime("%H%M%S")
+    ds.PerformedProcedureCodeSequence = []
+    return ds
+
+
+def _evidence(study_instance_uid: str, headers: Sequence[Dataset]) -> Dataset:
+    series: dict[str, list[Dataset]] = {}
+    for header in headers:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = header.SOPClassUID
+        ref.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        series.setdefault(str(header.SeriesInstanceUID), []).append(ref)
+    study = Dataset()
+    study.StudyInstanceUID = study_instance_uid
+    study.ReferencedSeriesSequence = []
+    for uid, refs in series.items():
+        item = Dataset()
+        item.SeriesInstanceUID = uid
+        item.ReferencedSOPSequence = refs
+        study.ReferencedSeriesSequence.append(item)
+    return study
+
+
+# Reading back ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportedFinding:
+    """One Single Image Finding read back from a Mammography CAD SR."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    laterality: str | None  # "L", "R", "B" from the Image Library entry, if it says
+    probability: float  # 0..1 (the SR holds %)
+    center: tuple[float, float]  # (column, row)
+    outline: tuple[tuple[float, float], ...]  # empty when the SR has no Outline
+    algorithm_name: str
+    algorithm_version: str
+    rendering_intent: Code
+
+
+@dataclass(frozen=True)
+class CadSrContents:
+    """What a Mammography CAD SR says, in the terms of this package."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    summary: Code  # CAD Processing and Findings Summary (CID 6047), e.g. 111242
+    detections: Code  # Summary of Detections (CID 6042)
+    analyses: Code  # Summary of Analyses (CID 6042)
+    image_sop_instance_uids: tuple[str, ...]  # the Image Library, in order
+    findings: tuple[ReportedFinding, ...]
+
+
+def _is(item: Dataset, concept: Code) -> bool:
+    names = item.get("ConceptNameCodeSequence")
+    if not names:
+        return False
+    return bool(
+        names[0].CodeValue == concept.value
+        and names[0].CodingSchemeDesignator == concept.scheme_designator
+    )
+
+
+def _child(item: Dataset, concept: Code, where: str) -> Dataset:
+    for child in item.get("ContentSequence", []):
+        if _is(child, concept):
+            return child
+    raise ReportParseError(f"{where}: no {concept.meaning} ({concept.value}) item")
+
+
+def _value_code(item: Dataset) -> Code:
+    return si.code_of(item.ConceptCodeSequence[0])
+
+
+def _resolve(root: Dataset, path: Sequence[int], where: str) -> Dataset:
+    if not path or path[0] != 1:
+        raise ReportParseError(f"{where}: reference {list(path)} does not start at the root")
+    item = root
+    for index in path[1:]:
+        children = item.get("ContentSequence", [])
+        if not 1 <= index <= len(children):
+            raise ReportParseError(f"{where}: reference {list(path)} does not resolve")
+        item = children[index - 1]
+    if item.get("ValueType") != "IMAGE":
+        raise ReportParseError(f"{where}: reference {list(path)} is not an IMAGE")
+    return item
+
+
+def _points(item: Dataset) -> tuple[tuple[float, float], ...]:
+    data = [float(v) for v in item.GraphicData]
+    return tuple((data[i], data[i + 1]) for i in range(0, len(data) - 1, 2))
+
+
+def _laterality(image: Dataset) -> str | None:
+    for child in image.get("ContentSequence", []):
+        if _is(child, si.IMAGE_LATERALITY):
+            value = _value_code(child).value
+            for letter, code in si.LATERALITY_CODES.items():
+                if code.value == value:
+                    return letter
+    return None
+
+
+def _read_finding(root: Dataset, finding: Dataset, where: str) -> ReportedFinding:
+    def text_of(concept: Code) -> str:
+        return str(_child(finding, concept, where).TextValue)
+
+    center = _child(finding, si.CENTER, where)
+    refs = [c for c in center.get("ContentSequence", []) if "ReferencedContentItemIdentifier" in c]
+    if not refs:
+        raise ReportParseError(f"{where}: Center has no SELECTED FROM reference")
+    path = _path(refs[0].ReferencedContentItemIdentifier)
+    image = _resolve(root, path, where)
+    outline = [c for c in finding.get("ContentSequence", []) if _is(c, si.OUTLINE)]
+    probability = _child(finding, si.PROBABILITY_OF_CANCER, where)
+    ref = image.ReferencedSOPSequence[0]
+    return ReportedFinding(
+        sop_instance_uid=str(ref.ReferencedSOPInstanceUID),
+        sop_class_uid=str(ref.ReferencedSOPClassUID),
+        laterality=_laterality(image),
+        probability=float(probability.MeasuredValueSequence[0].NumericValue) / 100.0,
+        center=_points(center)[0],
+        outline=_points(outline[0]) if outline else (),
+        algorithm_name=text_of(si.ALGORITHM_NAME),
+        algorithm_version=text_of(si.ALGORITHM_VERSION),
+        rendering_intent=_value_code(_child(finding, si.RENDERING_INTENT, where)),
+    )
+
+
+def _path(value: object) -> list[int]:
+    # UL with VM 1-n: pydicom gives an int for one value, a MultiValue for several
+    return [value] if isinstance(value, int) else [int(v) for v in value]  # type: ignore[attr-defined]
+
+
+def read_cad_sr(ds: Dataset) -> CadSrContents:
+    """Parse a Mammography CAD SR (ours or any TID 4000 with this layout).
+
+    Raises ReportParseError when ``ds`` is not a Mammography CAD SR or its tree is not
+    TID 4000 as this package reads it (a missing summary, a dangling reference).
+    """
+    if ds.get("SOPClassUID") != MAMMOGRAPHY_CAD_SR_STORAGE:
+        raise ReportParseError(f"not a Mammography CAD SR: SOP Class {ds.get('SOPClassUID')}")
+    if not _is(ds, si.MAMMOGRAPHY_CAD_REPORT):
+        raise ReportParseError("root concept is not (111036, DCM) Mammography CAD Report")
+    try:
+        library = _child(ds, si.IMAGE_LIBRARY, "root")
+        summary = _child(ds, si.CAD_PROCESSING_AND_FINDINGS_SUMMARY, "root")
+        findings = []
+        for i, impression in enumerate(summary.get("ContentSequence", []), start=1):
+            if not _is(impression, si.INDIVIDUAL_IMPRESSION):
+                continue
+            for item in impression.get("ContentSequence", []):
+                if _is(item, si.SINGLE_IMAGE_FINDING):
+                    findings.append(_read_finding(ds, item, f"impression {i}"))
+        return CadSrContents(
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            study_instance_uid=str(ds.StudyInstanceUID),
+            summary=_value_code(summary),
+            detections=_value_code(_child(ds, si.SUMMARY_OF_DETECTIONS, "root")),
+            analyses=_value_code(_child(ds, si.SUMMARY_OF_ANALYSES, "root")),
+            image_sop_instance_uids=tuple(
+                str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+                for item in library.get("ContentSequence", [])
+                if item.get("ValueType") == "IMAGE"
+            ),
+            findings=tuple(findings),
+        )
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ReportParseError):
+            raise
+        raise ReportParseError(f"malformed Mammography CAD SR: {exc}") from exc
+
+
+def read_cad_sr_findings(ds: Dataset) -> list[ReportedFinding]:
+    """The findings of a Mammography CAD SR (``read_cad_sr(ds).findings`` as a list)."""
+    return list(read_cad_sr(ds).findings)
+
+
+# Writing ------------------------------------------------------------------------------------
+
+
+def write_dataset(ds: Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write ``ds`` as a Part 10 file atomically: temp file, fsync, rename, fsync the folder.
+
+    A reader never sees a partial file; after return the file survives a crash.
+    Raises ReportWriteError when the file system refuses.
+    """
+    target = Path(path)
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "wb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        tmp = None
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise ReportWriteError(f"cannot write {target}: {exc}") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return target
+
+
+def save_report(ds: Dataset, directory: str | os.PathLike[str]) -> Path:
+    """Write ``ds`` atomically as ``<directory>/<SOPInstanceUID>.dcm`` and return the path."""
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportWriteError(f"cannot create {folder}: {exc}") from exc
+    path = write_dataset(ds, folder / f"{ds.SOPInstanceUID}.dcm")
+    logger.info("saved report %s to %s", ds.SOPInstanceUID, path)
+    return path

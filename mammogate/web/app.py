@@ -1,0 +1,124 @@
+"""The app factory: middleware (sessions, CSRF, auth), dependencies, templates, static files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import Litestar
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import ResponseHeader
+from litestar.di import Provide
+from litestar.middleware.session.client_side import ClientSideSessionBackend, CookieBackendConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.security.session_auth import SessionAuth
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from sqlalchemy.orm import Session
+
+from mammogate.config.settings import Settings
+from mammogate.db import Database
+from mammogate.web.auth import AuthController, PortalUser, make_user_loader
+from mammogate.web.controllers import (
+    AdminController,
+    ApiController,
+    HistoryController,
+    StudyController,
+    healthz,
+)
+from mammogate.web.errors import EXCEPTION_HANDLERS
+from mammogate.web.formatting import register_filters
+from mammogate.web.keys import derive_key, load_session_key
+
+HERE = Path(__file__).parent
+TEMPLATES_DIR = HERE / "templates"
+STATIC_DIR = HERE / "static"
+
+SESSION_COOKIE = "mammogate_session"
+CSRF_COOKIE = "mammogate_csrf"
+# Open to anonymous visitors; every other path needs a signed-in user.
+PUBLIC_PATHS = [r"^/login$", r"^/static/", r"^/healthz$"]
+
+SECURITY_HEADERS = [
+    ResponseHeader(
+        name="Content-Security-Policy",
+        value="default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+    ResponseHeader(name="Referrer-Policy", value="same-origin"),
+    ResponseHeader(name="X-Frame-Options", value="DENY"),
+    ResponseHeader(name="Cache-Control", value="no-store"),
+]
+
+
+def _template_engine() -> JinjaTemplateEngine:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    register_filters(env)
+    return JinjaTemplateEngine.from_environment(env)
+
+
+def create_app(settings: Settings, db: Database) -> Litestar:
+    """The portal. ``db`` is the caller's: the app neither migrates nor disposes it."""
+    master_key = load_session_key(settings)
+    web = settings.web
+
+    session_backend = CookieBackendConfig(
+        secret=derive_key(master_key, "session-cookie"),
+        key=SESSION_COOKIE,
+        max_age=web.session_max_age_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=web.secure_cookies,
+    )
+    session_auth = SessionAuth[PortalUser, ClientSideSessionBackend](
+        retrieve_user_handler=make_user_loader(db, web.session_max_age_seconds),
+        session_backend_config=session_backend,
+        exclude=PUBLIC_PATHS,
+    )
+    csrf = CSRFConfig(
+        secret=derive_key(master_key, "csrf").hex(),
+        cookie_name=CSRF_COOKIE,
+        cookie_httponly=True,
+        cookie_samesite="lax",
+        cookie_secure=web.secure_cookies,
+    )
+
+    def provide_db_session() -> Iterator[Session]:
+        with db.session() as session:
+            yield session
+
+    def provide_data_dir() -> Path:
+        return settings.data_dir
+
+    return Litestar(
+        route_handlers=[
+            AuthController,
+            HistoryController,
+            StudyController,
+            ApiController,
+            AdminController,
+            healthz,
+            create_static_files_router(
+                path="/static", directories=[STATIC_DIR], opt={"exclude_from_auth": True}
+            ),
+        ],
+        dependencies={
+            "db_session": Provide(provide_db_session),
+            "data_dir": Provide(provide_data_dir, use_cache=True, sync_to_thread=False),
+        },
+        middleware=[session_auth.middleware],
+        csrf_config=csrf,
+        template_config=TemplateConfig(instance=_template_engine()),
+        exception_handlers=EXCEPTION_HANDLERS,
+        response_headers=SECURITY_HEADERS,
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,229 @@
+"""Local accounts (argon2), the session user, sign-in / sign-out and the role guards."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import anyio.to_thread
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from litestar import Controller, Request, get, post
+from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import QueryParameter, URLEncodedBody
+from litestar.response import Redirect, Template
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mammogate.db import AuditEntry, Database, User, utcnow
+from mammogate.web.errors import ForbiddenError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("admin", "radiologist", "viewer")
+LOGIN_FAILED = "Invalid user name or password."
+
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so both failures take the same time.
+_DUMMY_HASH = _hasher.hash("mammogate: no such user")
+
+
+@dataclass(frozen=True)
+class PortalUser:
+    """The signed-in user, as request handlers and templates see it."""
+
+    id: int
+    username: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def create_local_user(db: Database, username: str, role: str, password: str) -> User:
+    """Add a local account with an argon2 hash of ``password``.
+
+    Raises:
+        ValueError: the role is not one of admin, radiologist, viewer; the user name is empty
+            or taken; the password is empty.
+    """
+    username = username.strip()
+    if not username:
+        raise ValueError("username: must not be empty")
+    if role not in ROLES:
+        raise ValueError(f"role: {role!r} is not a role; use one of {', '.join(ROLES)}")
+    if not password:
+        raise ValueError("password: must not be empty")
+    password_hash = _hasher.hash(password)
+    try:
+        with db.session() as session:
+            if session.scalar(select(User.id).where(User.username == username)) is not None:
+                raise ValueError(f"username: a user called {username!r} already exists")
+            user = User(
+                username=username,
+                role=role,
+                password_hash=password_hash,
+                created_at=utcnow(),
+            )
+            session.add(user)
+            session.add(
+                AuditEntry(
+                    at=utcnow(),
+                    actor="cli",
+                    action="user created",
+                    target=username,
+                    detail=f"role={role}",
+                )
+            )
+    except IntegrityError as exc:
+        raise ValueError(f"username: a user called {username!r} already exists") from exc
+    log.info("created local user %s with role %s", username, role)
+    return user
+
+
+def verify_local_user(session: Session, username: str, password: str) -> User | None:
+    """The enabled local user whose password this is, else None (same cost either way)."""
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if user is None or user.disabled or not user.password_hash:
+        _verify(_DUMMY_HASH, password)
+        return None
+    if not _verify(user.password_hash, password):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def safe_next(target: str | None) -> str:
+    """``target`` if it is a path on this site, else ``/``: never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+def user_of(connection: ASGIConnection[Any, Any, Any, Any]) -> PortalUser | None:
+    user = connection.scope.get("user")
+    return user if isinstance(user, PortalUser) else None
+
+
+def make_user_loader(
+    db: Database, max_age_seconds: int
+) -> Callable[[dict[str, Any], ASGIConnection[Any, Any, Any, Any]], Any]:
+    """The SessionAuth hook: the session's user, re-read from the database on every request."""
+
+    def load(session_data: dict[str, Any]) -> PortalUser | None:
+        user_id = session_data.get("user_id")
+        signed_in_at = session_data.get("signed_in_at")
+        if not isinstance(user_id, int) or not isinstance(signed_in_at, int | float):
+            return None
+        if time.time() - signed_in_at > max_age_seconds:
+            return None
+        with db.session() as session:
+            user = session.get(User, user_id)
+            if user is None or user.disabled:
+                return None
+            return PortalUser(id=user.id, username=user.username, role=user.role)
+
+    async def retrieve_user(
+        session_data: dict[str, Any], _connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> PortalUser | None:
+        return await anyio.to_thread.run_sync(load, session_data)
+
+    return retrieve_user
+
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+
+
+def requires_role(*roles: str) -> Guard:
+    """A guard that lets through only signed-in users with one of ``roles``."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"roles: {sorted(unknown)} are not roles; use {', '.join(ROLES)}")
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+        user = user_of(connection)
+        if user is None or user.role not in roles:
+            raise ForbiddenError(
+                f"This page is for the {' / '.join(roles)} role"
+                f"{'s' if len(roles) > 1 else ''}; you are signed in as "
+                f"{user.role if user else 'nobody'}."
+            )
+
+    return guard
+
+
+any_role = requires_role(*ROLES)
+radiologist_or_admin = requires_role("admin", "radiologist")
+admin_only = requires_role("admin")
+
+
+@dataclass
+class LoginForm:
+    username: str = ""
+    password: str = ""
+    next: str = "/"
+
+
+class AuthController(Controller):
+    """Sign-in and sign-out. ``/login`` is the one page open to anonymous visitors."""
+
+    @get("/login", sync_to_thread=False)
+    def login_page(self, next_: Annotated[str, QueryParameter(name="next")] = "/") -> Template:
+        return Template("auth/login.html", context={"next": safe_next(next_), "error": ""})
+
+    @post("/login", sync_to_thread=True)
+    def login(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[Session],
+        data: URLEncodedBody[LoginForm],
+    ) -> Template | Redirect:
+        target = safe_next(data.next)
+        username = data.username.strip()[:128]
+        user = verify_local_user(db_session, username, data.password) if username else None
+        if user is None:
+            db_session.add(AuditEntry(at=utcnow(), actor=username, action="sign-in failed"))
+            log.info("sign-in failed")
+            request.clear_session()
+            return Template(
+                "auth/login.html",
+                context={"next": target, "error": LOGIN_FAILED, "username": username},
+                status_code=401,
+            )
+        user.last_login_at = utcnow()
+        db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in"))
+        log.info("user %s signed in", user.username)
+        request.clear_session()
+        request.set_session({"user_id": user.id, "signed_in_at": int(time.time())})
+        return Redirect(target, status_code=303)
+
+    @post("/logout", sync_to_thread=True)
+    def logout(
+        self, request: Request[Any, Any, Any], db_session: NamedDependency[Session]
+    ) -> Redirect:
+        user = user_of(request)
+        if user is not None:
+            db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-out"))
+        request.clear_session()
+        return Redirect("/login", status_code=303)

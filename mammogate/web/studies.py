@@ -1,0 +1,301 @@
+"""Read models of the history and study-detail pages, and the queries that fill them.
+
+Handlers get plain dataclasses, built inside the request's transaction, so templates and the
+JSON API never touch a live ORM object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from mammogate.db import Analysis, AnalysisImage, Delivery, Report, Study
+from mammogate.web.errors import NotFoundError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    study_instance_uid: str
+    received_at: datetime
+    accession_number: str
+    patient_name: str
+    study_date: str
+    instance_count: int
+    state: str
+    exam_score: float | None
+    category: str  # flagged | not_flagged | failed | "" (no analysis yet)
+
+
+@dataclass(frozen=True)
+class StudyPage:
+    studies: list[StudyRow]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True)
+class ImageView:
+    sop_instance_uid: str
+    laterality: str
+    view: str
+    status: str  # analysed | skipped | failed
+    score: float | None
+    reason: str
+    has_overlay: bool
+
+
+@dataclass(frozen=True)
+class FindingView:
+    sop_instance_uid: str
+    laterality: str
+    view: str
+    probability: float
+    center_column: float
+    center_row: float
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    destination: str
+    state: str
+    attempts: int
+    last_error: str
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReportView:
+    kind: str
+    sop_instance_uid: str
+    created_at: datetime
+    deliveries: list[DeliveryView]
+
+
+@dataclass(frozen=True)
+class AnalysisView:
+    id: int
+    created_at: datetime
+    model_name: str
+    model_version: str
+    model_sha256: str
+    operating_point: float
+    exam_score: float | None
+    score_left: float | None
+    score_right: float | None
+    category: str
+    elapsed_seconds: float
+    images: list[ImageView]
+    findings: list[FindingView]
+    reports: list[ReportView]
+
+
+@dataclass(frozen=True)
+class StudyDetail:
+    study_instance_uid: str
+    state: str
+    accession_number: str
+    patient_name: str
+    patient_id: str
+    patient_birth_date: str
+    study_date: str
+    study_description: str
+    calling_ae_title: str
+    instance_count: int
+    first_received_at: datetime
+    last_received_at: datetime
+    last_error: str
+    analysis_count: int
+    analysis: AnalysisView | None
+
+
+def exam_category(state: str, analysis: Analysis | None) -> str:
+    if state == "failed":
+        return "failed"
+    return analysis.category if analysis is not None else ""
+
+
+def list_studies(session: Session, page: int = 1, per_page: int = 50) -> StudyPage:
+    """One page of studies, newest first, each with its latest analysis's score and category."""
+    page = max(1, page)
+    total = session.scalar(select(func.count()).select_from(Study)) or 0
+    studies = session.scalars(
+        select(Study)
+        .order_by(Study.last_received_at.desc(), Study.id.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    latest = _latest_analyses(session, [s.id for s in studies])
+    rows = [
+        StudyRow(
+            study_instance_uid=s.study_instance_uid,
+            received_at=s.last_received_at,
+            accession_number=s.accession_number,
+            patient_name=s.patient_name,
+            study_date=s.study_date,
+            instance_count=s.instance_count,
+            state=s.state,
+            exam_score=latest[s.id].exam_score if s.id in latest else None,
+            category=exam_category(s.state, latest.get(s.id)),
+        )
+        for s in studies
+    ]
+    return StudyPage(studies=rows, page=page, per_page=per_page, total=total)
+
+
+def _latest_analyses(session: Session, study_ids: list[int]) -> dict[int, Analysis]:
+    if not study_ids:
+        return {}
+    latest_ids = (
+        select(func.max(Analysis.id))
+        .where(Analysis.study_id.in_(study_ids))
+        .group_by(Analysis.study_id)
+    )
+    analyses = session.scalars(select(Analysis).where(Analysis.id.in_(latest_ids))).all()
+    return {a.study_id: a for a in analyses}
+
+
+def _get_study(session: Session, study_instance_uid: str) -> Study:
+    study = session.scalar(select(Study).where(Study.study_instance_uid == study_instance_uid))
+    if study is None:
+        raise NotFoundError(f"There is no study with Study Instance UID {study_instance_uid}.")
+    return study
+
+
+def study_detail(session: Session, study_instance_uid: str, data_dir: Path) -> StudyDetail:
+    """The study, its latest analysis (images, findings, reports, deliveries)."""
+    study = _get_study(session, study_instance_uid)
+    analysis_count = session.scalar(select(func.count()).where(Analysis.study_id == study.id)) or 0
+    analysis = session.scalar(
+        select(Analysis)
+        .where(Analysis.study_id == study.id)
+        .order_by(Analysis.id.desc())
+        .limit(1)
+        .options(
+            selectinload(Analysis.images),
+            selectinload(Analysis.findings),
+            selectinload(Analysis.reports)
+            .selectinload(Report.deliveries)
+            .selectinload(Delivery.destination),
+        )
+    )
+    return StudyDetail(
+        study_instance_uid=study.study_instance_uid,
+        state=study.state,
+        accession_number=study.accession_number,
+        patient_name=study.patient_name,
+        patient_id=study.patient_id,
+        patient_birth_date=study.patient_birth_date,
+        study_date=study.study_date,
+        study_description=study.study_description,
+        calling_ae_title=study.calling_ae_title,
+        instance_count=study.instance_count,
+        first_received_at=study.first_received_at,
+        last_received_at=study.last_received_at,
+        last_error=study.last_error,
+        analysis_count=analysis_count,
+        analysis=_analysis_view(analysis, data_dir) if analysis is not None else None,
+    )
+
+
+def _analysis_view(analysis: Analysis, data_dir: Path) -> AnalysisView:
+    return AnalysisView(
+        id=analysis.id,
+        created_at=analysis.created_at,
+        model_name=analysis.model_name,
+        model_version=analysis.model_version,
+        model_sha256=analysis.model_sha256,
+        operating_point=analysis.operating_point,
+        exam_score=analysis.exam_score,
+        score_left=analysis.score_left,
+        score_right=analysis.score_right,
+        category=analysis.category,
+        elapsed_seconds=analysis.elapsed_seconds,
+        images=[
+            ImageView(
+                sop_instance_uid=image.sop_instance_uid,
+                laterality=image.laterality,
+                view=image.view,
+                status=image.status,
+                score=image.score,
+                reason=image.reason,
+                has_overlay=overlay_file(image.overlay_path, data_dir) is not None,
+            )
+            for image in analysis.images
+        ],
+        findings=[
+            FindingView(
+                sop_instance_uid=f.sop_instance_uid,
+                laterality=f.laterality,
+                view=f.view,
+                probability=f.probability,
+                center_column=f.center_column,
+                center_row=f.center_row,
+            )
+            for f in analysis.findings
+        ],
+        reports=[
+            ReportView(
+                kind=r.kind,
+                sop_instance_uid=r.sop_instance_uid,
+                created_at=r.created_at,
+                deliveries=[
+                    DeliveryView(
+                        destination=d.destination.name,
+                        state=d.state,
+                        attempts=d.attempts,
+                        last_error=d.last_error,
+                        delivered_at=d.delivered_at,
+                    )
+                    for d in sorted(r.deliveries, key=lambda d: d.id)
+                ],
+            )
+            for r in sorted(analysis.reports, key=lambda r: r.id)
+        ],
+    )
+
+
+def overlay_file(overlay_path: str, data_dir: Path) -> Path | None:
+    """The overlay PNG if the path names an existing PNG file (relative paths: in data_dir)."""
+    if not overlay_path:
+        return None
+    path = Path(overlay_path)
+    if not path.is_absolute():
+        path = data_dir / path
+    try:
+        if path.suffix.lower() != ".png" or not path.is_file():
+            return None
+        with path.open("rb") as fh:
+            if fh.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                return None
+    except OSError:
+        return None
+    return path
+
+
+def overlay_for(
+    session: Session, study_instance_uid: str, sop_instance_uid: str, data_dir: Path
+) -> Path:
+    """The overlay of one image in the study's latest analysis that has that image."""
+    study = _get_study(session, study_instance_uid)
+    overlay_path = session.scalar(
+        select(AnalysisImage.overlay_path)
+        .join(Analysis, AnalysisImage.analysis_id == Analysis.id)
+        .where(Analysis.study_id == study.id, AnalysisImage.sop_instance_uid == sop_instance_uid)
+        .order_by(Analysis.id.desc())
+        .limit(1)
+    )
+    path = overlay_file(overlay_path or "", data_dir)
+    if path is None:
+        raise NotFoundError(f"Image {sop_instance_uid} of this study has no overlay to show.")
+    return path

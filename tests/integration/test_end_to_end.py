@@ -1,0 +1,115 @@
+"""The whole node, as a modality, a PACS and a radiologist use it.
+
+``mammogate serve`` runs as a subprocess on free loopback ports; DCMTK's storescu pushes a
+synthetic 4-view study; Orthanc is the PACS the CAD SR goes to; the portal is read over HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from mammogate.inference import Analyzer, load_bundle
+from mammogate.reporting.cad_sr import read_cad_sr
+from mammogate.training.synthetic import write_study
+from tests.peers import DCIODVFY, DSRDUMP, Node, Orthanc, postgres_database, wait_until
+
+PASSWORD = "correct horse battery staple"
+CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield ""
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def destination(orthanc: Orthanc) -> dict[str, object]:
+    return {"name": "pacs", "kind": "dimse", "ae_title": orthanc.aet, "host": "127.0.0.1",
+            "port": orthanc.dicom_port}
+
+
+def sr_in_pacs(orthanc: Orthanc, study_uid: str) -> list[dict[str, object]]:
+    return orthanc.find_instances(StudyInstanceUID=study_uid, Modality="SR")
+
+
+def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
+    tmp_path: Path, orthanc: Orthanc, database_url: str
+) -> None:
+    study = write_study(tmp_path / "study", seed=4242, lesion=True)
+    paths = [image.path for image in study.images]
+    assert len(paths) == 4 and all(p is not None for p in paths)
+    node = Node(tmp_path / "node", destinations=[destination(orthanc)], database_url=database_url)
+    node.write_config()
+    node.run_cli("user", "add", "dr.curie", "--role", "radiologist", "--password-stdin",
+                 stdin=PASSWORD + "\n")
+    node.start()
+    try:
+        stored = node.storescu(*paths)  # type: ignore[arg-type]
+        assert stored.returncode == 0, stored.stderr
+
+        found = wait_until(lambda: sr_in_pacs(orthanc, study.study_instance_uid), 180,
+                           "the CAD SR to arrive in Orthanc")
+        assert len(found) == 1, "exactly one CAD SR for the study"
+        sr_bytes = orthanc.instance_file(str(found[0]["ID"]))
+        sr = pydicom.dcmread(BytesIO(sr_bytes))
+        assert sr.SOPClassUID == CAD_SR
+
+        # Valid under both validators.
+        sr_file = tmp_path / "sr.dcm"
+        sr_file.write_bytes(sr_bytes)
+        vfy = subprocess.run([DCIODVFY, str(sr_file)], capture_output=True, text=True)
+        errors = [ln for ln in (vfy.stdout + vfy.stderr).splitlines() if ln.startswith("Error")]
+        assert errors == [], errors
+        dump = subprocess.run([DSRDUMP, str(sr_file)], capture_output=True, text=True)
+        assert dump.returncode == 0, dump.stderr
+
+        # It references the four images, and carries the same numbers as an in-process run.
+        contents = read_cad_sr(sr)
+        referenced = {
+            item.ReferencedSOPInstanceUID
+            for entry in sr.CurrentRequestedProcedureEvidenceSequence
+            for series in entry.ReferencedSeriesSequence
+            for item in series.ReferencedSOPSequence
+        }
+        assert referenced == {image.sop_instance_uid for image in study.images}
+        expected = Analyzer(load_bundle(None)).analyze_study(paths)  # type: ignore[arg-type]
+        assert expected.findings, "a lesion study must produce findings for this test to bite"
+        got = sorted((f.sop_instance_uid, round(f.probability, 9)) for f in contents.findings)
+        want = sorted((f.sop_instance_uid, round(f.probability, 9)) for f in expected.findings)
+        assert got == want
+        assert set(contents.image_sop_instance_uids) == referenced
+        assert {(f.algorithm_name, f.algorithm_version) for f in contents.findings} == {
+            (expected.model.name, expected.model.version)
+        }
+        for f in contents.findings:  # centres match too (FL: float32 precision)
+            twin = next(e for e in expected.findings if e.sop_instance_uid == f.sop_instance_uid
+                        and abs(e.probability - f.probability) < 1e-9)
+            assert abs(twin.center[0] - f.center[0]) < 1e-2 and abs(twin.center[1] - f.center[1]) < 1e-2
+
+        # The portal shows the same exam score, after sign-in only.
+        anonymous = node.client().get("/", follow_redirects=False)
+        assert anonymous.status_code in (302, 303) and "/login" in anonymous.headers["location"]
+        client = node.login("dr.curie", PASSWORD)
+        assert expected.exam_score is not None
+        history = client.get("/").text
+        assert f'/studies/{study.study_instance_uid}' in history
+        shown = f"{expected.exam_score * 100:.1f} %"
+        assert shown in history, f"history lacks the exam score {shown}"
+        detail = client.get(f"/studies/{study.study_instance_uid}").text
+        scores = re.findall(r'class="exam-score"[^>]*data-score="([0-9.eE+-]+)"', detail)
+        assert scores and abs(float(scores[0]) - expected.exam_score) < 1e-9
+    finally:
+        code = node.stop()
+    assert code == 0, node.log_text()[-3000:]
+    log = node.log_text()
+    assert "Dupré" not in log and "Hélène" not in log, "patient data must not be logged"

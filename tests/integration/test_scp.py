@@ -1,0 +1,237 @@
+"""The SCP over real associations on 127.0.0.1: DCMTK's storescu/echoscu and pynetdicom as peers."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from sqlalchemy import select
+
+from mammogate.app import open_database
+from mammogate.config import load_settings
+from mammogate.db import AuditEntry, Database, Instance, Study
+from mammogate.dicom_node.scp import Scp
+from mammogate.dicom_node.spool import Spool
+from mammogate.training.synthetic import write_study
+from tests.peers import ECHOSCU, STORESCU, free_port, require_tool
+from tests.shared_data import shared_data_dir
+
+
+class RunningScp:
+    def __init__(self, root: Path, allowed: list[str]):
+        self.port = free_port()
+        self.settings = load_settings(
+            None, node={"data_dir": str(root)},
+            dicom={"port": self.port, "allowed_calling_ae_titles": allowed, "settle_seconds": 60},
+        )
+        self.db: Database = open_database(self.settings)
+        self.scp = Scp(self.settings, self.db, Spool(self.settings.spool_dir))
+        self.scp.start()
+
+    def storescu(self, *files: Path, calling: str = "MODALITY", options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        require_tool(STORESCU)
+        return subprocess.run(
+            [STORESCU, *options, "-aet", calling, "-aec", "MAMMOGATE", "127.0.0.1", str(self.port),
+             *map(str, files)], capture_output=True, text=True, timeout=60,
+        )
+
+    def echoscu(self, calling: str = "MODALITY") -> subprocess.CompletedProcess[str]:
+        require_tool(ECHOSCU)
+        return subprocess.run(
+            [ECHOSCU, "-aet", calling, "-aec", "MAMMOGATE", "127.0.0.1", str(self.port)],
+            capture_output=True, text=True, timeout=30,
+        )
+
+    def instances(self) -> list[Instance]:
+        with self.db.session() as session:
+            return list(session.scalars(select(Instance).order_by(Instance.id)))
+
+    def audit(self, action: str) -> list[AuditEntry]:
+        with self.db.session() as session:
+            return list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+
+
+@pytest.fixture
+def scp(tmp_path: Path) -> Iterator[RunningScp]:
+    running = RunningScp(tmp_path / "node", allowed=[])
+    try:
+        yield running
+    finally:
+        running.scp.stop()
+        running.db.dispose()
+
+
+@pytest.fixture
+def study_files(tmp_path: Path) -> list[Path]:
+    study = write_study(tmp_path / "study", seed=77, lesion=False)
+    return [image.path for image in study.images if image.path is not None]
+
+
+def _status_of(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def test_storescu_study_is_durable_and_recorded_before_success(scp: RunningScp, study_files: list[Path]) -> None:
+    result = scp.storescu(*study_files)
+    assert result.returncode == 0, _status_of(result)
+    rows = scp.instances()
+    assert len(rows) == 4
+    for row, source in zip(sorted(rows, key=lambda r: r.sop_instance_uid),
+                           sorted(study_files, key=lambda p: pydicom.dcmread(p).SOPInstanceUID), strict=True):
+        stored = Path(row.path)
+        assert stored.is_file() and stored.is_relative_to(scp.settings.spool_dir)
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == row.sha256
+        assert pydicom.dcmread(stored).SOPInstanceUID == pydicom.dcmread(source).SOPInstanceUID
+    with scp.db.session() as session:
+        study = session.scalars(select(Study)).one()
+        assert study.instance_count == 4 and study.state == "receiving"
+        assert study.calling_ae_title == "MODALITY"
+
+
+def test_echo_succeeds(scp: RunningScp) -> None:
+    assert scp.echoscu().returncode == 0
+
+
+def test_store_rejects_unknown_calling_ae(tmp_path: Path, study_files: list[Path]) -> None:
+    running = RunningScp(tmp_path / "strict", allowed=["MODALITY"])
+    try:
+        refused = running.storescu(*study_files, calling="INTRUDER")
+        assert refused.returncode != 0
+        assert "Association Rejected" in _status_of(refused)
+        assert "Calling AE Title Not Recognized" in _status_of(refused)
+        assert running.instances() == []
+        accepted = running.storescu(study_files[0], calling="MODALITY")
+        assert accepted.returncode == 0, _status_of(accepted)
+        assert len(running.instances()) == 1
+    finally:
+        running.scp.stop()
+        running.db.dispose()
+
+
+def _dataset(sop_class_uid: str, modality: str, *, pixels: bool = True) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.PatientName = "Test^Refused"
+    ds.PatientID = "REFUSED-1"
+    if pixels:
+        ds.Rows = ds.Columns = 8
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PixelData = bytes(8 * 8 * 2)
+    return ds
+
+
+def _send(scp: RunningScp, ds_or_path: Dataset | Path, sop_class_uid: str) -> Dataset:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(sop_class_uid, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="MAMMOGATE")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(ds_or_path)
+    finally:
+        assoc.release()
+    return status
+
+
+SC = "1.2.840.10008.5.1.4.1.1.7"
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def test_secondary_capture_that_is_not_mg_fails_with_a_reason(scp: RunningScp) -> None:
+    status = _send(scp, _dataset(SC, "OT"), SC)
+    assert status.Status == 0xA900
+    assert "not MG" in status.ErrorComment
+    assert scp.instances() == []
+    refused = scp.audit("c-store-refused")
+    assert len(refused) == 1 and "not MG" in refused[0].detail
+    assert scp.echoscu().returncode == 0, "the node keeps serving"
+
+
+def test_image_without_pixel_data_fails_with_a_reason(scp: RunningScp) -> None:
+    status = _send(scp, _dataset(MG_FOR_PRESENTATION, "MG", pixels=False), MG_FOR_PRESENTATION)
+    assert status.Status == 0xA900
+    assert "no Pixel Data" in status.ErrorComment
+    assert scp.instances() == []
+
+
+def test_dataset_that_does_not_parse_fails_and_node_goes_on(scp: RunningScp, tmp_path: Path, study_files: list[Path]) -> None:
+    good = pydicom.dcmread(study_files[0])
+    broken = tmp_path / "broken.dcm"
+    good.save_as(broken, enforce_file_format=True)
+    data = bytearray(broken.read_bytes())
+    meta_end = 132 + 12 + int.from_bytes(data[140:144], "little")  # preamble, DICM, group length
+    # Garble the dataset after the file meta: an element with an absurd length.
+    data[meta_end + 200: meta_end + 216] = b"\x10\x00\x10\x00PN\xff\xff\xff\xff\xff\xff\xff\x7f"
+    broken.write_bytes(bytes(data))
+    status = _send(scp, broken, MG_FOR_PRESENTATION)
+    assert status.Status in (0xC000, 0xA900)
+    assert status.ErrorComment
+    assert scp.instances() == []
+    ok = scp.storescu(*study_files)
+    assert ok.returncode == 0 and len(scp.instances()) == 4
+
+
+def test_sop_class_we_do_not_take_is_refused_at_association(scp: RunningScp) -> None:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CT, ExplicitVRLittleEndian)
+    ae.add_requested_context(MG_FOR_PRESENTATION, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="MAMMOGATE")
+    try:
+        assert assoc.is_established
+        (context,) = assoc.rejected_contexts
+        assert context.abstract_syntax == CT
+        assert [c.abstract_syntax for c in assoc.accepted_contexts] == [MG_FOR_PRESENTATION]
+    finally:
+        assoc.release()
+
+
+def test_duplicate_instance_is_stored_once_and_first_copy_kept(scp: RunningScp, study_files: list[Path], tmp_path: Path) -> None:
+    first = study_files[0]
+    assert scp.storescu(first).returncode == 0
+    assert scp.storescu(first).returncode == 0  # identical re-send
+    changed = pydicom.dcmread(first)
+    changed.PatientComments = "changed payload, same SOP Instance UID"
+    other = tmp_path / "changed.dcm"
+    changed.save_as(other, enforce_file_format=True)
+    assert scp.storescu(other).returncode == 0
+    rows = scp.instances()
+    assert len(rows) == 1
+    assert hashlib.sha256(Path(rows[0].path).read_bytes()).hexdigest() == rows[0].sha256
+    assert "PatientComments" not in pydicom.dcmread(rows[0].path)
+    differs = scp.audit("duplicate-differs")
+    assert [d.target for d in differs] == [rows[0].sop_instance_uid]
+    with scp.db.session() as session:
+        assert session.scalars(select(Study)).one().instance_count == 1
+
+
+def test_real_vendor_and_cbis_ddsm_images_are_accepted(scp: RunningScp) -> None:
+    data = shared_data_dir()
+    files = sorted((data / "dicom" / "vendor_samples").glob("*.dcm")) + sorted(
+        (data / "dicom" / "cbis_ddsm").glob("*.dcm"))
+    assert len(files) >= 3, f"expected the vendor and CBIS-DDSM samples under {data}"
+    # -R: propose each file's own (compressed) transfer syntax, as a modality would.
+    result = scp.storescu(*files, options=("-R",))
+    assert result.returncode == 0, _status_of(result)
+    stored = {r.sop_instance_uid: r for r in scp.instances()}
+    assert len(stored) == len(files)
+    syntaxes = {r.transfer_syntax_uid for r in stored.values()}
+    assert len(syntaxes) >= 2, syntaxes  # JPEG Lossless and RLE arrive as sent

@@ -1,0 +1,290 @@
+"""Real peers for the tests: free ports, an Orthanc PACS, the node as a subprocess, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+STORESCU = "/usr/bin/storescu"
+ECHOSCU = "/usr/bin/echoscu"
+DCIODVFY = "/usr/bin/dciodvfy"
+DSRDUMP = "/usr/bin/dsrdump"
+PG_ADMIN_URL = os.environ.get("MAMMOGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def require_tool(path: str) -> None:
+    if not Path(path).exists():
+        raise AssertionError(f"{path} is missing: install the Debian package (see .ci/run)")
+
+
+@dataclass
+class Orthanc:
+    """An Orthanc playing the PACS, on free loopback ports, with its own storage."""
+
+    root: Path
+    aet: str = "ORTHANC"
+    dicom_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> Orthanc:
+        require_tool("/usr/sbin/Orthanc")
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "mammogate-test-pacs",
+            "StorageDirectory": str(self.root / "storage"),
+            "IndexDirectory": str(self.root / "storage"),
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomServerEnabled": True,
+            "Plugins": [],
+            "StableAge": 1,
+            "HttpServerEnabled": True,
+            "StorageCompression": False,
+            "DicomAssociationCloseDelay": 0,
+        }
+        cfg = self.root / "orthanc.json"
+        cfg.write_text(json.dumps(config))
+        log = (self.root / "orthanc.log").open("wb")
+        self.process = subprocess.Popen(
+            ["/usr/sbin/Orthanc", str(cfg)], stdout=log, stderr=subprocess.STDOUT
+        )
+        wait_until(self._up, 30, "Orthanc to answer on its REST port")
+        return self
+
+    def _up(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"Orthanc exited: {(self.root / 'orthanc.log').read_text()[-2000:]}"
+            )
+        try:
+            return httpx.get(f"{self.url}/system", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def find_instances(self, **query: str) -> list[dict[str, Any]]:
+        r = httpx.post(
+            f"{self.url}/tools/find",
+            json={"Level": "Instance", "Query": query, "Expand": True},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return list(r.json())
+
+    def instance_file(self, orthanc_id: str) -> bytes:
+        r = httpx.get(f"{self.url}/instances/{orthanc_id}/file", timeout=10)
+        r.raise_for_status()
+        return r.content
+
+
+@dataclass
+class Node:
+    """``mammogate serve`` as a subprocess on free loopback ports."""
+
+    root: Path
+    destinations: list[dict[str, Any]] = field(default_factory=list)
+    database_url: str = ""
+    settle_seconds: float = 1.0
+    ae_title: str = "MAMMOGATE"
+    allowed_calling_ae_titles: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    dicom_port: int = field(default_factory=free_port)
+    web_port: int = field(default_factory=free_port)
+    executable: list[str] = field(default_factory=lambda: [sys.executable, "-m", "mammogate.cli"])
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "mammogate.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "node.log"
+
+    def write_config(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "[node]", f'data_dir = "{self.root / "var"}"',
+            "[dicom]", f'ae_title = "{self.ae_title}"', 'bind = "127.0.0.1"',
+            f"port = {self.dicom_port}",
+            f"allowed_calling_ae_titles = {json.dumps(self.allowed_calling_ae_titles)}",
+            f"settle_seconds = {self.settle_seconds}",
+            "[web]", 'bind = "127.0.0.1"', f"port = {self.web_port}",
+            "[database]", f'url = "{self.database_url}"',
+            "[worker]", "poll_seconds = 0.2", "retry_seconds = 1",
+            "[sender]", "poll_seconds = 0.2", "retry_initial_seconds = 0.5",
+            "retry_max_seconds = 2",
+        ]
+        for d in self.destinations:
+            lines += ["[[destinations]]"] + [f"{k} = {json.dumps(v)}" for k, v in d.items()]
+        if self.destinations:
+            lines += ["[[routes]]", f"destinations = {json.dumps([d['name'] for d in self.destinations])}",
+                      'objects = ["cad_sr"]']
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return self.config_path
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("MAMMOGATE_CONFIG", None)
+        env["MAMMOGATE_SESSION_KEY"] = "test-session-key-" + uuid.uuid4().hex
+        env.update(self.extra_env)
+        return env
+
+    def run_cli(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if not self.config_path.exists():
+            self.write_config()
+        result = subprocess.run(
+            [*self.executable, *args, "--config", str(self.config_path)],
+            input=stdin, capture_output=True, text=True, env=self.env(), timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"mammogate {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def start(self, timeout: float = 120) -> Node:
+        if not self.config_path.exists():
+            self.write_config()
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*self.executable, "serve", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+        )
+        wait_until(self._ready, timeout, "the node to serve web and DICOM")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"mammogate serve exited: {self.log_text()[-3000:]}")
+        try:
+            if httpx.get(f"{self.url}/healthz", timeout=1).status_code != 200:
+                return False
+        except httpx.HTTPError:
+            return False
+        return "worker" in self.log_text() and "model ready" in self.log_text()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def storescu(self, *files: Path, calling: str = "MODALITY", called: str | None = None) -> subprocess.CompletedProcess[str]:
+        require_tool(STORESCU)
+        return subprocess.run(
+            [STORESCU, "-aet", calling, "-aec", called or self.ae_title, "127.0.0.1",
+             str(self.dicom_port), *map(str, files)],
+            capture_output=True, text=True, timeout=120,
+        )
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def login(self, username: str, password: str) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=10, follow_redirects=True)
+        page = client.get("/login")
+        token = client.cookies.get("csrftoken") or ""
+        r = client.post(
+            "/login",
+            data={"username": username, "password": password, "_csrf_token": token, "next": "/"},
+            headers={"x-csrftoken": token},
+        )
+        if r.status_code != 200 or "/login" in str(r.url):
+            raise AssertionError(f"sign-in failed: {r.status_code} {page.status_code}")
+        return client
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A database of its own on the local PostgreSQL server, dropped afterwards."""
+    import psycopg
+
+    name = f"mammogate_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise AssertionError(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}); start it with "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        ) from exc
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def which(tool: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        raise AssertionError(f"{tool} not found")
+    return found

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom import Dataset
+
+from mammogate.imaging import chest_wall_on_right, normalise_laterality, to_model_grid
+
+
+def breast_image(rows: int, columns: int, *, chest_wall_right: bool) -> np.ndarray:
+    image = np.zeros((rows, columns), dtype=np.float32)
+    image[:, : columns // 2] = 0.6
+    return image[:, ::-1].copy() if chest_wall_right else image
+
+
+@pytest.mark.parametrize("chest_wall_right", [False, True])
+def test_points_round_trip_between_grid_and_original(chest_wall_right: bool) -> None:
+    image = breast_image(1024, 832, chest_wall_right=chest_wall_right)
+    normalised, flipped = normalise_laterality(image)
+    assert flipped is chest_wall_right
+    _, transform = to_model_grid(normalised, 160, 128, flipped=flipped)
+    for point in [(0.0, 0.0), (100.5, 700.25), (831.0, 1023.5), (416.0, 512.0)]:
+        back = transform.to_original(*transform.to_grid(*point))
+        assert back == pytest.approx(point, abs=1e-6)
+
+
+def test_flipped_grid_point_maps_to_the_mirrored_column() -> None:
+    image = breast_image(1000, 800, chest_wall_right=True)
+    normalised, flipped = normalise_laterality(image)
+    grid, transform = to_model_grid(normalised, 160, 128, flipped=flipped)
+    assert transform.content_rows == 160 and transform.content_columns == 128
+    # the chest wall (grid column 0) is the original's right edge
+    assert transform.to_original(0.0, 0.0) == pytest.approx((800.0, 0.0))
+    assert transform.to_original(12.8, 16.0) == pytest.approx((800 - 80.0, 100.0))
+    assert grid[:, :32].mean() > 0.5 and grid[:, -32:].mean() == 0
+
+
+def test_padding_is_recorded_and_heatmap_returns_to_original_orientation() -> None:
+    image = breast_image(400, 500, chest_wall_right=True)  # wider than the grid's aspect
+    normalised, flipped = normalise_laterality(image)
+    grid, transform = to_model_grid(normalised, 160, 128, flipped=flipped)
+    assert transform.content_columns == 128 and transform.content_rows == round(400 * 128 / 500)
+    assert grid[transform.content_rows :].max() == 0
+    heatmap = np.zeros((40, 32), dtype=np.float32)
+    heatmap[5, 2] = 1.0  # near the chest wall on the grid
+    back = transform.heatmap_to_original(heatmap)
+    assert back.shape == (round(40 * transform.content_rows / 160), 32)
+    assert back[5, 32 - 1 - 2] == 1.0  # the chest wall is on the right again
+
+
+def test_patient_orientation_decides_the_chest_wall_side() -> None:
+    image = breast_image(100, 80, chest_wall_right=False)
+    ds = Dataset()
+    ds.PatientOrientation = ["P", "L"]
+    assert chest_wall_on_right(ds, image) is True  # headers win over the tissue heuristic
+    ds.PatientOrientation = ["A", "FR"]
+    assert chest_wall_on_right(ds, image) is False
+    ds.PatientOrientation = ["R", "P"]  # rotated: fall back to tissue mass
+    assert chest_wall_on_right(ds, image) is False
+    assert chest_wall_on_right(None, image[:, ::-1]) is True
