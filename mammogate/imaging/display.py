@@ -67,7 +67,8 @@ def _voi_range(ds: Dataset, values: np.ndarray) -> tuple[float, float] | None:
         return None
     if "WindowCenter" in ds and "WindowWidth" in ds:
         extremes = np.array([values.min() - 1e6, values.max() + 1e6], dtype=np.float64)
-        low, high = (float(v) for v in apply_voi_lut(extremes, ds, index=0))
+        with np.errstate(over="ignore"):  # SIGMOID saturates at the extremes, as intended
+            low, high = (float(v) for v in apply_voi_lut(extremes, ds, index=0))
         return (low, high) if high > low else None
     return None
 
@@ -83,7 +84,8 @@ def display_image(ds: Dataset) -> np.ndarray:
         voi = _voi_range(ds, values)
         if voi is not None:
             # integer input keeps pydicom's VOI LUT lookup exact
-            values = np.asarray(apply_voi_lut(modality, ds, index=0), dtype=np.float64)
+            with np.errstate(over="ignore"):
+                values = np.asarray(apply_voi_lut(modality, ds, index=0), dtype=np.float64)
             low, high = voi
         else:
             low, high = float(values.min()), float(values.max())

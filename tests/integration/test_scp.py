@@ -225,13 +225,17 @@ def test_duplicate_instance_is_stored_once_and_first_copy_kept(scp: RunningScp, 
 
 def test_real_vendor_and_cbis_ddsm_images_are_accepted(scp: RunningScp) -> None:
     data = shared_data_dir()
-    files = sorted((data / "dicom" / "vendor_samples").glob("*.dcm")) + sorted(
-        (data / "dicom" / "cbis_ddsm").glob("*.dcm"))
-    assert len(files) >= 3, f"expected the vendor and CBIS-DDSM samples under {data}"
-    # -R: propose each file's own (compressed) transfer syntax, as a modality would.
-    result = scp.storescu(*files, options=("-R",))
-    assert result.returncode == 0, _status_of(result)
+    vendor = sorted((data / "dicom" / "vendor_samples").glob("*.dcm"))
+    cbis = sorted((data / "dicom" / "cbis_ddsm").glob("*.dcm"))
+    assert len(vendor) >= 2 and len(cbis) >= 4, f"expected the real samples under {data}"
+    # Propose each file's own compressed transfer syntax, as a modality would.
+    jpeg = scp.storescu(*vendor, options=("-xs",))
+    assert jpeg.returncode == 0, _status_of(jpeg)
+    rle = scp.storescu(*cbis, options=("-xr",))
+    assert rle.returncode == 0, _status_of(rle)
     stored = {r.sop_instance_uid: r for r in scp.instances()}
-    assert len(stored) == len(files)
-    syntaxes = {r.transfer_syntax_uid for r in stored.values()}
-    assert len(syntaxes) >= 2, syntaxes  # JPEG Lossless and RLE arrive as sent
+    assert len(stored) == len(vendor) + len(cbis)
+    assert {r.transfer_syntax_uid for r in stored.values()} == {
+        "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.5"}  # JPEG Lossless SV1 and RLE, as sent
+    for row in stored.values():  # the spool holds exactly what the modality sent
+        assert pydicom.dcmread(row.path).file_meta.TransferSyntaxUID == row.transfer_syntax_uid

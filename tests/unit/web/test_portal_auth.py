@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -63,9 +65,7 @@ def test_wrong_password_or_unknown_user_is_refused_without_session(
         assert "wrong" not in entry.detail
 
 
-def test_right_password_signs_in_and_is_audited(
-    client: TestClient[Litestar], db: Database
-) -> None:
+def test_right_password_signs_in_and_is_audited(client: TestClient[Litestar], db: Database) -> None:
     sign_in(client, "rita")
     assert client.get("/", follow_redirects=False).status_code == 200
     with db.session() as session:
@@ -98,7 +98,6 @@ def test_sign_in_goes_to_the_local_next_path(client: TestClient[Litestar]) -> No
         "/\\evil.example",
         "javascript:alert(1)",
         "http:/evil.example",
-        "/%0d%0aSet-Cookie:x",
         "\t//evil.example",
     ],
 )
@@ -114,11 +113,9 @@ def test_open_redirect_next_is_ignored(client: TestClient[Litestar], target: str
         follow_redirects=False,
     )
     assert response.status_code == 303
-    location = response.headers["location"]
-    assert location.startswith("/") and not location.startswith("//")
-    assert "evil" not in location or location.startswith("/%")
+    assert response.headers["location"] == "/"
     login_page = client.get("/login", params={"next": target})
-    assert 'name="next" value="/"' in login_page.text or target.startswith("/%")
+    assert 'name="next" value="/"' in login_page.text
 
 
 def test_safe_next_keeps_local_paths_only() -> None:
@@ -193,7 +190,9 @@ def test_disabled_user_loses_the_session(client: TestClient[Litestar], db: Datab
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
-def test_session_cookie_flags(tmp_path, monkeypatch: pytest.MonkeyPatch, db: Database) -> None:  # type: ignore[no-untyped-def]
+def test_session_cookie_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: Database
+) -> None:
     monkeypatch.delenv("MAMMOGATE_SESSION_KEY", raising=False)
     settings = load_settings(
         None, node={"data_dir": str(tmp_path / "secure")}, web={"secure_cookies": True}
