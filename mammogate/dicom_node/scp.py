@@ -33,7 +33,6 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -159,8 +158,9 @@ class StoreService:
             0xC000 Cannot understand -- the dataset does not parse, or its UIDs are missing
         """
         calling_ae = event.assoc.requestor.ae_title
-        sop_uid = str(event.request.AffectedSOPInstanceUID or "")
-        sop_class_uid = str(event.request.AffectedSOPClassUID or "")
+        request: Any = event.request
+        sop_uid = str(request.AffectedSOPInstanceUID or "")
+        sop_class_uid = str(request.AffectedSOPClassUID or "")
         try:
             data = event.encoded_dataset(include_meta=True)
             try:
@@ -346,7 +346,7 @@ def build_ae(settings: Settings, allowed: list[str]) -> AE:
     ae.maximum_associations = dicom.maximum_associations
     ae.require_called_aet = True
     ae.require_calling_aet = allowed
-    ae.add_supported_context(Verification)
+    ae.add_supported_context("1.2.840.10008.1.1")  # Verification
     for sop_class in ACCEPTED_SOP_CLASSES:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
     return ae
@@ -363,7 +363,7 @@ class Scp:
         self.server: ThreadedAssociationServer | None = None
 
     def start(self) -> tuple[str, int]:
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_ECHO, self.service.handle_echo),
             (evt.EVT_C_STORE, self.service.handle_store),
             (evt.EVT_REJECTED, _on_rejected),

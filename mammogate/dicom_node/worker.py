@@ -102,10 +102,10 @@ class WorkerLoop:
                 return False
             job_id, kind, study_id = job.id, job.kind, job.study_id
             if kind == ANALYZE and study_id is not None:
-                study = session.get(Study, study_id)
-                assert study is not None
-                study.state = "processing"
-                study.updated_at = utcnow()
+                claimed = session.get(Study, study_id)
+                assert claimed is not None
+                claimed.state = "processing"
+                claimed.updated_at = utcnow()
         if kind != ANALYZE or study_id is None:
             self._finish_failed(job_id, f"unknown job kind {kind!r}", final=True)
             return True

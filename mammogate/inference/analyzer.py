@@ -15,7 +15,13 @@ from pydicom import Dataset
 
 from mammogate.imaging import ImagingError, read_dataset
 from mammogate.inference.bundle import ModelBundle, load_bundle
-from mammogate.inference.pipeline import PreparedImage, find_findings, predict, preprocess, select_view
+from mammogate.inference.pipeline import (
+    PreparedImage,
+    find_findings,
+    predict,
+    preprocess,
+    select_view,
+)
 from mammogate.inference.results import (
     ExamCategory,
     Finding,

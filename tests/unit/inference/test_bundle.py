@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mammogate.inference import (
+    BundleError,
+    ModelBundle,
+    default_bundle_dir,
+    file_sha256,
+    load_bundle,
+)
+
+
+def copy_bundle(tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), target)
+    return target
+
+
+def test_shipped_bundle_is_verified_and_describes_itself(shipped_bundle: ModelBundle) -> None:
+    assert shipped_bundle.path == default_bundle_dir()
+    assert shipped_bundle.sha256 == file_sha256(shipped_bundle.model_file)
+    meta = shipped_bundle.metadata
+    for key in ("name", "version", "input_size", "preprocessing", "operating_point",
+                "training_data", "evaluation", "date", "licence"):
+        assert key in meta, key
+    point = meta["operating_point"]
+    assert 0 < point["threshold"] < 1
+    assert {"sensitivity", "specificity"} <= point.keys()
+    assert "synthetic" in meta["licence"].lower()
+    assert (shipped_bundle.path / "NOTICE").is_file()
+    info = shipped_bundle.model_info
+    assert (info.name, info.version, info.sha256) == (meta["name"], meta["version"], meta["sha256"])
+    assert info.operating_point == point["threshold"]
+    assert shipped_bundle.model_file.stat().st_size < 5_000_000
+
+
+def test_bundle_whose_model_file_changed_is_refused(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path)
+    with open(bundle / "model.keras", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(bundle)
+
+
+def test_bundle_whose_json_names_another_digest_is_refused(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path)
+    meta = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
+    meta["sha256"] = "0" * 64
+    (bundle / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(BundleError, match="refusing"):
+        load_bundle(bundle)
+
+
+def test_copied_bundle_loads_from_an_explicit_path(tmp_path: Path) -> None:
+    bundle = load_bundle(copy_bundle(tmp_path))
+    assert bundle.sha256 == load_bundle(None).sha256
+
+
+def test_directory_that_is_not_a_bundle_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="not a model bundle"):
+        load_bundle(tmp_path)
+
+
+def test_malformed_model_json_is_refused(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path)
+    (bundle / "model.json").write_text("{", encoding="utf-8")
+    with pytest.raises(BundleError, match="malformed"):
+        load_bundle(bundle)
