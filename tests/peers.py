@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -250,14 +251,16 @@ class Node:
     def login(self, username: str, password: str) -> httpx.Client:
         client = httpx.Client(base_url=self.url, timeout=10, follow_redirects=True)
         page = client.get("/login")
-        token = client.cookies.get("csrftoken") or ""
+        match = re.search(r'name="_csrf_token" value="([^"]+)"', page.text)
+        if match is None:
+            raise AssertionError("the sign-in page has no CSRF token field")
         r = client.post(
             "/login",
-            data={"username": username, "password": password, "_csrf_token": token, "next": "/"},
-            headers={"x-csrftoken": token},
+            data={"username": username, "password": password, "_csrf_token": match.group(1),
+                  "next": "/"},
         )
         if r.status_code != 200 or "/login" in str(r.url):
-            raise AssertionError(f"sign-in failed: {r.status_code} {page.status_code}")
+            raise AssertionError(f"sign-in failed: {r.status_code} {r.text[:300]}")
         return client
 
 

@@ -1,0 +1,50 @@
+"""The command line as an admin uses it, and the safety rules it enforces at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.peers import Node
+
+COMMANDS = [
+    ["serve"], ["user", "add"], ["config", "apply"], ["db", "upgrade"], ["train"], ["synthetic"],
+]
+
+
+def _mammogate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mammogate.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_help_documents_every_command() -> None:
+    top = _mammogate("--help")
+    assert top.returncode == 0
+    for command in COMMANDS:
+        assert command[0] in top.stdout
+        result = _mammogate(*command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "usage: mammogate " + " ".join(command) in result.stdout
+
+
+def test_serve_refuses_public_bind_with_empty_allow_list(tmp_path: Path) -> None:
+    node = Node(tmp_path, extra_env={"MAMMOGATE_DICOM__BIND": "0.0.0.0"})
+    node.write_config()
+    result = subprocess.run([*node.executable, "serve", "--config", str(node.config_path)],
+                            capture_output=True, text=True, timeout=120, env=node.env())
+    assert result.returncode == 2
+    assert "dicom.bind" in result.stderr and "accept_any_calling_ae" in result.stderr
+
+
+def test_user_add_rejects_bad_role_and_duplicate(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.write_config()
+    ok = node.run_cli("user", "add", "bob", "--role", "admin", "--password-stdin", stdin="pw-123456789\n")
+    assert "bob" in ok.stdout
+    again = node.run_cli("user", "add", "bob", "--role", "admin", "--password-stdin",
+                         stdin="pw-123456789\n", check=False)
+    assert again.returncode == 1 and "bob" in again.stderr
+    bad = node.run_cli("user", "add", "eve", "--role", "root", "--password-stdin",
+                       stdin="pw\n", check=False)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

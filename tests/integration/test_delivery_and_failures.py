@@ -1,0 +1,85 @@
+"""Delivery while the PACS is down, and a study that cannot be analysed: never silently lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+from sqlalchemy import select
+
+from mammogate.db import Database, Delivery, Study
+from mammogate.training.synthetic import write_study
+from tests.peers import Node, Orthanc, wait_until
+
+PASSWORD = "another long passphrase"
+
+
+def _break_pixels(path: Path) -> None:
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3 // 2 * 2]  # parses, does not decode
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _study_state(db: Database, study_uid: str) -> str:
+    with db.session() as session:
+        study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+        return study.state if study is not None else ""
+
+
+def test_sr_arrives_after_pacs_comes_up_and_undecodable_study_fails_visibly(tmp_path: Path) -> None:
+    pacs = Orthanc(tmp_path / "orthanc")  # ports chosen, not started: the PACS is down
+    node = Node(
+        tmp_path / "node",
+        destinations=[{"name": "pacs", "kind": "dimse", "ae_title": pacs.aet,
+                       "host": "127.0.0.1", "port": pacs.dicom_port}],
+    )
+    node.write_config()
+    node.run_cli("user", "add", "viewer1", "--role", "viewer", "--password-stdin",
+                 stdin=PASSWORD + "\n")
+    good = write_study(tmp_path / "good", seed=5150, lesion=True)
+    broken = write_study(tmp_path / "broken", seed=5151, lesion=False)
+    for image in broken.images:
+        assert image.path is not None
+        _break_pixels(image.path)
+    db = Database(f"sqlite:///{node.root / 'var' / 'mammogate.sqlite3'}")
+    node.start()
+    try:
+        assert node.storescu(*[i.path for i in good.images if i.path]).returncode == 0
+        assert node.storescu(*[i.path for i in broken.images if i.path]).returncode == 0
+
+        def failed_attempts() -> int:
+            with db.session() as session:
+                return sum(d.attempts for d in session.scalars(select(Delivery))
+                           if d.state == "pending" and d.last_error)
+        wait_until(lambda: failed_attempts() >= 2, 120, "delivery attempts against the down PACS")
+        with db.session() as session:
+            (delivery,) = session.scalars(select(Delivery)).all()
+            assert "cannot associate" in delivery.last_error
+            assert delivery.state == "pending"
+
+        pacs.start()
+        try:
+            found = wait_until(
+                lambda: pacs.find_instances(StudyInstanceUID=good.study_instance_uid, Modality="SR"),
+                120, "the CAD SR to arrive once the PACS is up")
+            assert len(found) == 1
+            with db.session() as session:
+                (delivery,) = session.scalars(select(Delivery)).all()
+                assert delivery.state == "delivered" and delivery.attempts >= 3
+        finally:
+            pacs.stop()
+
+        wait_until(lambda: _study_state(db, broken.study_instance_uid) == "failed", 120,
+                   "the undecodable study to end failed")
+        with db.session() as session:
+            study = session.scalar(select(Study).where(
+                Study.study_instance_uid == broken.study_instance_uid))
+            assert study is not None and "no view could be analysed" in study.last_error
+            assert not study.analyses[-1].reports, "no SR for a study that was not analysed"
+        client = node.login("viewer1", PASSWORD)
+        detail = client.get(f"/studies/{broken.study_instance_uid}").text
+        assert "failed" in detail.lower() and "no view could be analysed" in detail
+    finally:
+        code = node.stop()
+        db.dispose()
+    assert code == 0, node.log_text()[-3000:]

@@ -1,0 +1,149 @@
+"""The job queue on SQLite and on PostgreSQL (a database of its own on the local server)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import select
+
+from mammogate.config import load_settings
+from mammogate.db import Database, Job, Study, utcnow
+from mammogate.db.engine import MIGRATIONS_DIR
+from mammogate.db.models import AllowedPeer, DestinationRow, RouteRow
+from mammogate.db.queue import claim_job, complete_job, fail_job, retry_delay, settle_studies
+from mammogate.db.seed import apply_config, seed_if_first_start
+from tests.peers import postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'q.sqlite3'}")
+        database.migrate()
+        yield database
+        database.dispose()
+    else:
+        with postgres_database() as url:
+            database = Database(url)
+            database.migrate()
+            yield database
+            database.dispose()
+
+
+def _study(db: Database, uid: str, quiet_for: float) -> None:
+    then = utcnow() - timedelta(seconds=quiet_for)
+    with db.session() as session:
+        session.add(Study(study_instance_uid=uid, first_received_at=then, last_received_at=then,
+                          updated_at=then))
+
+
+def test_migrations_have_one_head() -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert len(ScriptDirectory.from_config(cfg).get_heads()) == 1
+
+
+def test_only_quiet_studies_settle(db: Database) -> None:
+    _study(db, "1.2.3.1", quiet_for=30)
+    _study(db, "1.2.3.2", quiet_for=1)
+    with db.session() as session:
+        settled = [s.study_instance_uid for s in settle_studies(session, settle_seconds=10)]
+    assert settled == ["1.2.3.1"]
+    with db.session() as session:
+        states = {uid: state for uid, state in session.execute(select(Study.study_instance_uid, Study.state))}
+        assert states == {"1.2.3.1": "queued", "1.2.3.2": "receiving"}
+        assert len(session.scalars(select(Job)).all()) == 1
+
+
+def test_concurrent_workers_each_claim_a_job_exactly_once(db: Database) -> None:
+    for i in range(12):
+        _study(db, f"1.2.4.{i}", quiet_for=30)
+    with db.session() as session:
+        settle_studies(session, settle_seconds=0)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while True:
+            with db.session() as session:
+                job = claim_job(session, name, lease_seconds=60)
+                if job is None:
+                    return
+                with lock:
+                    claimed.append(job.id)
+                complete_job(job)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 12
+    with db.session() as session:
+        assert {j.state for j in session.scalars(select(Job))} == {"done"}
+
+
+def test_a_job_whose_lease_expired_is_reclaimed(db: Database) -> None:
+    _study(db, "1.2.5.1", quiet_for=30)
+    with db.session() as session:
+        settle_studies(session, 0)
+    with db.session() as session:
+        first = claim_job(session, "dead-worker", lease_seconds=0.5)
+        assert first is not None
+    with db.session() as session:
+        assert claim_job(session, "other", lease_seconds=60) is None  # still leased
+    time.sleep(0.8)
+    with db.session() as session:
+        again = claim_job(session, "other", lease_seconds=60)
+        assert again is not None and again.id == first.id
+        assert again.attempts == 2 and again.locked_by == "other"
+
+
+def test_failed_job_retries_then_fails_for_good(db: Database) -> None:
+    _study(db, "1.2.6.1", quiet_for=30)
+    with db.session() as session:
+        settle_studies(session, 0)
+    for attempt in (1, 2):
+        with db.session() as session:
+            job = claim_job(session, "w", 60)
+            assert job is not None and job.attempts == attempt
+            final = fail_job(job, "boom", max_attempts=2, retry_seconds=0)
+            assert final is (attempt == 2)
+    with db.session() as session:
+        assert claim_job(session, "w", 60) is None
+        (job,) = session.scalars(select(Job)).all()
+        assert job.state == "failed" and job.last_error == "boom"
+
+
+def test_retry_delay_backs_off_exponentially_to_a_cap() -> None:
+    assert [retry_delay(n, 2, 10) for n in (1, 2, 3, 4, 5)] == [2, 4, 8, 10, 10]
+
+
+def test_config_seeds_once_then_the_database_is_the_truth(db: Database, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[dicom]\nallowed_calling_ae_titles = ["MODALITY"]\n'
+        '[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = 4242\n'
+        '[[routes]]\ndestinations = ["pacs"]\n'
+    )
+    settings = load_settings(cfg)
+    with db.session() as session:
+        assert seed_if_first_start(session, settings) is True
+    with db.session() as session:
+        session.scalars(select(DestinationRow)).one().port = 5555  # edited in the portal
+        assert seed_if_first_start(session, settings) is False
+    with db.session() as session:
+        assert session.scalars(select(DestinationRow)).one().port == 5555
+        apply_config(session, settings)  # on purpose: the file wins again
+    with db.session() as session:
+        assert session.scalars(select(DestinationRow)).one().port == 4242
+        assert [p.ae_title for p in session.scalars(select(AllowedPeer))] == ["MODALITY"]
+        (route,) = session.scalars(select(RouteRow)).all()
+        assert route.destinations == ["pacs"] and route.objects == ["cad_sr"]
