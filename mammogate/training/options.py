@@ -10,7 +10,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--studies", type=int, default=160, help="synthetic training studies (default 160)")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     parser.add_argument(
         "--validation-studies", type=int, default=40,
         help="synthetic studies the operating point is chosen on (default 40, seeds disjoint from training)",
