@@ -84,8 +84,8 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
         assert referenced == {image.sop_instance_uid for image in study.images}
         expected = Analyzer(load_bundle(None)).analyze_study(paths)  # type: ignore[arg-type]
         assert expected.findings, "a lesion study must produce findings for this test to bite"
-        got = sorted((f.sop_instance_uid, round(f.probability, 9)) for f in contents.findings)
-        want = sorted((f.sop_instance_uid, round(f.probability, 9)) for f in expected.findings)
+        got = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in contents.findings)
+        want = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in expected.findings)
         assert got == want
         assert set(contents.image_sop_instance_uids) == referenced
         assert {(f.algorithm_name, f.algorithm_version) for f in contents.findings} == {
@@ -93,7 +93,7 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
         }
         for f in contents.findings:  # centres match too (FL: float32 precision)
             twin = next(e for e in expected.findings if e.sop_instance_uid == f.sop_instance_uid
-                        and abs(e.probability - f.probability) < 1e-9)
+                        and abs(e.probability - f.probability) < 1e-6)
             assert abs(twin.center[0] - f.center[0]) < 1e-2 and abs(twin.center[1] - f.center[1]) < 1e-2
 
         # The portal shows the same exam score, after sign-in only.

@@ -6,13 +6,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import playwright.sync_api as playwright_api
 import pytest
 
 from mammogate.config.settings import load_settings
 from mammogate.db import Analysis, Database, Study, utcnow
 from mammogate.web import PortalServer, create_app, create_local_user
-
-import playwright.sync_api as playwright_api
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
