@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from mammogate.config import Settings
@@ -52,7 +55,23 @@ def serve(settings: Settings) -> int:
         settings, db, worker_id("worker"), lambda: Analyzer(bundle), on_idle=scp.refresh_policy
     )
     sender = SenderLoop(settings, db, worker_id("sender"))
-    web = uvicorn.Server(
+    class WebServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # The node, not uvicorn, owns the signals: a graceful stop of every role, then a
+            # normal exit (uvicorn would re-raise the signal after its own shutdown).
+            def stop(signum: int, _frame: object) -> None:
+                log.info("signal %d: stopping", signum)
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    web = WebServer(
         uvicorn.Config(
             create_app(settings, db),
             host=settings.web.bind,

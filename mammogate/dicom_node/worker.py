@@ -113,6 +113,9 @@ class WorkerLoop:
             self._analyze(job_id, study_id)
         except (AnalysisFailed, ImagingError, ReportingError, OSError) as exc:
             self._job_failed(job_id, study_id, str(exc))
+        except SQLAlchemyError as exc:
+            log.exception("analysis job %d: database error", job_id)
+            self._job_failed(job_id, study_id, f"database error: {type(exc).__name__}")
         return True
 
     def _analyze(self, job_id: int, study_id: int) -> None:
@@ -151,6 +154,7 @@ class WorkerLoop:
             deliveries = 0
             if sr is not None and sr_path is not None:
                 report = record_report(session, analysis, sr, sr_path, kind="cad_sr")
+                session.flush()  # the report's id, for its deliveries
                 deliveries = self._plan(session, study, report.id)
             study.last_error = _describe_problems(result)
             if study.state == "processing":

@@ -106,8 +106,11 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
         shown = f"{expected.exam_score * 100:.1f} %"
         assert shown in history, f"history lacks the exam score {shown}"
         detail = client.get(f"/studies/{study.study_instance_uid}").text
-        scores = re.findall(r'class="exam-score"[^>]*data-score="([0-9.eE+-]+)"', detail)
-        assert scores and abs(float(scores[0]) - expected.exam_score) < 1e-9
+        scores = re.findall(r'class="[^"]*\bexam-score\b[^"]*" data-score="([0-9.eE+-]+)"', detail)
+        assert scores and abs(float(scores[0]) - expected.exam_score) < 1e-6
+        shown_findings = re.findall(r'finding-probability" data-score="([0-9.eE+-]+)"', detail)
+        assert sorted(round(float(v), 6) for v in shown_findings) == sorted(
+            round(f.probability, 6) for f in expected.findings)
     finally:
         code = node.stop()
     assert code == 0, node.log_text()[-3000:]
