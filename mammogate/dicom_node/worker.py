@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import pydicom
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,8 +32,7 @@ from mammogate.db import (
     utcnow,
 )
 from mammogate.db.queue import ANALYZE, claim_job, complete_job, fail_job, settle_studies
-from mammogate.imaging import ImagingError, display_image, read_dataset
-from mammogate.imaging.render import render_overlay_png
+from mammogate.imaging import ImagingError, read_dataset
 from mammogate.inference.results import StudyResult
 from mammogate.reporting import ReportingError
 from mammogate.reporting.cad_sr import build_mammography_cad_sr, save_report
@@ -133,7 +131,7 @@ class WorkerLoop:
         log.info("analysing study %s (%d instances, job %d)", study_uid, len(paths), job_id)
         result = self.analyzer.analyze_study(paths)
         sources = [read_dataset(p, stop_before_pixels=True) for p in paths]
-        overlays = self._render_overlays(result, paths, job_id)
+        overlays = self._write_overlays(result, job_id)
 
         sr_path: Path | None = None
         sr: Dataset | None = None
@@ -206,26 +204,17 @@ class WorkerLoop:
             count += 1
         return count
 
-    def _render_overlays(self, result: StudyResult, paths: Sequence[Path], job_id: int) -> dict[str, Path]:
-        by_uid: dict[str, Path] = {}
-        wanted = {image.sop_instance_uid: image for image in result.images}
+    def _write_overlays(self, result: StudyResult, job_id: int) -> dict[str, Path]:
         out_dir = self.settings.data_dir / "overlays" / result.study_instance_uid / str(job_id)
-        for path in paths:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            image = wanted.get(str(ds.SOPInstanceUID))
-            if image is None:
-                continue
-            try:
-                pixels = display_image(read_dataset(path))
-                png = render_overlay_png(pixels, image.heatmap, [f.center for f in image.findings])
-            except ImagingError as exc:
-                log.warning("no overlay for %s: %s", image.sop_instance_uid, exc)
+        written: dict[str, Path] = {}
+        for image in result.images:
+            if image.overlay_png is None:
                 continue
             out_dir.mkdir(parents=True, exist_ok=True)
             target = out_dir / f"{image.sop_instance_uid}.png"
-            target.write_bytes(png)
-            by_uid[image.sop_instance_uid] = target
-        return by_uid
+            target.write_bytes(image.overlay_png)
+            written[image.sop_instance_uid] = target
+        return written
 
     def _job_failed(self, job_id: int, study_id: int, error: str) -> None:
         log.error("analysis job %d failed: %s", job_id, error)

@@ -14,6 +14,7 @@ import numpy as np
 from pydicom import Dataset
 
 from mammogate.imaging import ImagingError, read_dataset
+from mammogate.imaging.render import render_overlay_png
 from mammogate.inference.bundle import ModelBundle, load_bundle
 from mammogate.inference.pipeline import (
     PreparedImage,
@@ -166,6 +167,7 @@ class Analyzer:
             Finding(sop_uid, candidate.laterality, candidate.view, p.probability, p.center, p.outline)
             for p in peaks
         )
+        original_heatmap = prepared.transform.heatmap_to_original(heatmap)
         return ImageResult(
             sop_instance_uid=sop_uid,
             sop_class_uid=str(ds.get("SOPClassUID", "")),
@@ -176,5 +178,8 @@ class Analyzer:
             findings=findings,
             rows=prepared.transform.rows,
             columns=prepared.transform.columns,
-            heatmap=prepared.transform.heatmap_to_original(heatmap),
+            heatmap=original_heatmap,
+            overlay_png=render_overlay_png(
+                prepared.display, original_heatmap, [f.center for f in findings]
+            ),
         )

@@ -56,6 +56,8 @@ class ImageResult:
     # Heatmap on the model grid, already mapped back to the original orientation
     # (same aspect and flips as the original image; resize to rows x columns to overlay).
     heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # The portal's picture: the image with the heatmap blended in and the findings marked.
+    overlay_png: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

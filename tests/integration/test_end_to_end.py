@@ -108,6 +108,10 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
         detail = client.get(f"/studies/{study.study_instance_uid}").text
         scores = re.findall(r'class="[^"]*\bexam-score\b[^"]*" data-score="([0-9.eE+-]+)"', detail)
         assert scores and abs(float(scores[0]) - expected.exam_score) < 1e-6
+        overlays = re.findall(r'<img src="(/studies/[^"]+/overlay\.png)"', detail)
+        assert len(overlays) == 4, "one heatmap overlay per analysed view"
+        png = client.get(overlays[0])
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
         shown_findings = re.findall(r'finding-probability" data-score="([0-9.eE+-]+)"', detail)
         assert sorted(round(float(v), 6) for v in shown_findings) == sorted(
             round(f.probability, 6) for f in expected.findings)
