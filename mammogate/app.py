@@ -51,8 +51,13 @@ def serve(settings: Settings) -> int:
 
     db = open_database(settings)
     scp = Scp(settings, db, Spool(settings.spool_dir))
+    def make_analyzer() -> Analyzer:
+        analyzer = Analyzer(bundle)
+        analyzer.model  # noqa: B018 -- load TensorFlow and the weights now, not at the first study
+        return analyzer
+
     worker = WorkerLoop(
-        settings, db, worker_id("worker"), lambda: Analyzer(bundle), on_idle=scp.refresh_policy
+        settings, db, worker_id("worker"), make_analyzer, on_idle=scp.refresh_policy
     )
     sender = SenderLoop(settings, db, worker_id("sender"))
     class WebServer(uvicorn.Server):

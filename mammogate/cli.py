@@ -23,6 +23,7 @@ def _configure_logging(level: str) -> None:
     )
     # pynetdicom logs every PDU at INFO; its warnings and errors are what an admin needs.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
