@@ -9,6 +9,7 @@ row carries a lease; a row whose lease expired (its worker died) is claimable ag
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
@@ -43,35 +44,48 @@ def settle_studies(session: Session, settle_seconds: float) -> list[Study]:
     return studies
 
 
-def claim_job(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
+def _claim(
+    session: Session,
+    model: type[Job] | type[Delivery],
+    due: Any,
+    *,
+    active_state: str,
+    worker_id: str,
+    lease_seconds: float,
+) -> int | None:
+    """Claim the first due row: pending and due, or active with an expired lease."""
     now = utcnow()
     candidate = (
-        select(Job.id)
+        select(model.id)
         .where(
             or_(
-                and_(Job.state == "pending", Job.run_after <= now),
-                and_(Job.state == "running", Job.lease_until < now),
+                and_(model.state == "pending", due <= now),
+                and_(model.state == active_state, model.lease_until < now),
             )
         )
-        .order_by(Job.run_after, Job.id)
+        .order_by(due, model.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    job_id = session.execute(
-        update(Job)
-        .where(Job.id == candidate)
+    claimed: int | None = session.execute(
+        update(model)
+        .where(model.id == candidate)
         .values(
-            state="running",
+            state=active_state,
             locked_by=worker_id,
             lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=Job.attempts + 1,
+            attempts=model.attempts + 1,
         )
-        .returning(Job.id)
+        .returning(model.id)
     ).scalar_one_or_none()
-    if job_id is None:
-        return None
-    return session.get(Job, job_id, populate_existing=True)
+    return claimed
+
+
+def claim_job(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
+    job_id = _claim(session, Job, Job.run_after, active_state="running",
+                    worker_id=worker_id, lease_seconds=lease_seconds)
+    return None if job_id is None else session.get(Job, job_id, populate_existing=True)
 
 
 def complete_job(job: Job) -> None:
@@ -95,34 +109,9 @@ def fail_job(job: Job, error: str, *, max_attempts: int, retry_seconds: float) -
 
 
 def claim_delivery(session: Session, worker_id: str, lease_seconds: float) -> Delivery | None:
-    now = utcnow()
-    candidate = (
-        select(Delivery.id)
-        .where(
-            or_(
-                and_(Delivery.state == "pending", Delivery.next_attempt_at <= now),
-                and_(Delivery.state == "sending", Delivery.lease_until < now),
-            )
-        )
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    delivery_id = session.execute(
-        update(Delivery)
-        .where(Delivery.id == candidate)
-        .values(
-            state="sending",
-            locked_by=worker_id,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=Delivery.attempts + 1,
-        )
-        .returning(Delivery.id)
-    ).scalar_one_or_none()
-    if delivery_id is None:
-        return None
-    return session.get(Delivery, delivery_id, populate_existing=True)
+    delivery_id = _claim(session, Delivery, Delivery.next_attempt_at, active_state="sending",
+                         worker_id=worker_id, lease_seconds=lease_seconds)
+    return None if delivery_id is None else session.get(Delivery, delivery_id, populate_existing=True)
 
 
 def retry_delay(attempts: int, initial_seconds: float, max_seconds: float) -> float:

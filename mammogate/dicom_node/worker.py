@@ -105,7 +105,7 @@ class WorkerLoop:
                 claimed.state = "processing"
                 claimed.updated_at = utcnow()
         if kind != ANALYZE or study_id is None:
-            self._finish_failed(job_id, f"unknown job kind {kind!r}", final=True)
+            self._fail_for_good(job_id, f"unknown job kind {kind!r}")
             return True
         try:
             self._analyze(job_id, study_id)
@@ -228,11 +228,12 @@ class WorkerLoop:
             study.state = "failed" if final else "queued"
             study.updated_at = utcnow()
 
-    def _finish_failed(self, job_id: int, error: str, *, final: bool) -> None:
+    def _fail_for_good(self, job_id: int, error: str) -> None:
+        log.error("job %d cannot be run: %s", job_id, error)
         with self.db.session() as session:
             job = session.get(Job, job_id)
             assert job is not None
-            fail_job(job, error, max_attempts=1 if final else job.attempts + 1, retry_seconds=0)
+            fail_job(job, error, max_attempts=1, retry_seconds=0)
 
 
 def _describe_problems(result: StudyResult) -> str:
