@@ -34,8 +34,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging(settings.node.log_level)
     from mammogate.app import serve
+    from mammogate.db import DatabaseError
+    from mammogate.inference import InferenceError
 
-    return serve(settings)
+    try:
+        return serve(settings)
+    except (InferenceError, DatabaseError) as exc:
+        log.critical("cannot start: %s", exc)
+        return 1
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:

@@ -48,3 +48,21 @@ def test_user_add_rejects_bad_role_and_duplicate(tmp_path: Path) -> None:
     bad = node.run_cli("user", "add", "eve", "--role", "root", "--password-stdin",
                        stdin="pw\n", check=False)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_serve_refuses_a_tampered_model_bundle(tmp_path: Path) -> None:
+    import shutil
+
+    from mammogate.inference import default_bundle_dir
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    weights = bundle / "model.keras"
+    weights.write_bytes(weights.read_bytes() + b"tampered")
+    node = Node(tmp_path / "node", extra_env={"MAMMOGATE_MODEL__BUNDLE": str(bundle)})
+    node.write_config()
+    result = subprocess.run([*node.executable, "serve", "--config", str(node.config_path)],
+                            capture_output=True, text=True, timeout=120, env=node.env())
+    assert result.returncode == 1
+    assert "sha256" in result.stderr and "cannot start" in result.stderr
+    assert not (node.root / "var" / "mammogate.sqlite3").exists(), "refused before opening anything"
