@@ -8,11 +8,12 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mammogate.config import Settings
 from mammogate.db import Database
+from mammogate.db.queue import expire_leases, lease_holders
 from mammogate.db.seed import seed_if_first_start
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,47 @@ def open_database(settings: Settings) -> Database:
     return db
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_leases_of_dead_processes(db: Database) -> None:
+    """Jobs and deliveries held by a process of this host that is gone (a crash, a kill) are
+    claimable at once instead of when their leases run out."""
+    host = socket.gethostname()
+    with db.session() as session:
+        dead = []
+        for holder in lease_holders(session):
+            parts = holder.split(":")
+            if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+                if int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1])):
+                    dead.append(holder)
+        released = expire_leases(session, dead)
+    if released:
+        log.warning("released %d leases held by stopped processes of this host", released)
+
+
+def check_calling_ae_policy(settings: Settings, allowed: list[str]) -> None:
+    """The bind/allow-list rule against the database's list, which is the one enforced."""
+    if settings.dicom.accept_any_calling_ae or allowed or settings.dicom.binds_loopback:
+        return
+    raise PolicyError(
+        f"dicom.bind = {settings.dicom.bind!r} but the database lists no allowed calling AE "
+        "titles (the file's dicom.allowed_calling_ae_titles seeds the database only on first "
+        "start: run `mammogate config apply`), and dicom.accept_any_calling_ae is false"
+    )
+
+
+class PolicyError(Exception):
+    """A safety rule refuses to start the node."""
+
+
 def serve(settings: Settings) -> int:
     """Run every role in this process until SIGINT/SIGTERM. Returns the exit status."""
     import uvicorn
@@ -50,7 +92,9 @@ def serve(settings: Settings) -> int:
     log.info("model bundle %s %s (sha256 %s)", info.name, info.version, info.sha256[:12])
 
     db = open_database(settings)
+    release_leases_of_dead_processes(db)
     scp = Scp(settings, db, Spool(settings.spool_dir))
+    check_calling_ae_policy(settings, scp.ae.require_calling_aet)
     def make_analyzer() -> Analyzer:
         analyzer = Analyzer(bundle)
         analyzer.model  # noqa: B018 -- load TensorFlow and the weights now, not at the first study
@@ -88,18 +132,21 @@ def serve(settings: Settings) -> int:
     )
     failure: list[BaseException] = []
 
-    def run_worker() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # the worker is essential: stop the node, loudly
-            log.critical("worker died: %s", exc, exc_info=True)
-            failure.append(exc)
-            web.should_exit = True
+    def essential(name: str, run: Callable[[], None]) -> Callable[[], None]:
+        def guarded() -> None:
+            try:
+                run()
+            except BaseException as exc:  # noqa: BLE001 -- a role died: stop the node, loudly
+                log.critical("%s died: %s", name, exc, exc_info=True)
+                failure.append(exc)
+                web.should_exit = True
+
+        return guarded
 
     scp.start()
     threads = [
-        threading.Thread(target=run_worker, name="worker", daemon=True),
-        threading.Thread(target=sender.run, name="sender", daemon=True),
+        threading.Thread(target=essential("worker", worker.run), name="worker", daemon=True),
+        threading.Thread(target=essential("sender", sender.run), name="sender", daemon=True),
     ]
     for thread in threads:
         thread.start()

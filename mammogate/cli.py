@@ -33,7 +33,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging(settings.node.log_level)
-    from mammogate.app import serve
+    from mammogate.app import PolicyError, serve
     from mammogate.db import DatabaseError
     from mammogate.inference import InferenceError
 
@@ -42,6 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (InferenceError, DatabaseError) as exc:
         log.critical("cannot start: %s", exc)
         return 1
+    except PolicyError as exc:
+        log.critical("refusing to start: %s", exc)
+        return 2
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:

@@ -68,10 +68,14 @@ class DicomSettings(_Section):
     def _allowed(cls, v: list[str]) -> list[str]:
         return [_check_ae_title(t, "dicom.allowed_calling_ae_titles") for t in v]
 
+    @property
+    def binds_loopback(self) -> bool:
+        return _is_loopback(self.bind)
+
     @model_validator(mode="after")
     def _safe_bind(self) -> DicomSettings:
         if (
-            not _is_loopback(self.bind)
+            not self.binds_loopback
             and not self.allowed_calling_ae_titles
             and not self.accept_any_calling_ae
         ):

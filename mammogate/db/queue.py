@@ -8,6 +8,7 @@ row carries a lease; a row whose lease expired (its worker died) is claimable ag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -52,15 +53,21 @@ def _claim(
     active_state: str,
     worker_id: str,
     lease_seconds: float,
+    max_attempts: int,
 ) -> int | None:
-    """Claim the first due row: pending and due, or active with an expired lease."""
+    """Claim the first due row: pending and due, or active with an expired lease and attempts
+    left (one whose attempts are used up is given up by ``give_up_abandoned``)."""
     now = utcnow()
     candidate = (
         select(model.id)
         .where(
             or_(
                 and_(model.state == "pending", due <= now),
-                and_(model.state == active_state, model.lease_until < now),
+                and_(
+                    model.state == active_state,
+                    model.lease_until < now,
+                    model.attempts < max_attempts,
+                ),
             )
         )
         .order_by(due, model.id)
@@ -82,9 +89,11 @@ def _claim(
     return claimed
 
 
-def claim_job(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
-    job_id = _claim(session, Job, Job.run_after, active_state="running",
-                    worker_id=worker_id, lease_seconds=lease_seconds)
+def claim_job(
+    session: Session, worker_id: str, lease_seconds: float, max_attempts: int = 3
+) -> Job | None:
+    job_id = _claim(session, Job, Job.run_after, active_state="running", worker_id=worker_id,
+                    lease_seconds=lease_seconds, max_attempts=max_attempts)
     return None if job_id is None else session.get(Job, job_id, populate_existing=True)
 
 
@@ -108,12 +117,76 @@ def fail_job(job: Job, error: str, *, max_attempts: int, retry_seconds: float) -
     return False
 
 
-def claim_delivery(session: Session, worker_id: str, lease_seconds: float) -> Delivery | None:
+def claim_delivery(
+    session: Session, worker_id: str, lease_seconds: float, max_attempts: int = 20
+) -> Delivery | None:
     delivery_id = _claim(session, Delivery, Delivery.next_attempt_at, active_state="sending",
-                         worker_id=worker_id, lease_seconds=lease_seconds)
+                         worker_id=worker_id, lease_seconds=lease_seconds,
+                         max_attempts=max_attempts)
     return None if delivery_id is None else session.get(Delivery, delivery_id, populate_existing=True)
 
 
 def retry_delay(attempts: int, initial_seconds: float, max_seconds: float) -> float:
     """Exponential backoff: initial, 2x, 4x, ... capped at max."""
     return float(min(max_seconds, initial_seconds * (2 ** max(0, attempts - 1))))
+
+
+def give_up_abandoned_jobs(session: Session, max_attempts: int) -> list[Job]:
+    """Fail jobs whose worker died (lease expired) on their last attempt: a job that kills its
+    worker every time must not be retried forever."""
+    jobs = list(
+        session.scalars(
+            select(Job)
+            .where(Job.state == "running", Job.lease_until < utcnow(),
+                   Job.attempts >= max_attempts)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for job in jobs:
+        fail_job(job, f"the worker stopped during each of {job.attempts} attempts (crash or kill)",
+                 max_attempts=max_attempts, retry_seconds=0)
+    return jobs
+
+
+def give_up_abandoned_deliveries(session: Session, max_attempts: int) -> list[Delivery]:
+    deliveries = list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.state == "sending", Delivery.lease_until < utcnow(),
+                   Delivery.attempts >= max_attempts)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for delivery in deliveries:
+        delivery.state = "dead"
+        delivery.lease_until = None
+        delivery.last_error = (
+            f"the sender stopped during each of {delivery.attempts} attempts (crash or kill)"
+        )
+    return deliveries
+
+
+def expire_leases(session: Session, holders: Sequence[str]) -> int:
+    """End the leases held by ``holders`` (processes known to be gone), so their rows are
+    claimable now rather than when the leases run out. Returns how many rows were released."""
+    if not holders:
+        return 0
+    now = utcnow()
+    released = 0
+    for model, state in ((Job, "running"), (Delivery, "sending")):
+        result = session.execute(
+            update(model)
+            .where(model.state == state, model.locked_by.in_(holders), model.lease_until > now)
+            .values(lease_until=now)
+        )
+        released += int(getattr(result, "rowcount", 0) or 0)
+    return released
+
+
+def lease_holders(session: Session) -> list[str]:
+    rows = session.scalars(
+        select(Job.locked_by).where(Job.state == "running").union(
+            select(Delivery.locked_by).where(Delivery.state == "sending")
+        )
+    )
+    return [r for r in rows if r]

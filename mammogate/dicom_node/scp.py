@@ -6,13 +6,13 @@ it (and its study) in the database, and answers. Everything after that is a job.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from io import BytesIO
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
@@ -36,11 +36,11 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mammogate.config import Settings
 from mammogate.db import AllowedPeer, AuditEntry, Database, Instance, Job, Study, utcnow
-from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError
+from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,37 @@ class StoreRefused(Exception):
         self.reason = reason
 
 
-def check_dataset(ds: Dataset, sop_class_uid: str) -> None:
+def parse_dataset(data: bytes) -> Dataset:
+    """The received Part-10 bytes as a dataset, parsed through the pixel data."""
+    try:
+        ds = pydicom.dcmread(BytesIO(data), force=False)
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality"):
+            ds.get(keyword)
+        for keyword in PIXEL_KEYWORDS:
+            ds.get(keyword)
+    except Exception as exc:  # noqa: BLE001 -- pydicom raises many types on bad input
+        raise StoreRefused(
+            CANNOT_UNDERSTAND, f"dataset does not parse: {type(exc).__name__}: {exc}"
+        ) from exc
+    return ds
+
+
+def check_dataset(ds: Dataset, sop_class_uid: str, sop_instance_uid: str) -> None:
     """Raise StoreRefused if the dataset is not a mammography image we can take."""
+    for keyword in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = str(ds.get(keyword, "") or "")
+        if not value:
+            raise StoreRefused(CANNOT_UNDERSTAND, f"{keyword} is missing")
+        try:
+            check_uid(value, keyword)
+        except InvalidUIDError as exc:
+            raise StoreRefused(CANNOT_UNDERSTAND, f"{keyword} is not a valid UID") from exc
+    if str(ds.SOPClassUID) != sop_class_uid:
+        raise StoreRefused(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOP Class UID differs from the presentation context"
+        )
+    if str(ds.SOPInstanceUID) != sop_instance_uid:
+        raise StoreRefused(CANNOT_UNDERSTAND, "SOP Instance UID differs from the C-STORE request")
     if not any(k in ds for k in PIXEL_KEYWORDS):
         raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, "no Pixel Data in the dataset")
     modality = str(ds.get("Modality", "") or "")
@@ -121,9 +150,6 @@ def check_dataset(ds: Dataset, sop_class_uid: str) -> None:
             DATASET_DOES_NOT_MATCH_SOP_CLASS,
             f"Modality {modality or '(empty)'} is not MG: mammography only",
         )
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        if not ds.get(keyword):
-            raise StoreRefused(CANNOT_UNDERSTAND, f"{keyword} is missing")
 
 
 def _laterality(ds: Dataset) -> str:
@@ -150,12 +176,14 @@ class StoreService:
     def handle_store(self, event: evt.Event) -> int | Dataset:
         """C-STORE: make the instance durable, record it, answer.
 
-        Statuses:
+        Statuses (every failure carries an Error Comment with the reason):
             0x0000 Success -- in the spool (fsynced) and in the database; also for a re-sent
                 instance (the first copy is kept)
             0xA700 Out of resources -- the spool or database could not be written
-            0xA900 Dataset does not match SOP class -- no pixel data, or not Modality MG
-            0xC000 Cannot understand -- the dataset does not parse, or its UIDs are missing
+            0xA900 Dataset does not match SOP class -- no pixel data, not Modality MG, or a
+                SOP Class UID other than the presentation context's
+            0xC000 Cannot understand -- the dataset does not parse, its UIDs are missing or
+                invalid, or an internal error (logged) stopped the store
         """
         calling_ae = event.assoc.requestor.ae_title
         request: Any = event.request
@@ -163,24 +191,17 @@ class StoreService:
         sop_class_uid = str(request.AffectedSOPClassUID or "")
         try:
             data = event.encoded_dataset(include_meta=True)
-            try:
-                ds = pydicom.dcmread(BytesIO(data), force=False, defer_size=1024)
-                ds.get("PixelData")  # force parsing up to and through the pixel data element
-            except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
-                raise StoreRefused(CANNOT_UNDERSTAND, f"dataset does not parse: {exc}") from exc
-            check_dataset(ds, sop_class_uid)
-            if str(ds.SOPInstanceUID) != sop_uid:
-                raise StoreRefused(
-                    CANNOT_UNDERSTAND, "SOP Instance UID differs from the C-STORE request"
-                )
+            ds = parse_dataset(data)
+            check_dataset(ds, sop_class_uid, sop_uid)
             return self._store(ds, data, calling_ae)
         except StoreRefused as refused:
             return self._refuse(refused, calling_ae, sop_uid)
-        except InvalidUIDError as exc:
-            return self._refuse(StoreRefused(CANNOT_UNDERSTAND, str(exc)), calling_ae, sop_uid)
         except (SpoolError, SQLAlchemyError) as exc:
             log.exception("C-STORE of %s from %s: cannot make it durable", sop_uid, calling_ae)
-            return _status(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}")
+            return _status(OUT_OF_RESOURCES, f"cannot store now ({type(exc).__name__}): try later")
+        except Exception as exc:  # noqa: BLE001 -- a handler answers with a status, never raises
+            log.exception("C-STORE of %s from %s: internal error", sop_uid, calling_ae)
+            return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
 
     def _refuse(self, refused: StoreRefused, calling_ae: str, sop_uid: str) -> Dataset:
         log.warning(
@@ -202,50 +223,57 @@ class StoreService:
     def _store(self, ds: Dataset, data: bytes, calling_ae: str) -> int:
         study_uid = str(ds.StudyInstanceUID)
         sop_uid = str(ds.SOPInstanceUID)
-        with self.db.session() as session:
-            existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_uid))
+        existing = self._stored(sop_uid)
         if existing is not None:
             self._log_duplicate(existing, data, calling_ae)
             return SUCCESS
-        spooled = self.spool.store(data, study_uid, sop_uid)
-        if not spooled.created:
-            # A file without a row: a crash between the two steps. Ours replaces it.
-            spooled = self.spool.store(data, study_uid, sop_uid, replace=True)
+        spooled = self.spool.write(data, study_uid, sop_uid)
+        in_place = False
         try:
             with self.db.session() as session:
                 study_id = self._upsert_study(session, ds, calling_ae)
-                now = utcnow()
                 session.add(
                     Instance(
                         sop_instance_uid=sop_uid,
                         study_id=study_id,
                         series_instance_uid=str(ds.SeriesInstanceUID),
                         sop_class_uid=str(ds.SOPClassUID),
-                        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+                        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID)[:64],
                         modality=_text(ds, "Modality", 16),
                         laterality=_laterality(ds),
                         view=_view(ds),
-                        calling_ae_title=calling_ae,
+                        calling_ae_title=calling_ae[:16],
                         path=str(spooled.path),
                         size=spooled.size,
                         sha256=spooled.sha256,
-                        received_at=now,
+                        received_at=utcnow(),
                     )
                 )
-        except SQLAlchemyError:
-            with self.db.session() as session:
-                raced = session.scalar(
-                    select(Instance).where(Instance.sop_instance_uid == sop_uid)
-                )
-            if raced is not None:  # another association stored the same UID first
-                self._log_duplicate(raced, data, calling_ae)
-                return SUCCESS
-            self.spool.remove(spooled.path)
-            raise
+                # The unique SOP Instance UID: a concurrent copy blocks or fails here, so only
+                # the holder of this row puts its file in place.
+                session.flush()
+                self.spool.commit(spooled)
+                in_place = True
+        except BaseException as exc:
+            if in_place:
+                self.spool.uncommit(spooled)
+            else:
+                self.spool.discard(spooled)
+            raced = self._stored(sop_uid) if isinstance(exc, IntegrityError) else None
+            if raced is None:
+                raise
+            self._log_duplicate(raced, data, calling_ae)  # another association was first
+            return SUCCESS
         log.info(
             "stored %s (study %s, %d bytes) from %s", sop_uid, study_uid, spooled.size, calling_ae
         )
         return SUCCESS
+
+    def _stored(self, sop_instance_uid: str) -> Instance | None:
+        with self.db.session() as session:
+            return session.scalar(
+                select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
+            )
 
     def _upsert_study(self, session: Any, ds: Dataset, calling_ae: str) -> int:
         now = utcnow()
@@ -290,8 +318,6 @@ class StoreService:
         return study.id
 
     def _log_duplicate(self, existing: Instance, data: bytes, calling_ae: str) -> None:
-        import hashlib
-
         if hashlib.sha256(data).hexdigest() == existing.sha256:
             log.info(
                 "duplicate %s from %s: identical to the stored copy, kept once",
@@ -382,9 +408,20 @@ class Scp:
 
     def refresh_policy(self) -> None:
         allowed = allowed_calling_ae_titles(self.db)
+        if not allowed and self.ae.require_calling_aet and not self._may_accept_any():
+            log.error(
+                "the database now lists no allowed calling AE titles while DICOM listens on %s: "
+                "keeping the previous list (%s) rather than accepting any caller",
+                self.settings.dicom.bind, ", ".join(self.ae.require_calling_aet),
+            )
+            return
         if allowed != self.ae.require_calling_aet:
             self.ae.require_calling_aet = allowed
             log.info("allowed calling AE titles now: %s", ", ".join(allowed) or "any")
+
+    def _may_accept_any(self) -> bool:
+        dicom = self.settings.dicom
+        return dicom.accept_any_calling_ae or dicom.binds_loopback
 
     def stop(self) -> None:
         if self.server is not None:

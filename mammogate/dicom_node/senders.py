@@ -17,10 +17,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from mammogate.config import Settings
 from mammogate.db import Database, Delivery, DestinationRow, utcnow
-from mammogate.db.queue import claim_delivery, retry_delay
+from mammogate.db.queue import claim_delivery, give_up_abandoned_deliveries, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ class DimseSender:
             raise SendError(
                 f"association rejected by {destination.ae_title}: {reason}", retryable=True
             )
+        if not assoc.is_established and assoc.rejected_contexts:
+            raise SendError(
+                f"{destination.ae_title} does not accept {ds.SOPClassUID.name} "
+                f"({ds.SOPClassUID}): presentation context rejected",
+                retryable=False,
+            )
         if not assoc.is_established:
             raise SendError(
                 f"cannot associate with {destination.ae_title} at "
@@ -71,6 +78,12 @@ class DimseSender:
             )
         try:
             status = assoc.send_c_store(ds)
+        except ValueError as exc:  # pynetdicom: no accepted presentation context for the class
+            raise SendError(
+                f"{destination.ae_title} does not accept {ds.SOPClassUID.name} "
+                f"({ds.SOPClassUID}): {exc}",
+                retryable=False,
+            ) from exc
         finally:
             assoc.release()
         if not status or "Status" not in status:
@@ -113,7 +126,9 @@ class SenderLoop:
     def run_once(self) -> bool:
         cfg = self.settings.sender
         with self.db.session() as session:
-            delivery = claim_delivery(session, self.worker_id, cfg.lease_seconds)
+            for abandoned in give_up_abandoned_deliveries(session, cfg.max_attempts):
+                log.error("delivery %d given up: %s", abandoned.id, abandoned.last_error)
+            delivery = claim_delivery(session, self.worker_id, cfg.lease_seconds, cfg.max_attempts)
             if delivery is None:
                 return False
             delivery_id = delivery.id
@@ -131,9 +146,15 @@ class SenderLoop:
         except SendError as exc:
             self._failed(delivery_id, exc)
             return True
+        except Exception as exc:  # noqa: BLE001 -- one bad delivery must not stop the sender
+            log.exception("delivery %d: unexpected error", delivery_id)
+            self._failed(delivery_id, SendError(f"internal error: {type(exc).__name__}: {exc}",
+                                                retryable=True))
+            return True
         with self.db.session() as session:
-            row = session.get(Delivery, delivery_id)
-            assert row is not None
+            row = self._owned(session, delivery_id)
+            if row is None:
+                return True
             row.state = "delivered"
             row.delivered_at = utcnow()
             row.lease_until = None
@@ -144,11 +165,19 @@ class SenderLoop:
         )
         return True
 
+    def _owned(self, session: Session, delivery_id: int) -> Delivery | None:
+        row = session.get(Delivery, delivery_id)
+        if row is None or row.state != "sending" or row.locked_by != self.worker_id:
+            log.warning("delivery %d was taken over (lease expired); not recording", delivery_id)
+            return None
+        return row
+
     def _failed(self, delivery_id: int, exc: SendError) -> None:
         cfg = self.settings.sender
         with self.db.session() as session:
-            row = session.get(Delivery, delivery_id)
-            assert row is not None
+            row = self._owned(session, delivery_id)
+            if row is None:
+                return
             row.last_error = exc.reason
             row.lease_until = None
             if not exc.retryable or row.attempts >= cfg.max_attempts:

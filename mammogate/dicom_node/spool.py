@@ -1,18 +1,23 @@
 """The spool: every received instance as a Part-10 file, durable before C-STORE answers Success.
 
-Layout: ``<root>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``. A file is written to a temporary
-name, fsynced, then hard-linked to its final name (which fails if the name exists, so a first
-copy is never overwritten), and the directory is fsynced.
+Layout: ``<root>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``. A file is written to a unique
+temporary name and fsynced (``write``); the SCP then inserts the instance's row, and only while
+it holds that row (unique on the SOP Instance UID) moves the file into place and fsyncs the
+folder (``commit``) before the row commits. So a first copy is never overwritten by a second
+association, and no committed row points at a missing file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -27,10 +32,12 @@ class InvalidUIDError(SpoolError):
 
 @dataclass(frozen=True)
 class SpooledFile:
-    path: Path
+    """A received instance written and fsynced under a temporary name, not yet in place."""
+
+    temporary: Path
+    path: Path  # where commit() puts it
     size: int
     sha256: str
-    created: bool  # False: a file of that name already existed and was kept
 
 
 def check_uid(uid: str, what: str) -> str:
@@ -57,39 +64,45 @@ class Spool:
         check_uid(sop_instance_uid, "SOP Instance UID")
         return self.root / study_instance_uid / f"{sop_instance_uid}.dcm"
 
-    def store(
-        self, data: bytes, study_instance_uid: str, sop_instance_uid: str, *, replace: bool = False
-    ) -> SpooledFile:
-        """Write ``data`` durably. Without ``replace`` an existing file is kept, not overwritten."""
+    def write(self, data: bytes, study_instance_uid: str, sop_instance_uid: str) -> SpooledFile:
+        """Write ``data`` under a unique temporary name beside its final place, fsynced."""
         final = self.path_for(study_instance_uid, sop_instance_uid)
-        digest = hashlib.sha256(data).hexdigest()
         try:
             new_dir = not final.parent.exists()
             final.parent.mkdir(parents=True, exist_ok=True)
             if new_dir:
                 _fsync_dir(self.root)
             fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".incoming-", suffix=".tmp")
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                if replace:
-                    os.replace(tmp, final)
-                    created = True
-                else:
-                    try:
-                        os.link(tmp, final)
-                        created = True
-                    except FileExistsError:
-                        created = False
-            finally:
-                tmp.unlink(missing_ok=True)
-            _fsync_dir(final.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
         except OSError as exc:
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
-        return SpooledFile(final, len(data), digest, created)
+        return SpooledFile(Path(tmp_name), final, len(data), hashlib.sha256(data).hexdigest())
+
+    def commit(self, spooled: SpooledFile) -> Path:
+        """Move the file into place (replacing an orphan a crash may have left) and fsync the folder.
+
+        Call it only while holding the instance's database row, so two copies never race here.
+        """
+        try:
+            os.replace(spooled.temporary, spooled.path)
+            _fsync_dir(spooled.path.parent)
+        except OSError as exc:
+            raise SpoolError(f"cannot place {spooled.path.name} in the spool: {exc.strerror}") from exc
+        return spooled.path
+
+    def discard(self, spooled: SpooledFile) -> None:
+        spooled.temporary.unlink(missing_ok=True)
+
+    def uncommit(self, spooled: SpooledFile) -> None:
+        """Remove a committed file whose database row did not commit, if it is still ours."""
+        try:
+            if spooled.path.is_file() and Spool.sha256_of(spooled.path) == spooled.sha256:
+                spooled.path.unlink()
+        except OSError:
+            log.exception("could not remove %s after a failed commit", spooled.path.name)
 
     @staticmethod
     def sha256_of(path: Path) -> str:
@@ -98,6 +111,3 @@ class Spool:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
         return h.hexdigest()
-
-    def remove(self, path: Path) -> None:
-        path.unlink(missing_ok=True)

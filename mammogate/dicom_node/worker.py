@@ -19,6 +19,7 @@ from typing import Protocol
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from mammogate.config import Settings
 from mammogate.db import (
@@ -31,7 +32,14 @@ from mammogate.db import (
     Study,
     utcnow,
 )
-from mammogate.db.queue import ANALYZE, claim_job, complete_job, fail_job, settle_studies
+from mammogate.db.queue import (
+    ANALYZE,
+    claim_job,
+    complete_job,
+    fail_job,
+    give_up_abandoned_jobs,
+    settle_studies,
+)
 from mammogate.imaging import ImagingError, read_dataset
 from mammogate.inference.results import StudyResult
 from mammogate.reporting import ReportingError
@@ -90,12 +98,17 @@ class WorkerLoop:
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
+        cfg = self.settings.worker
         with self.db.session() as session:
             settled = settle_studies(session, self.settings.dicom.settle_seconds)
             for study in settled:
                 log.info("study %s settled: analysis queued", study.study_instance_uid)
+            for abandoned in give_up_abandoned_jobs(session, cfg.max_attempts):
+                log.error("job %d given up: %s", abandoned.id, abandoned.last_error)
+                if abandoned.study_id is not None:
+                    self._study_failed(session, abandoned.study_id, abandoned.last_error)
         with self.db.session() as session:
-            job = claim_job(session, self.worker_id, self.settings.worker.lease_seconds)
+            job = claim_job(session, self.worker_id, cfg.lease_seconds, cfg.max_attempts)
             if job is None:
                 return False
             job_id, kind, study_id = job.id, job.kind, job.study_id
@@ -114,6 +127,9 @@ class WorkerLoop:
         except SQLAlchemyError as exc:
             log.exception("analysis job %d: database error", job_id)
             self._job_failed(job_id, study_id, f"database error: {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
+            log.exception("analysis job %d: unexpected error", job_id)
+            self._job_failed(job_id, study_id, f"internal error: {type(exc).__name__}: {exc}")
         return True
 
     def _analyze(self, job_id: int, study_id: int) -> None:
@@ -173,7 +189,7 @@ class WorkerLoop:
             result.elapsed_seconds,
         )
 
-    def _plan(self, session, study: Study, report_id: int) -> int:  # type: ignore[no-untyped-def]
+    def _plan(self, session: Session, study: Study, report_id: int) -> int:
         rules = [
             RouteRule(r.name, tuple(r.destinations), tuple(r.objects), r.enabled)
             for r in session.scalars(select(RouteRow).order_by(RouteRow.position))
@@ -221,12 +237,28 @@ class WorkerLoop:
         cfg = self.settings.worker
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            study = session.get(Study, study_id)
-            assert job is not None and study is not None
+            assert job is not None
+            if job.state != "running" or job.locked_by != self.worker_id:
+                log.warning("job %d was taken over (lease expired); not recording this failure", job_id)
+                return
             final = fail_job(job, error, max_attempts=cfg.max_attempts, retry_seconds=cfg.retry_seconds)
-            study.last_error = error
-            study.state = "failed" if final else "queued"
-            study.updated_at = utcnow()
+            if final:
+                self._study_failed(session, study_id, error)
+            else:
+                study = session.get(Study, study_id)
+                if study is not None and study.state == "processing":
+                    study.state = "queued"
+                    study.updated_at = utcnow()
+
+    @staticmethod
+    def _study_failed(session: Session, study_id: int, error: str) -> None:
+        study = session.get(Study, study_id)
+        if study is None:
+            return
+        study.last_error = error
+        if study.state == "processing":  # "receiving": new images came, a new analysis follows
+            study.state = "failed"
+        study.updated_at = utcnow()
 
     def _fail_for_good(self, job_id: int, error: str) -> None:
         log.error("job %d cannot be run: %s", job_id, error)

@@ -66,3 +66,25 @@ def test_serve_refuses_a_tampered_model_bundle(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "sha256" in result.stderr and "cannot start" in result.stderr
     assert not (node.root / "var" / "mammogate.sqlite3").exists(), "refused before opening anything"
+
+
+def test_allow_list_rule_is_checked_against_the_database_that_enforces_it(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.write_config()
+    node.run_cli("db", "upgrade")  # first start: the database is seeded with an empty list
+    text = node.config_path.read_text().replace('bind = "127.0.0.1"\nport', 'bind = "0.0.0.0"\nport', 1)
+    text = text.replace("allowed_calling_ae_titles = []", 'allowed_calling_ae_titles = ["MODALITY"]')
+    node.config_path.write_text(text)
+    refused = subprocess.run([*node.executable, "serve", "--config", str(node.config_path)],
+                             capture_output=True, text=True, timeout=120, env=node.env())
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "mammogate config apply" in refused.stderr
+    node.run_cli("config", "apply")
+    node.start()
+    try:
+        assert "allowed calling AE titles: MODALITY" in node.log_text()
+        echo = subprocess.run(["/usr/bin/echoscu", "-aet", "INTRUDER", "-aec", "MAMMOGATE",
+                               "127.0.0.1", str(node.dicom_port)], capture_output=True, text=True)
+        assert echo.returncode != 0 and "Association Rejected" in echo.stdout + echo.stderr
+    finally:
+        assert node.stop() == 0

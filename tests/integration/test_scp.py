@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 from collections.abc import Iterator
@@ -20,15 +21,15 @@ from mammogate.db import AuditEntry, Database, Instance, Study
 from mammogate.dicom_node.scp import Scp
 from mammogate.dicom_node.spool import Spool
 from mammogate.training.synthetic import write_study
-from tests.peers import ECHOSCU, STORESCU, free_port, require_tool
+from tests.peers import ECHOSCU, STORESCU, free_port, postgres_database, require_tool
 from tests.shared_data import shared_data_dir
 
 
 class RunningScp:
-    def __init__(self, root: Path, allowed: list[str]):
+    def __init__(self, root: Path, allowed: list[str], database_url: str = ""):
         self.port = free_port()
         self.settings = load_settings(
-            None, node={"data_dir": str(root)},
+            None, node={"data_dir": str(root)}, database={"url": database_url},
             dicom={"port": self.port, "allowed_calling_ae_titles": allowed, "settle_seconds": 60},
         )
         self.db: Database = open_database(self.settings)
@@ -239,3 +240,57 @@ def test_real_vendor_and_cbis_ddsm_images_are_accepted(scp: RunningScp) -> None:
         "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.5"}  # JPEG Lossless SV1 and RLE, as sent
     for row in stored.values():  # the spool holds exactly what the modality sent
         assert pydicom.dcmread(row.path).file_meta.TransferSyntaxUID == row.transfer_syntax_uid
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_scp(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningScp]:
+    with contextlib.ExitStack() as stack:
+        url = "" if request.param == "sqlite" else stack.enter_context(postgres_database())
+        running = RunningScp(tmp_path / "node", allowed=[], database_url=url)
+        try:
+            yield running
+        finally:
+            running.scp.stop()
+            running.db.dispose()
+
+
+def test_concurrent_copies_of_one_instance_keep_exactly_the_first_committed(
+    any_db_scp: RunningScp, study_files: list[Path]
+) -> None:
+    scp = any_db_scp
+    import copy
+    import threading
+
+    base = pydicom.dcmread(study_files[0])
+    variants = []
+    for i in range(6):
+        ds = copy.deepcopy(base)
+        ds.PatientComments = f"variant {i}"
+        variants.append(ds)
+    statuses: list[int] = []
+    barrier = threading.Barrier(len(variants))
+
+    def send(ds: Dataset) -> None:
+        ae = AE(ae_title=f"MOD{variants.index(ds)}")
+        ae.add_requested_context(MG_FOR_PRESENTATION, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="MAMMOGATE")
+        assert assoc.is_established
+        barrier.wait()
+        try:
+            statuses.append(int(assoc.send_c_store(ds).Status))
+        finally:
+            assoc.release()
+
+    threads = [threading.Thread(target=send, args=(ds,)) for ds in variants]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [0] * len(variants)
+    (row,) = scp.instances()
+    stored = Path(row.path)
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == row.sha256
+    kept = pydicom.dcmread(stored).PatientComments
+    assert kept in {f"variant {i}" for i in range(len(variants))}
+    assert len(scp.audit("duplicate-differs")) == len(variants) - 1
+    assert [p.name for p in stored.parent.iterdir()] == [stored.name]  # no temp files left

@@ -147,3 +147,51 @@ def test_config_seeds_once_then_the_database_is_the_truth(db: Database, tmp_path
         assert [p.ae_title for p in session.scalars(select(AllowedPeer))] == ["MODALITY"]
         (route,) = session.scalars(select(RouteRow)).all()
         assert route.destinations == ["pacs"] and route.objects == ["cad_sr"]
+
+
+def test_database_errors_do_not_carry_patient_data(db: Database) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    _study(db, "1.2.7.1", quiet_for=0)
+    with pytest.raises(IntegrityError) as info, db.session() as session:
+        now = utcnow()
+        session.add(Study(study_instance_uid="1.2.7.1", patient_name="Dupré^Hélène",
+                          patient_id="PID-SECRET-42", first_received_at=now,
+                          last_received_at=now, updated_at=now))
+    assert "Dupré" not in str(info.value) and "PID-SECRET-42" not in str(info.value)
+
+
+def test_a_job_that_kills_its_worker_every_time_is_given_up(db: Database) -> None:
+    from mammogate.db.queue import give_up_abandoned_jobs
+
+    _study(db, "1.2.8.1", quiet_for=30)
+    with db.session() as session:
+        settle_studies(session, 0)
+    for _ in range(2):  # two workers die holding it
+        with db.session() as session:
+            assert claim_job(session, "doomed", lease_seconds=0.2, max_attempts=2) is not None
+        time.sleep(0.3)
+    with db.session() as session:
+        assert claim_job(session, "next", lease_seconds=60, max_attempts=2) is None
+        (job,) = give_up_abandoned_jobs(session, max_attempts=2)
+        assert job.state == "failed" and "worker stopped" in job.last_error
+    with db.session() as session:
+        assert give_up_abandoned_jobs(session, max_attempts=2) == []
+
+
+def test_leases_of_stopped_processes_can_be_released_at_once(db: Database) -> None:
+    from mammogate.db.queue import expire_leases, lease_holders
+
+    _study(db, "1.2.9.1", quiet_for=30)
+    with db.session() as session:
+        settle_studies(session, 0)
+    with db.session() as session:
+        assert claim_job(session, "host:999999:worker", lease_seconds=600) is not None
+    with db.session() as session:
+        assert lease_holders(session) == ["host:999999:worker"]
+        assert claim_job(session, "other", lease_seconds=60) is None
+        assert expire_leases(session, ["host:999999:worker"]) == 1
+    time.sleep(0.01)
+    with db.session() as session:
+        job = claim_job(session, "other", lease_seconds=60)
+        assert job is not None and job.attempts == 2

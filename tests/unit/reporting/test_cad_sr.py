@@ -24,6 +24,7 @@ from mammogate.reporting import (
     save_report,
     write_dataset,
 )
+from tests.peers import require_tool
 
 from .factories import (
     PATIENT_NAME,
@@ -36,8 +37,19 @@ from .factories import (
 
 DCIODVFY = "/usr/bin/dciodvfy"
 DSRDUMP = "/usr/bin/dsrdump"
-needs_dciodvfy = pytest.mark.skipif(not Path(DCIODVFY).exists(), reason="dicom3tools missing")
-needs_dsrdump = pytest.mark.skipif(not Path(DSRDUMP).exists(), reason="DCMTK missing")
+# The validators are required (scripts/test installs them): a missing one fails, never skips.
+needs_dciodvfy = pytest.mark.usefixtures("dciodvfy_installed")
+needs_dsrdump = pytest.mark.usefixtures("dsrdump_installed")
+
+
+@pytest.fixture
+def dciodvfy_installed() -> None:
+    require_tool(DCIODVFY)
+
+
+@pytest.fixture
+def dsrdump_installed() -> None:
+    require_tool(DSRDUMP)
 
 
 # Helpers -------------------------------------------------------------------------------------

@@ -1,22 +1,20 @@
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 
 from mammogate.imaging import display_image, view_info
 from mammogate.training.synthetic import make_study, write_dataset, write_study
+from tests.peers import require_tool
 
-DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
+DCIODVFY = "/usr/bin/dciodvfy"
 
 
 def test_synthetic_files_pass_dciodvfy_without_errors(tmp_path: Path) -> None:
-    if not Path(DCIODVFY).exists():
-        pytest.skip("dciodvfy (Debian dicom3tools) is not installed")
+    require_tool(DCIODVFY)  # installed by scripts/test: missing is a failure, not a skip
     study = write_study(tmp_path / "study", seed=3, lesion=True, rows=256, columns=208)
     assert len(study.paths) == 4
     for path in study.paths:
