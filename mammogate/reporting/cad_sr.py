@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.coding import Code
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -166,6 +167,17 @@ def build_mammography_cad_sr(
     return ds
 
 
+def _copyable(element: DataElement) -> bool:
+    """False for a DA value that is not a real date (e.g. 00000000)."""
+    if element.VR != "DA" or not element.value:
+        return True
+    try:
+        datetime.strptime(str(element.value), "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
 def _index_sources(result: StudyResult, sources: Sequence[Dataset]) -> dict[str, Dataset]:
     if isinstance(sources, Dataset) or not isinstance(sources, Sequence):
         raise TypeError("sources must be a sequence of pydicom Datasets")
@@ -293,9 +305,11 @@ def _document(
     ds.InstanceCreationDate = when.strftime("%Y%m%d")
     ds.InstanceCreationTime = when.strftime("%H%M%S")
     for keyword in _COPIED_FROM_SOURCE:
-        if keyword in first:
+        if keyword in first and _copyable(first[keyword]):
             ds[keyword] = copy.deepcopy(first[keyword])
         else:
+            # Type 2 in the SR: a missing or invalid source value (real archives hold birth
+            # dates of 00000000) is left empty rather than copied into an invalid object.
             setattr(ds, keyword, "")
     ds.StudyInstanceUID = result.study_instance_uid
     ds.Modality = "SR"

@@ -331,6 +331,19 @@ def test_patient_and_study_attributes_are_copied_and_the_french_name_survives(
     assert ds.Manufacturer == "mammogate"
 
 
+@needs_dciodvfy
+def test_an_invalid_source_birth_date_is_left_empty_not_copied(
+    make_source: SourceFactory, study_uid: str, model: ModelInfo, tmp_path: Path
+) -> None:
+    result, sources = scenario("findings", make_source, study_uid, model)
+    for source in sources:
+        source.PatientBirthDate = "00000000"  # as in real archives (the GE sample)
+    path, ds = write_and_read(build_mammography_cad_sr(result, sources), tmp_path)
+    assert "PatientBirthDate" in ds and ds.PatientBirthDate == ""
+    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
+    assert [ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("Error")] == []
+
+
 def test_every_output_says_it_is_not_for_clinical_use(
     make_source: SourceFactory, study_uid: str, model: ModelInfo
 ) -> None:
