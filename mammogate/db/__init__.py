@@ -23,6 +23,7 @@ from mammogate.db.models import (
     RouteRow,
     Study,
     User,
+    WebSession,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "Study",
     "User",
     "utcnow",
+    "WebSession",
 ]

@@ -242,6 +242,18 @@ class User(Base):
     last_login_at: Mapped[datetime | None]
 
 
+class WebSession(Base):
+    """A portal sign-in. The session cookie names it; signing out revokes it, so a copied
+    cookie stops working at once rather than when it expires."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_log"
 

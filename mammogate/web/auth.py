@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mammogate.db import AuditEntry, Database, User, utcnow
+from mammogate.db import AuditEntry, Database, User, WebSession, utcnow
 from mammogate.web.errors import ForbiddenError
 
 log = logging.getLogger(__name__)
@@ -134,11 +135,15 @@ def make_user_loader(
     def load(session_data: dict[str, Any]) -> PortalUser | None:
         user_id = session_data.get("user_id")
         signed_in_at = session_data.get("signed_in_at")
+        session_id = session_data.get("sid")
         if not isinstance(user_id, int) or not isinstance(signed_in_at, int | float):
             return None
-        if time.time() - signed_in_at > max_age_seconds:
+        if not isinstance(session_id, str) or time.time() - signed_in_at > max_age_seconds:
             return None
         with db.session() as session:
+            sign_in = session.get(WebSession, session_id)
+            if sign_in is None or sign_in.revoked_at is not None or sign_in.user_id != user_id:
+                return None
             user = session.get(User, user_id)
             if user is None or user.disabled:
                 return None
@@ -215,7 +220,11 @@ class AuthController(Controller):
         db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in"))
         log.info("user %s signed in", user.username)
         request.clear_session()
-        request.set_session({"user_id": user.id, "signed_in_at": int(time.time())})
+        session_id = secrets.token_hex(32)
+        db_session.add(WebSession(id=session_id, user_id=user.id, created_at=utcnow()))
+        request.set_session(
+            {"sid": session_id, "user_id": user.id, "signed_in_at": int(time.time())}
+        )
         return Redirect(target, status_code=303)
 
     @post("/logout", sync_to_thread=True)
@@ -225,5 +234,10 @@ class AuthController(Controller):
         user = user_of(request)
         if user is not None:
             db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-out"))
+        session_id = request.session.get("sid") if request.session else None
+        if isinstance(session_id, str):
+            sign_in = db_session.get(WebSession, session_id)
+            if sign_in is not None and sign_in.revoked_at is None:
+                sign_in.revoked_at = utcnow()  # a copy of the cookie is now worthless
         request.clear_session()
         return Redirect("/login", status_code=303)

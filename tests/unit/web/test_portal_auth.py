@@ -11,7 +11,7 @@ from portal_sample import PASSWORDS, STUDY_UID, csrf_token, sign_in
 from sqlalchemy import select
 
 from mammogate.config.settings import load_settings
-from mammogate.db import AuditEntry, Database, User
+from mammogate.db import AuditEntry, Database, User, WebSession
 from mammogate.web import create_app, create_local_user, verify_local_user
 from mammogate.web.auth import requires_role, safe_next
 
@@ -154,6 +154,21 @@ def test_logout_ends_the_session(client: TestClient[Litestar], db: Database) -> 
     with db.session() as session:
         actions = session.scalars(select(AuditEntry.action)).all()
         assert "sign-out" in actions
+
+
+def test_a_copied_session_cookie_is_worthless_after_sign_out(
+    client: TestClient[Litestar], app: Litestar, db: Database
+) -> None:
+    sign_in(client, "ada")
+    stolen = dict(client.cookies)
+    with TestClient(app=app) as other:
+        other.cookies.update(stolen)
+        assert other.get("/", follow_redirects=False).status_code == 200  # the copy works...
+        client.post("/logout", data={"_csrf_token": csrf_token(client, "/")})
+        assert other.get("/", follow_redirects=False).status_code == 303  # ...until sign-out
+    with db.session() as session:
+        (sign_in_row,) = session.scalars(select(WebSession)).all()
+        assert sign_in_row.revoked_at is not None
 
 
 def test_viewer_cannot_open_admin(client: TestClient[Litestar]) -> None:
