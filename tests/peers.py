@@ -237,10 +237,11 @@ class Node:
         self.process = None
         return code
 
-    def storescu(self, *files: Path, calling: str = "MODALITY", called: str | None = None) -> subprocess.CompletedProcess[str]:
+    def storescu(self, *files: Path, calling: str = "MODALITY", called: str | None = None,
+                 options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         require_tool(STORESCU)
         return subprocess.run(
-            [STORESCU, "-aet", calling, "-aec", called or self.ae_title, "127.0.0.1",
+            [STORESCU, *options, "-aet", calling, "-aec", called or self.ae_title, "127.0.0.1",
              str(self.dicom_port), *map(str, files)],
             capture_output=True, text=True, timeout=120,
         )
@@ -284,6 +285,53 @@ def postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class ThrowawayPostgres:
+    """A PostgreSQL cluster of the test's own (initdb on a free port), to stop and start at will
+    without touching the shared server."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+
+    @property
+    def bin(self) -> Path:
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not versions:
+            raise AssertionError("PostgreSQL server binaries are missing (Debian postgresql)")
+        return versions[-1].parent
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *command: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True,
+                       capture_output=True, timeout=120)
+
+    def init(self) -> ThrowawayPostgres:
+        self.root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.root, "postgres", "postgres")
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.root / "data"), "-A", "trust",
+                          "-U", "postgres", "--no-sync")
+        return self.start()
+
+    def start(self) -> ThrowawayPostgres:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-w",
+                          "-l", str(self.root / "server.log"), "-o",
+                          f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                          "start")
+        return self
+
+    def stop(self) -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-w",
+                          "-m", "fast", "stop")
+
+    def running(self) -> bool:
+        status = subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"),
+                                 "-D", str(self.root / "data"), "status"], capture_output=True)
+        return status.returncode == 0
 
 
 def which(tool: str) -> str:

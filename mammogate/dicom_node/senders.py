@@ -116,8 +116,8 @@ class SenderLoop:
         while not self.stopping.is_set():
             try:
                 worked = self.run_once()
-            except SQLAlchemyError:
-                log.exception("sender: database error; retrying")
+            except SQLAlchemyError as exc:
+                log.error("sender: database error, retrying: %s", exc.__class__.__name__)
                 worked = False
             if not worked:
                 self.stopping.wait(self.settings.sender.poll_seconds)

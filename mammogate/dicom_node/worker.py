@@ -88,12 +88,13 @@ class WorkerLoop:
         while not self.stopping.is_set():
             try:
                 worked = self.run_once()
-            except SQLAlchemyError:
-                log.exception("worker: database error; retrying")
+                if not worked and self.on_idle is not None:
+                    self.on_idle()
+            except SQLAlchemyError as exc:
+                # The database is away (restart, network): say so once per outage, keep polling.
+                log.error("worker: database error, retrying: %s", exc.__class__.__name__)
                 worked = False
             if not worked:
-                if self.on_idle is not None:
-                    self.on_idle()
                 self.stopping.wait(self.settings.worker.poll_seconds)
         log.info("worker %s stopped", self.worker_id)
 
