@@ -25,7 +25,20 @@ STORESCU = "/usr/bin/storescu"
 ECHOSCU = "/usr/bin/echoscu"
 DCIODVFY = "/usr/bin/dciodvfy"
 DSRDUMP = "/usr/bin/dsrdump"
+PIXELMED_JAR = "/usr/share/java/pixelmed.jar"  # Debian libpixelmed-java
 PG_ADMIN_URL = os.environ.get("MAMMOGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pixelmed_sr_validation(path: Path) -> str:
+    """PixelMed's DicomSRValidator: the one validator here that checks template content."""
+    require_tool(PIXELMED_JAR)
+    result = subprocess.run(
+        ["java", "-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0",
+         "-Djdk.xml.xpathTotalOpLimit=0", "-cp", PIXELMED_JAR,
+         "com.pixelmed.validate.DicomSRValidator", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    return result.stdout + result.stderr
 
 
 def free_port() -> int:

@@ -18,7 +18,15 @@ import pytest
 from mammogate.inference import Analyzer, load_bundle
 from mammogate.reporting.cad_sr import read_cad_sr
 from mammogate.training.synthetic import write_study
-from tests.peers import DCIODVFY, DSRDUMP, Node, Orthanc, postgres_database, wait_until
+from tests.peers import (
+    DCIODVFY,
+    DSRDUMP,
+    Node,
+    Orthanc,
+    pixelmed_sr_validation,
+    postgres_database,
+    wait_until,
+)
 
 PASSWORD = "correct horse battery staple"
 CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
@@ -72,6 +80,10 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
         assert errors == [], errors
         dump = subprocess.run([DSRDUMP, str(sr_file)], capture_output=True, text=True)
         assert dump.returncode == 0, dump.stderr
+        pixelmed = pixelmed_sr_validation(sr_file)
+        assert "Found Root Template TID_4000" in pixelmed, pixelmed
+        assert "Root Template Validation Complete" in pixelmed, pixelmed
+        assert not [ln for ln in pixelmed.splitlines() if ln.startswith(("Error", "Warning"))], pixelmed
 
         # It references the four images, and carries the same numbers as an in-process run.
         contents = read_cad_sr(sr)
