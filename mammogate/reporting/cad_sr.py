@@ -18,7 +18,8 @@ the skipped images and both summaries say so (111245, 111225).
 
 Probabilities are written x100 as DS with the most precise representation that fits 16
 characters (pydicom ``format_number_as_ds``): at least 14 significant digits in 0..100, so a
-value read back matches the model output to ~1e-12. Coordinates are FL (float32).
+value read back matches the StudyResult's probability to ~1e-12 (the model itself computes in
+float32, and batching alone moves its output by ~1e-9). Coordinates are FL (float32).
 """
 
 from __future__ import annotations

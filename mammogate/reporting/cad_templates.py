@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import RE_VALID_UID
 
+from mammogate.imaging.views import view_info
 from mammogate.reporting import sr_items as si
 from mammogate.reporting.sr_items import ContentItemPath
 
@@ -185,6 +186,11 @@ class ImageLibraryEntry:
         if source.get("ViewCodeSequence") and _is_code(source.ViewCodeSequence[0]):
             view_item = source.ViewCodeSequence[0]
             view = si.code_of(view_item)
+            # Retired SNOMED-RT codes (SNM3 R-10242, ... still written by GE, Hologic and
+            # Siemens) become their CID 4014 SCT equivalents.
+            standard = view_info(source).view_code
+            if standard is not None and view.scheme_designator != "SCT":
+                view = Code(*standard)
             modifiers = [
                 si.code_of(m) for m in view_item.get("ViewModifierCodeSequence", []) if _is_code(m)
             ]

@@ -257,6 +257,17 @@ def test_image_library_entry_has_acquisition_context_from_the_header(
     assert "ContentSequence" not in child(child(ds, "111028").ContentSequence[1], "111031")
 
 
+def test_retired_snomed_view_codes_become_their_sct_equivalents(
+    make_source: SourceFactory, study_uid: str, model: ModelInfo
+) -> None:
+    result, sources = scenario("findings", make_source, study_uid, model)
+    old = sources[0].ViewCodeSequence[0]
+    old.CodeValue, old.CodingSchemeDesignator = "R-10242", "SNM3"  # as GE and Hologic write CC
+    ds = build_mammography_cad_sr(result, sources)
+    view = child(child(ds, "111028").ContentSequence[0], "111031").ConceptCodeSequence[0]
+    assert (view.CodeValue, view.CodingSchemeDesignator) == ("399162004", "SCT")
+
+
 def test_failed_view_is_reported_under_failed_detections(
     make_source: SourceFactory, study_uid: str, model: ModelInfo
 ) -> None:
