@@ -6,7 +6,12 @@ from datetime import datetime
 
 from jinja2 import Environment
 
-CATEGORY_LABELS = {"flagged": "flagged", "not_flagged": "not flagged", "failed": "failed"}
+CATEGORY_LABELS = {
+    "flagged": "flagged",
+    "not_flagged": "not flagged",
+    "failed": "failed",
+    "skipped": "not analysed",
+}
 
 
 def percent(probability: float | None) -> str:

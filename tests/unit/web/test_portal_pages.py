@@ -180,3 +180,23 @@ def test_patient_name_is_never_logged(
 )
 def test_percent_is_the_sr_number(probability: float | None, shown: str) -> None:
     assert percent(probability) == shown
+
+
+@pytest.mark.parametrize(
+    ("category", "label"),
+    [("flagged", "flagged"), ("not_flagged", "not flagged"), ("failed", "failed"),
+     ("skipped", "not analysed")],
+)
+def test_exam_categories_have_labels(category: str, label: str) -> None:
+    from mammogate.web.formatting import category_label
+
+    assert category_label(category) == label
+
+
+def test_every_category_inference_can_produce_has_a_label() -> None:
+    from typing import get_args
+
+    from mammogate.inference.results import ExamCategory
+    from mammogate.web.formatting import CATEGORY_LABELS
+
+    assert set(get_args(ExamCategory)) <= set(CATEGORY_LABELS)
