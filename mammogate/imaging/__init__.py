@@ -11,7 +11,7 @@ Exception tree (dependency errors are translated here, once, with ``raise ... fr
 Only numpy, pydicom, Pillow and ``mammogate.config`` are imported here.
 """
 
-from mammogate.imaging.display import display_image, read_dataset
+from mammogate.imaging.display import display_image, frame_attributes, read_dataset
 from mammogate.imaging.errors import (
     DicomReadError,
     ImagingError,
@@ -22,6 +22,7 @@ from mammogate.imaging.geometry import (
     GridTransform,
     chest_wall_on_right,
     normalise_laterality,
+    rotation_reason,
     to_model_grid,
 )
 from mammogate.imaging.render import render_overlay_png
@@ -47,10 +48,12 @@ __all__ = [
     "ViewInfo",
     "chest_wall_on_right",
     "display_image",
+    "frame_attributes",
     "laterality_code",
     "normalise_laterality",
     "read_dataset",
     "render_overlay_png",
+    "rotation_reason",
     "to_model_grid",
     "view_code",
     "view_info",

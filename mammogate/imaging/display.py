@@ -57,6 +57,58 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
     return pixels
 
 
+# (functional group sequence, attributes) copied to the top level for a single-frame enhanced
+# object (Breast Projection X-Ray, Breast Tomosynthesis): PS3.3 C.7.6.16.2.
+_FUNCTIONAL_GROUP_ATTRIBUTES = (
+    ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation")),
+    ("PixelValueTransformationSequence", ("RescaleIntercept", "RescaleSlope", "RescaleType")),
+    ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness")),
+)
+
+
+def frame_attributes(ds: Dataset) -> Dataset:
+    """The dataset as a single-frame image sees it: for an enhanced object, the window, rescale
+    and pixel spacing of frame 1 from PerFrameFunctionalGroupsSequence, else from
+    SharedFunctionalGroupsSequence, copied to the top level where the top level has none.
+
+    Returns ``ds`` itself when it has no functional groups, else a shallow copy (``ds`` is left
+    as it was)."""
+    if "SharedFunctionalGroupsSequence" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
+        return ds
+    groups: list[Dataset] = []
+    for keyword in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        items = ds.get(keyword) or []
+        if len(items):
+            groups.append(items[0])  # per frame first: it overrides the shared group
+    flat = Dataset({tag: ds[tag] for tag in ds.keys()})  # its own element dict: ``ds`` unchanged
+    if "file_meta" in ds.__dict__:
+        flat.file_meta = ds.file_meta
+    for sequence, keywords in _FUNCTIONAL_GROUP_ATTRIBUTES:
+        for group in groups:
+            items = group.get(sequence) or []
+            if not len(items):
+                continue
+            item = items[0]
+            if all(k not in flat for k in keywords):
+                for keyword in keywords:
+                    if keyword in item:
+                        setattr(flat, keyword, item[keyword].value)
+            break
+    return flat
+
+
+def _padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
+    """Pixels that are PixelPaddingValue, or in the range it spans with PixelPaddingRangeLimit."""
+    padding = ds.get("PixelPaddingValue")
+    if padding is None or isinstance(padding, (bytes, list)):
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if limit is None or isinstance(limit, (bytes, list)):
+        return np.asarray(stored == int(padding))
+    low, high = sorted((int(padding), int(limit)))
+    return np.asarray((stored >= low) & (stored <= high))
+
+
 def _voi_range(ds: Dataset, values: np.ndarray) -> tuple[float, float] | None:
     """The output range of the VOI transform, found by pushing extreme inputs through it."""
     if "VOILUTSequence" in ds:
@@ -74,8 +126,14 @@ def _voi_range(ds: Dataset, values: np.ndarray) -> tuple[float, float] | None:
 
 
 def display_image(ds: Dataset) -> np.ndarray:
-    """Decode and run the display pipeline; float32 in [0, 1], bright = dense tissue."""
+    """Decode and run the display pipeline; float32 in [0, 1], bright = dense tissue.
+
+    A single-frame enhanced object's window comes from its functional groups
+    (``frame_attributes``). Without a window the range is that of the pixels that are not
+    padding (PixelPaddingValue / PixelPaddingRangeLimit); padding is shown black."""
     stored = decode_pixels(ds)
+    ds = frame_attributes(ds)
+    padding = _padding_mask(ds, stored)
     try:
         modality = np.asarray(apply_modality_lut(stored, ds))
         if modality.dtype.kind == "f" and np.array_equal(modality, np.round(modality)):
@@ -88,7 +146,8 @@ def display_image(ds: Dataset) -> np.ndarray:
                 values = np.asarray(apply_voi_lut(modality, ds, index=0), dtype=np.float64)
             low, high = voi
         else:
-            low, high = float(values.min()), float(values.max())
+            image_values = values[~padding] if padding is not None and not padding.all() else values
+            low, high = float(image_values.min()), float(image_values.max())
     except _DECODE_ERRORS as exc:
         raise PixelDecodeError(f"the modality or VOI LUT cannot be applied: {exc}") from exc
     span = high - low
@@ -96,9 +155,8 @@ def display_image(ds: Dataset) -> np.ndarray:
     image = np.clip(image, 0.0, 1.0)
     if _inverted(ds):
         image = 1.0 - image
-    padding = ds.get("PixelPaddingValue")
     if padding is not None:
-        image[stored == padding] = 0.0
+        image[padding] = 0.0
     return image.astype(np.float32)
 
 

@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 from pydicom import Dataset
 
+from mammogate.imaging.errors import UnsupportedImageError
+
 
 @dataclass(frozen=True)
 class GridTransform:
@@ -52,21 +54,59 @@ class GridTransform:
         """A length on the grid → original pixels (geometric mean of the two scales)."""
         return float(length / np.sqrt(self.scale_x * self.scale_y))
 
+    def heatmap_valid_shape(self, heatmap_rows: int, heatmap_columns: int) -> tuple[int, int]:
+        """(rows, columns) of a grid heatmap that cover the image, the padding excluded: the one
+        rule for image scores, findings, overlays and training."""
+        rows = max(1, round(heatmap_rows * self.content_rows / self.grid_rows))
+        columns = max(1, round(heatmap_columns * self.content_columns / self.grid_columns))
+        return rows, columns
+
     def heatmap_to_original(self, heatmap: np.ndarray) -> np.ndarray:
         """A heatmap over the grid (any resolution proportional to it) → the original
         orientation: padding cropped, flip undone. Resize it to rows x columns to overlay."""
-        rows = max(1, round(heatmap.shape[0] * self.content_rows / self.grid_rows))
-        columns = max(1, round(heatmap.shape[1] * self.content_columns / self.grid_columns))
+        rows, columns = self.heatmap_valid_shape(heatmap.shape[0], heatmap.shape[1])
         cropped = heatmap[:rows, :columns]
         return np.ascontiguousarray(cropped[:, ::-1] if self.flipped else cropped)
 
 
+_PATIENT_DIRECTIONS = frozenset("APRLHF")
+
+
+def _row_direction(ds: Dataset | None) -> tuple[str, str] | None:
+    """PatientOrientation's row direction and the whole value as written (``R\\P``), or None
+    when there is no usable two-valued PatientOrientation."""
+    orientation = ds.get("PatientOrientation") if ds is not None else None
+    if orientation is None or isinstance(orientation, str) or len(orientation) < 2:
+        return None
+    row_direction = str(orientation[0]).strip().upper()
+    if not row_direction or not set(row_direction) <= _PATIENT_DIRECTIONS:
+        return None
+    return row_direction, "\\".join(str(v) for v in orientation)
+
+
+def rotation_reason(ds: Dataset | None) -> str | None:
+    """Why an image cannot be normalised: PatientOrientation's row direction has neither A nor P
+    (e.g. ``R\\P``: the chest wall is at the top or the bottom). None when it is not rotated."""
+    direction = _row_direction(ds)
+    if direction is None:
+        return None
+    row_direction, written = direction
+    if "A" in row_direction or "P" in row_direction:
+        return None
+    return f"rotated: PatientOrientation {written} — chest wall not left or right"
+
+
 def chest_wall_on_right(ds: Dataset | None, image: np.ndarray) -> bool:
     """Whether the chest wall is on the image's right: from PatientOrientation's row direction
-    (``P`` = posterior to the right), else from which half holds more tissue."""
-    orientation = ds.get("PatientOrientation") if ds is not None else None
-    if orientation is not None and not isinstance(orientation, str) and len(orientation) >= 1:
-        row_direction = str(orientation[0]).upper()
+    (``P`` = posterior to the right), else (no PatientOrientation) from which half holds more
+    tissue. Raises ``UnsupportedImageError`` for a rotated image (row direction neither A nor
+    P) rather than guessing."""
+    reason = rotation_reason(ds)
+    if reason is not None:
+        raise UnsupportedImageError(reason)
+    direction = _row_direction(ds)
+    if direction is not None:
+        row_direction = direction[0]
         if "P" in row_direction and "A" not in row_direction:
             return True
         if "A" in row_direction and "P" not in row_direction:

@@ -63,6 +63,9 @@ _VIEW_POSITIONS = {
     "SIO": "SIO",
     "ISO": "ISO",
 }
+# ViewPosition values that name no projection of the breast (calibration and QC objects).
+_NON_VIEW_POSITIONS = {"FLATFIELD", "FLAT FIELD", "FLAT_FIELD", "PHANTOM", "QC", "CALIBRATION"}
+_LATERALITY_PREFIX = re.compile(r"^(?:LEFT|RIGHT|L|R)[\s_\-.]*(?=[A-Z])")
 _TEXT_VIEW = re.compile(
     r"(?<![A-Z0-9])(LEFT|RIGHT|L|R)[\s_\-.]*(XCCL|XCCM|MLO|LMO|CC|ML|LM)(?![A-Z0-9])"
 )
@@ -78,6 +81,9 @@ class ViewInfo:
     laterality_source: str | None  # the attribute keyword (or "text") it came from
     view_source: str | None
     view_modifiers: tuple[CodeTuple, ...] = ()
+    # Set (and ``view`` None) when ViewPosition says the object is no view of a breast at all
+    # although ViewCodeSequence names one (Hologic writes a CC code on its FLATFIELD objects).
+    view_conflict: str | None = None
 
     @property
     def view_code(self) -> CodeTuple | None:
@@ -132,6 +138,16 @@ def _view_modifiers(ds: Dataset) -> tuple[CodeTuple, ...]:
     return tuple(modifiers)
 
 
+def _view_position(ds: Dataset) -> tuple[str, str | None] | None:
+    """ViewPosition as written (upper case) and the view it maps to, or None when it is empty.
+    A laterality prefix (``RMLO``, ``L CC``) is allowed."""
+    position = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if not position:
+        return None
+    view = _VIEW_POSITIONS.get(position) or _VIEW_POSITIONS.get(_LATERALITY_PREFIX.sub("", position))
+    return position, view
+
+
 def _from_text(ds: Dataset) -> tuple[str | None, str | None]:
     for keyword in _TEXT_FIELDS:
         text = str(ds.get(keyword, "") or "").upper()
@@ -153,15 +169,22 @@ def view_info(ds: Dataset) -> ViewInfo:
 
     view = _view_from_code_sequence(ds)
     view_source = "ViewCodeSequence" if view else None
-    if view is None:
-        position = str(ds.get("ViewPosition", "") or "").strip().upper()
-        view = _VIEW_POSITIONS.get(position)
-        view_source = "ViewPosition" if view else None
+    position = _view_position(ds)
+    conflict: str | None = None
+    if view is not None and position is not None:
+        # the code is authoritative about *which* view (a vendor ViewPosition naming another
+        # view loses), but not when ViewPosition says the object is no view of a breast at all
+        written, position_view = position
+        if position_view is None and written in _NON_VIEW_POSITIONS:
+            conflict = f"ViewPosition {written} contradicts ViewCodeSequence ({view})"
+            view, view_source = None, None
+    elif view is None and position is not None and position[1] is not None:
+        view, view_source = position[1], "ViewPosition"
 
-    if laterality is None or view is None:
+    if laterality is None or (view is None and conflict is None):
         text_laterality, text_view = _from_text(ds)
         if laterality is None and text_laterality:
             laterality, laterality_source = text_laterality, "text"
-        if view is None and text_view:
+        if view is None and conflict is None and text_view:
             view, view_source = text_view, "text"
-    return ViewInfo(laterality, view, laterality_source, view_source, _view_modifiers(ds))
+    return ViewInfo(laterality, view, laterality_source, view_source, _view_modifiers(ds), conflict)

@@ -18,11 +18,13 @@ from mammogate.imaging.render import render_overlay_png
 from mammogate.inference.bundle import ModelBundle, load_bundle
 from mammogate.inference.pipeline import (
     PreparedImage,
-    find_findings,
+    image_score,
+    postprocess,
     predict,
     preprocess,
     select_view,
 )
+from mammogate.inference.pipeline import valid_region as _valid_region
 from mammogate.inference.results import (
     ExamCategory,
     Finding,
@@ -58,10 +60,7 @@ def _skipped(ds: Dataset | None, reason: str, *, failed: bool, fallback_uid: str
 
 def valid_region(heatmap: np.ndarray, prepared: PreparedImage) -> np.ndarray:
     """The part of a grid heatmap that covers the image (padding excluded)."""
-    t = prepared.transform
-    rows = max(1, round(heatmap.shape[0] * t.content_rows / t.grid_rows))
-    columns = max(1, round(heatmap.shape[1] * t.content_columns / t.grid_columns))
-    return heatmap[:rows, :columns]
+    return _valid_region(heatmap, prepared.transform)
 
 
 class Analyzer:
@@ -89,13 +88,14 @@ class Analyzer:
         return preprocess(ds, self.bundle.input_rows, self.bundle.input_columns)
 
     def predict_prepared(self, prepared: Sequence[PreparedImage]) -> tuple[np.ndarray, np.ndarray]:
-        """Heatmaps over the grid and image scores (max of the heatmap over the image)."""
+        """Heatmaps over the grid and image scores (``image_score``: the unrounded max of the
+        heatmap over the image)."""
         heatmaps: list[np.ndarray] = []
         for start in range(0, len(prepared), self.batch_size):
             chunk = prepared[start : start + self.batch_size]
             maps, _ = predict(self.model, [p.grid for p in chunk])
             heatmaps.extend(maps)
-        scores = np.array([float(valid_region(h, p).max()) for h, p in zip(heatmaps, prepared, strict=True)])
+        scores = np.array([image_score(h, p.transform) for h, p in zip(heatmaps, prepared, strict=True)])
         return np.stack(heatmaps) if heatmaps else np.zeros((0, 1, 1)), scores
 
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult:
@@ -127,9 +127,9 @@ class Analyzer:
 
         images: list[ImageResult] = []
         if candidates:
-            heatmaps, scores = self.predict_prepared([c.prepared for c in candidates])
-            for candidate, heatmap, score in zip(candidates, heatmaps, scores, strict=True):
-                images.append(self._image_result(candidate, heatmap, float(score)))
+            heatmaps, _ = self.predict_prepared([c.prepared for c in candidates])
+            for candidate, heatmap in zip(candidates, heatmaps, strict=True):
+                images.append(self._image_result(candidate, heatmap))
 
         breast_scores: dict[str, float] = {}
         for image in images:
@@ -137,7 +137,8 @@ class Analyzer:
         exam_score = max(breast_scores.values()) if breast_scores else None
         category: ExamCategory
         if exam_score is None:
-            category = "failed"
+            # nothing analysed: "failed" when a view failed, "skipped" when all were out of scope
+            category = "failed" if any(s.failed for s in skipped) else "skipped"
         else:
             category = "flagged" if exam_score >= self.threshold else "not_flagged"
         study_uid = study_uids.most_common(1)[0][0] if study_uids else ""
@@ -157,10 +158,11 @@ class Analyzer:
             elapsed_seconds=elapsed,
         )
 
-    def _image_result(self, candidate: _Candidate, heatmap: np.ndarray, score: float) -> ImageResult:
+    def _image_result(self, candidate: _Candidate, heatmap: np.ndarray) -> ImageResult:
         ds, prepared = candidate.ds, candidate.prepared
         sop_uid = str(ds.SOPInstanceUID)
-        peaks = find_findings(
+        # score and findings from the same heatmap values, unrounded: flagged ⇔ a finding
+        score, peaks = postprocess(
             heatmap, prepared.transform, self.threshold, max_findings=self.max_findings_per_image
         )
         findings = tuple(
@@ -174,7 +176,7 @@ class Analyzer:
             series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
             laterality=candidate.laterality,
             view=candidate.view,
-            score=round(score, 6),
+            score=score,
             findings=findings,
             rows=prepared.transform.rows,
             columns=prepared.transform.columns,

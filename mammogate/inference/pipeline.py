@@ -1,8 +1,9 @@
 """The stages of the analysis, each testable alone:
-select views → preprocess → predict → postprocess (findings from a heatmap)."""
+select views → preprocess → predict → postprocess (image score and findings from a heatmap)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from mammogate.imaging import (
     ViewInfo,
     display_image,
     normalise_laterality,
+    rotation_reason,
     to_model_grid,
     view_info,
 )
@@ -43,6 +45,18 @@ REFUSED_SOP_CLASSES = {
 }
 SCREENING_VIEWS = ("CC", "MLO")
 LATERALITIES = ("L", "R")
+# CID 4015 view modifiers that keep a CC/MLO a screening view: only implant displaced (Eklund).
+# Any other modifier (spot compression 399055006, magnification 399163009, rolled, tangential,
+# cleavage, ...) makes it a diagnostic work-up view, outside the intended use.
+SCREENING_VIEW_MODIFIERS = {"399209000", "R-102D5"}  # implant displaced (SCT, retired SNOMED-RT)
+_SCREENING_MODIFIER_MEANINGS = {"implant displaced"}
+_MODIFIER_NAMES = {
+    "399055006": "spot compression", "R-102D7": "spot compression",
+    "399163009": "magnification", "R-102D6": "magnification",
+}
+# Descriptions of objects that are not images of a patient's breast.
+_NON_PATIENT_TEXT = re.compile(r"FLAT[\s_\-]*FIELD|PHANTOM|CALIBRATION", re.IGNORECASE)
+_DESCRIPTION_FIELDS = ("SeriesDescription", "ProtocolName", "ImageComments")
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,24 @@ def _sop_class_reason(ds: Dataset) -> str | None:
         return "a structured report, not an image"
     if sop_class not in ACCEPTED_SOP_CLASSES:
         return f"SOP class {sop_class or '(none)'} is not a 2D mammography image"
+    return None
+
+
+def _modifier_reason(info: ViewInfo) -> str | None:
+    for value, _scheme, meaning in info.view_modifiers:
+        value, meaning = value.strip(), meaning.strip()
+        if value in SCREENING_VIEW_MODIFIERS or meaning.lower() in _SCREENING_MODIFIER_MEANINGS:
+            continue
+        name = meaning.lower() or _MODIFIER_NAMES.get(value) or "(no meaning)"
+        return f"{info.view} with view modifier {name} ({value or 'no code'}) is not a screening view"
+    return None
+
+
+def _non_patient_reason(ds: Dataset) -> str | None:
+    for keyword in _DESCRIPTION_FIELDS:
+        text = str(ds.get(keyword, "") or "")
+        if _NON_PATIENT_TEXT.search(text):
+            return f"not a patient image ({keyword} {text!r})"
     return None
 
 
@@ -86,12 +118,20 @@ def select_view(ds: Dataset) -> ViewSelection:
             if info.laterality is None
             else f"laterality {info.laterality} is not a single breast"
         )
+    if reason is None and info.view_conflict is not None:
+        reason = f"{info.view_conflict}; not a screening view"
+    if reason is None:
+        reason = _non_patient_reason(ds)
     if reason is None and info.view not in SCREENING_VIEWS:
         reason = (
             "view unknown (no ViewCodeSequence, ViewPosition or view text)"
             if info.view is None
             else f"view {info.view} is not a screening view ({'/'.join(SCREENING_VIEWS)})"
         )
+    if reason is None:
+        reason = _modifier_reason(info)
+    if reason is None:
+        reason = rotation_reason(ds)
     return ViewSelection(reason is None, reason, info)
 
 
@@ -129,7 +169,21 @@ class HeatmapPeak:
     outline: tuple[tuple[float, float], ...]
 
 
+def valid_region(heatmap: np.ndarray, transform: GridTransform) -> np.ndarray:
+    """The part of a grid heatmap that covers the image (padding excluded)."""
+    rows, columns = transform.heatmap_valid_shape(heatmap.shape[0], heatmap.shape[1])
+    return heatmap[:rows, :columns]
+
+
+def image_score(heatmap: np.ndarray, transform: GridTransform) -> float:
+    """An image's score: the maximum of its heatmap over the image, unrounded. Inference and
+    training (the operating point) both use this; ``find_findings`` compares the same values."""
+    return float(valid_region(heatmap, transform).max())
+
+
 def _local_maxima(heatmap: np.ndarray) -> list[tuple[int, int]]:
+    """Cells not below any of their 8 neighbours (plateaus included), highest first, ties in
+    raster order: the first is always the maximum."""
     padded = np.pad(heatmap, 1, mode="constant", constant_values=-np.inf)
     rows, columns = heatmap.shape
     neighbours = np.stack(
@@ -162,21 +216,21 @@ def find_findings(
 ) -> list[HeatmapPeak]:
     """Heatmap peaks at or above ``threshold`` → centres and outlines in original pixels.
 
-    ``heatmap`` is the model output over the grid (chest wall left, before mapping back).
+    ``heatmap`` is the model output over the grid (chest wall left, before mapping back). Only
+    the valid region counts (``valid_region``: padding cells are neither peaks nor neighbours),
+    and values are compared unrounded, so an image whose ``image_score`` is at or above
+    ``threshold`` always has a finding, the first, at its maximum (edge cells included).
     """
+    stride_y = transform.grid_rows / heatmap.shape[0]
+    stride_x = transform.grid_columns / heatmap.shape[1]
+    heatmap = valid_region(heatmap, transform)
     rows, columns = heatmap.shape
-    stride_y = transform.grid_rows / rows
-    stride_x = transform.grid_columns / columns
-    valid_rows = round(rows * transform.content_rows / transform.grid_rows)
-    valid_columns = round(columns * transform.content_columns / transform.grid_columns)
     peaks: list[HeatmapPeak] = []
     taken: list[tuple[int, int]] = []
     for y, x in _local_maxima(heatmap):
         value = float(heatmap[y, x])
         if value < threshold or len(peaks) >= max_findings:
             break
-        if y >= valid_rows or x >= valid_columns:
-            continue
         if any(abs(y - ty) <= window and abs(x - tx) <= window for ty, tx in taken):
             continue
         taken.append((y, x))
@@ -193,5 +247,16 @@ def find_findings(
         center = (round(center[0], 2), round(center[1], 2))
         radius = transform.length_to_original(radius_cells * (stride_x + stride_y) / 2)
         outline = _octagon(center, radius, transform.columns, transform.rows)
-        peaks.append(HeatmapPeak(round(value, 6), center, radius, outline))
+        peaks.append(HeatmapPeak(value, center, radius, outline))
     return peaks
+
+
+def postprocess(
+    heatmap: np.ndarray, transform: GridTransform, threshold: float, *, max_findings: int = 3
+) -> tuple[float, list[HeatmapPeak]]:
+    """An image's score and findings from its grid heatmap, consistent by construction:
+    ``score >= threshold`` exactly when there is a finding, and the first finding's probability
+    is the score."""
+    return image_score(heatmap, transform), find_findings(
+        heatmap, transform, threshold, max_findings=max_findings
+    )

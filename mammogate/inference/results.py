@@ -71,7 +71,10 @@ class SkippedImage:
     failed: bool  # True: analysis was attempted and failed (e.g. pixels do not decode)
 
 
-ExamCategory = Literal["flagged", "not_flagged", "failed"]
+# flagged / not_flagged: at least one view analysed (exam score >= / < the operating point);
+# failed: nothing analysed and at least one view failed; skipped: nothing analysed, nothing
+# failed (every image outside the intended use).
+ExamCategory = Literal["flagged", "not_flagged", "failed", "skipped"]
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from mammogate.imaging import GridTransform
 from mammogate.inference.analyzer import Analyzer
 from mammogate.inference.bundle import DEFAULT_MODEL_NAME, MODEL_FILE, load_bundle, write_model_json
-from mammogate.inference.pipeline import predict, preprocess
+from mammogate.inference.pipeline import image_score, predict, preprocess
 from mammogate.training.options import add_train_arguments
 from mammogate.training.synthetic import SyntheticStudy, make_study, write_study
 
@@ -51,6 +52,7 @@ class Arrays:
     labels: np.ndarray  # (N, 1) image has a lesion
     exam_index: np.ndarray  # (N,) which study each image belongs to
     exam_labels: np.ndarray  # (n_studies,)
+    transforms: tuple[GridTransform, ...] = ()  # per image: where it lies on the grid
 
 
 def train_seeds(seed: int, count: int) -> list[int]:
@@ -81,6 +83,7 @@ def _target(study: SyntheticStudy, index: int, transform: Any) -> np.ndarray:
 def build_arrays(seeds: Sequence[int], *, progress: str = "") -> Arrays:
     """Synthetic studies (half with lesions) → model-grid arrays through inference preprocessing."""
     grids, heatmaps, labels, exam_index, exam_labels = [], [], [], [], []
+    transforms: list[GridTransform] = []
     for number, study_seed in enumerate(_progress(seeds, progress)):
         rows, columns = IMAGE_SIZES[number % len(IMAGE_SIZES)]
         study = make_study(seed=study_seed, lesion=number % 2 == 1, rows=rows, columns=columns)
@@ -88,6 +91,7 @@ def build_arrays(seeds: Sequence[int], *, progress: str = "") -> Arrays:
         for index, ds in enumerate(study.datasets):
             prepared = preprocess(ds, INPUT_ROWS, INPUT_COLUMNS)
             grids.append(prepared.grid)
+            transforms.append(prepared.transform)
             heatmaps.append(_target(study, index, prepared.transform))
             labels.append(float(bool(study.images[index].lesions)))
             exam_index.append(number)
@@ -97,6 +101,7 @@ def build_arrays(seeds: Sequence[int], *, progress: str = "") -> Arrays:
         np.array(labels, dtype=np.float32)[:, None],
         np.array(exam_index),
         np.array(exam_labels, dtype=np.float32),
+        tuple(transforms),
     )
 
 
@@ -183,28 +188,20 @@ def choose_operating_point(
 
 
 def exam_scores(model: Any, arrays: Arrays) -> np.ndarray:
-    """Exam score per study = max over its images of the heatmap max inside the image."""
+    """Exam score per study = max over its images of ``image_score``, the function inference
+    uses (same valid region, unrounded), so the operating point is chosen on serving's scores."""
+    if len(arrays.transforms) != len(arrays.grids):
+        raise ValueError("arrays without their grid transforms (use build_arrays)")
     image_scores = np.zeros(len(arrays.grids))
     for start in range(0, len(arrays.grids), 32):
         grids = arrays.grids[start : start + 32, ..., 0]
         maps, _ = predict(model, list(grids))
         for offset, heatmap in enumerate(maps):
-            image_scores[start + offset] = float(_valid_max(heatmap, grids[offset]))
+            image_scores[start + offset] = image_score(heatmap, arrays.transforms[start + offset])
     scores = np.zeros(len(arrays.exam_labels))
     for index, score in zip(arrays.exam_index, image_scores, strict=True):
         scores[index] = max(scores[index], score)
     return scores
-
-
-def _valid_max(heatmap: np.ndarray, grid: np.ndarray) -> float:
-    # the content region is where the grid is not padding; same rule as inference's valid_region
-    rows = np.nonzero(grid.any(axis=1))[0]
-    columns = np.nonzero(grid.any(axis=0))[0]
-    if not rows.size:
-        return float(heatmap.max())
-    r = int(np.ceil((rows[-1] + 1) / HEATMAP_STRIDE))
-    c = int(np.ceil((columns[-1] + 1) / HEATMAP_STRIDE))
-    return float(heatmap[:r, :c].max())
 
 
 def evaluate_bundle(bundle_dir: Path, seeds: Sequence[int], *, rows: int = 512, columns: int = 416) -> dict[str, Any]:

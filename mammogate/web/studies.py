@@ -29,7 +29,7 @@ class StudyRow:
     instance_count: int
     state: str
     exam_score: float | None
-    category: str  # flagged | not_flagged | failed | "" (no analysis yet)
+    category: str  # flagged | not_flagged | failed | skipped
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ bundle, migrations, templates and static files are package data."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -14,10 +15,19 @@ from tests.peers import ECHOSCU, REPO, Node, require_tool
 
 
 def test_wheel_in_fresh_venv_serves(tmp_path: Path) -> None:
+    # Build from a copy of what git tracks (and the uncommitted edits to it), so nothing
+    # untracked — and no build/ folder — can leak into or out of the wheel.
+    source = tmp_path / "source"
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     dist = tmp_path / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(dist), str(REPO)], capture_output=True, text=True, timeout=300)
+         "-w", str(dist), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     (wheel,) = dist.glob("mammogate-*.whl")
 

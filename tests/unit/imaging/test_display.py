@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom import Dataset
-from pydicom.uid import RLELossless
+from pydicom import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from mammogate.imaging import (
     DicomReadError,
@@ -14,6 +14,7 @@ from mammogate.imaging import (
     display_image,
     read_dataset,
 )
+from mammogate.imaging.display import frame_attributes
 from tests.shared_data import shared_file
 
 
@@ -118,3 +119,82 @@ def test_non_dicom_file_is_a_read_error(tmp_path: Path) -> None:
     path.write_bytes(b"hello, not DICOM at all" * 10)
     with pytest.raises(DicomReadError):
         read_dataset(path)
+
+
+BREAST_PROJECTION_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.13.1.4"
+
+
+def _breast_projection(ds: Dataset, *, per_frame: bool) -> Dataset:
+    """The synthetic mammogram as a single-frame enhanced Breast Projection object: window and
+    pixel spacing only in the functional groups."""
+    window = Dataset()
+    window.WindowCenter, window.WindowWidth = ds.WindowCenter, ds.WindowWidth
+    window.VOILUTFunction = ds.VOILUTFunction
+    measures = Dataset()
+    measures.PixelSpacing = ["0.0700", "0.0700"]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    frame = Dataset()
+    if per_frame:
+        shared_window = Dataset()  # the per-frame window wins over a shared one
+        shared_window.WindowCenter, shared_window.WindowWidth = "300", "200"
+        shared.FrameVOILUTSequence = [shared_window]
+        frame.FrameVOILUTSequence = [window]
+    else:
+        shared.FrameVOILUTSequence = [window]
+    ds.SOPClassUID = BREAST_PROJECTION_FOR_PRESENTATION
+    ds.NumberOfFrames = 1
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = [frame]
+    for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction", "ImagerPixelSpacing"):
+        delattr(ds, keyword)
+    return ds
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_breast_projection_window_comes_from_the_functional_groups(
+    synthetic_ds: Dataset, per_frame: bool
+) -> None:
+    reference = display_image(synthetic_ds)
+    ds = _breast_projection(synthetic_ds, per_frame=per_frame)
+    assert np.abs(display_image(ds) - reference).max() < 1e-6
+    flat = frame_attributes(ds)
+    assert (str(flat.WindowCenter), str(flat.WindowWidth), flat.VOILUTFunction) == ("1900", "3600", "LINEAR")
+    assert [float(v) for v in flat.PixelSpacing] == [0.07, 0.07]
+    assert "WindowCenter" not in ds  # the dataset itself is left as it was
+
+
+def test_multi_frame_breast_projection_stays_unsupported(synthetic_ds: Dataset) -> None:
+    ds = _breast_projection(synthetic_ds, per_frame=False)
+    ds.NumberOfFrames = 2
+    with pytest.raises(UnsupportedImageError):
+        display_image(ds)
+
+
+def _padded_monochrome1(padding: int, *, range_limit: int | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Rows, ds.Columns = 60, 50
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 14, 13, 0
+    pixels = np.full((60, 50), padding, dtype=np.uint16)
+    pixels[:, :30] = np.linspace(2000, 6000, 60 * 30).reshape(60, 30).astype(np.uint16)
+    if range_limit is not None:
+        pixels[:5, 30:] = range_limit  # the other end of the padding range
+    ds.PixelPaddingValue = padding
+    if range_limit is not None:
+        ds.PixelPaddingRangeLimit = range_limit
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+@pytest.mark.parametrize("range_limit", [None, 16000])
+def test_padding_does_not_set_the_intensity_range(range_limit: int | None) -> None:
+    ds = _padded_monochrome1(16383, range_limit=range_limit)
+    image = display_image(ds)
+    tissue = image[:, :30]
+    assert tissue.min() == pytest.approx(0.0, abs=1e-6)  # 6000: least dense (MONOCHROME1)
+    assert tissue.max() == pytest.approx(1.0, abs=1e-6)  # 2000: densest
+    assert np.all(image[:, 30:] == 0.0)

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from pydicom import Dataset
 
-from mammogate.imaging import chest_wall_on_right, normalise_laterality, to_model_grid
+from mammogate.imaging import (
+    UnsupportedImageError,
+    chest_wall_on_right,
+    normalise_laterality,
+    to_model_grid,
+)
+from mammogate.imaging.geometry import rotation_reason
 
 
 def breast_image(rows: int, columns: int, *, chest_wall_right: bool) -> np.ndarray:
@@ -55,6 +61,24 @@ def test_patient_orientation_decides_the_chest_wall_side() -> None:
     assert chest_wall_on_right(ds, image) is True  # headers win over the tissue heuristic
     ds.PatientOrientation = ["A", "FR"]
     assert chest_wall_on_right(ds, image) is False
-    ds.PatientOrientation = ["R", "P"]  # rotated: fall back to tissue mass
-    assert chest_wall_on_right(ds, image) is False
     assert chest_wall_on_right(None, image[:, ::-1]) is True
+
+
+@pytest.mark.parametrize(("orientation", "rotated"), [
+    (["R", "P"], True), (["L", "A"], True), (["F", "R"], True), (["P", "L"], False),
+    (["A", "FR"], False), (["P", "FL"], False), ([], False),
+])
+def test_rotated_images_are_refused_rather_than_guessed(orientation: list[str], rotated: bool) -> None:
+    image = breast_image(100, 80, chest_wall_right=False)
+    ds = Dataset()
+    ds.PatientOrientation = orientation
+    text = "\\".join(orientation)
+    expected = f"rotated: PatientOrientation {text} — chest wall not left or right"
+    assert rotation_reason(ds) == (expected if rotated else None)
+    if rotated:
+        with pytest.raises(UnsupportedImageError, match="rotated"):
+            chest_wall_on_right(ds, image)
+        with pytest.raises(UnsupportedImageError, match="rotated"):
+            normalise_laterality(image, ds)
+    else:
+        assert isinstance(chest_wall_on_right(ds, image), bool)

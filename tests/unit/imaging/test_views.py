@@ -47,11 +47,28 @@ def test_siemens_stereo_sample_is_left_cc() -> None:
     assert (view_info(ds).laterality, view_info(ds).view) == ("L", "CC")
 
 
-def test_hologic_view_code_sequence_beats_vendor_view_position() -> None:
+def test_hologic_flat_field_view_position_contradicts_its_cc_code() -> None:
+    # Hologic writes a CC code on its flat-field calibration object; ViewPosition says what it is
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-Hologic-PropProj.dcm"))
     assert ds.ViewPosition == "FLATFIELD"
     info = view_info(ds)
-    assert (info.laterality, info.view, info.view_source) == ("R", "CC", "ViewCodeSequence")
+    assert (info.laterality, info.view, info.view_source) == ("R", None, None)
+    assert info.view_conflict == "ViewPosition FLATFIELD contradicts ViewCodeSequence (CC)"
+
+
+def test_vendor_view_position_that_agrees_with_the_code_is_no_conflict() -> None:
+    ds = read_dataset(
+        shared_file("dicom", "vendor_samples", "fodicom_GH133_GE_SenographeEssential_RMLO.dcm"),
+        stop_before_pixels=True,
+    )
+    ds.ViewPosition = "RMLO"  # laterality-prefixed vendor string
+    info = view_info(ds)
+    assert (info.view, info.view_source, info.view_conflict) == ("MLO", "ViewCodeSequence", None)
+    ds.ViewPosition = "ML"  # another view: the code is authoritative
+    assert (view_info(ds).view, view_info(ds).view_conflict) == ("MLO", None)
+    ds.ViewPosition = "PHANTOM"  # no view of a breast at all
+    assert view_info(ds).view is None
+    assert view_info(ds).view_conflict == "ViewPosition PHANTOM contradicts ViewCodeSequence (MLO)"
 
 
 def test_dose_report_has_no_view() -> None:

@@ -6,11 +6,26 @@ import numpy as np
 import pydicom
 import pytest
 
-from mammogate.inference import Analyzer
+from mammogate.inference import Analyzer, ModelBundle
 from mammogate.training.synthetic import write_study
-from mammogate.training.train import roc_auc
+from mammogate.training.train import roc_auc, train_seeds, validation_seeds
 
-HELD_OUT_SEEDS = range(9000, 9020)  # never used by training (100000+) or validation (150000+)
+# Not the seeds of model.json's held-out evaluation (9000..9019), nor training (100000+) or
+# validation (150000+): a test of its own, not a re-run of the reported numbers.
+TEST_SEEDS = range(9100, 9120)
+
+
+def test_auc_test_seeds_are_used_by_neither_training_validation_nor_the_reported_evaluation(
+    shipped_bundle: ModelBundle,
+) -> None:
+    metadata = shipped_bundle.metadata
+    evaluated = metadata["evaluation"]["held_out_test"]["seeds"]
+    first, last = (int(v) for v in evaluated.split(".."))
+    used = set(range(first, last + 1))
+    seed = metadata["training_data"]["seed"]
+    used |= set(train_seeds(seed, metadata["training_data"]["studies"]))
+    used |= set(validation_seeds(seed, metadata["evaluation"]["validation"]["studies"]))
+    assert not used & set(TEST_SEEDS)
 
 
 def test_lesion_studies_rank_above_normal_ones_and_findings_hit_the_lesion(
@@ -18,7 +33,7 @@ def test_lesion_studies_rank_above_normal_ones_and_findings_hit_the_lesion(
 ) -> None:
     labels, scores = [], []
     lesion_images, hits = 0, 0
-    for number, seed in enumerate(HELD_OUT_SEEDS):
+    for number, seed in enumerate(TEST_SEEDS):
         study = write_study(tmp_path / str(seed), seed=seed, lesion=number % 2 == 1, rows=512, columns=416)
         result = analyzer.analyze_study(study.paths)
         assert result.exam_score is not None and not result.skipped
@@ -110,6 +125,31 @@ def test_study_with_nothing_analysable_fails(analyzer: Analyzer, tmp_path: Path)
     assert [s.failed for s in result.skipped].count(True) == 3
     assert [s.failed for s in result.skipped].count(False) == 2
     assert any(s.sop_instance_uid == "garbage.dcm" for s in result.skipped)
+
+
+def test_study_with_every_image_out_of_scope_is_skipped_not_failed(
+    analyzer: Analyzer, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path / "s", seed=9106, lesion=False, rows=256, columns=208)
+    for path in study.paths:
+        ds = pydicom.dcmread(path)
+        ds.PresentationIntentType = "FOR PROCESSING"
+        ds.save_as(path)
+    result = analyzer.analyze_study(study.paths)
+    assert result.images == () and result.exam_score is None and result.failed_images == ()
+    assert len(result.skipped) == 4 and result.category == "skipped"
+
+
+def test_flagged_images_have_findings_and_scores_are_not_rounded(
+    analyzer: Analyzer, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path / "s", seed=9107, lesion=True, rows=512, columns=416)
+    result = analyzer.analyze_study(study.paths)
+    for image in result.images:
+        assert bool(image.findings) is (image.score >= analyzer.threshold)
+        if image.findings:
+            assert max(f.probability for f in image.findings) == image.score
+    assert any(round(i.score, 6) != i.score for i in result.images)
 
 
 @pytest.mark.parametrize("lesion", [False])

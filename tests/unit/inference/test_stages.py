@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mammogate.imaging import normalise_laterality, to_model_grid
+from mammogate.imaging import GridTransform, normalise_laterality, to_model_grid
 from mammogate.inference import Analyzer, find_findings, predict, preprocess
+from mammogate.inference.pipeline import image_score, postprocess
 from mammogate.training.synthetic import make_study
 
 
@@ -48,3 +49,63 @@ def test_findings_are_heatmap_peaks_above_threshold_in_original_pixels() -> None
 def test_no_findings_below_the_operating_point() -> None:
     _, transform = to_model_grid(np.ones((100, 80), np.float32), 160, 128, flipped=False)
     assert find_findings(np.full((40, 32), 0.1, np.float32), transform, threshold=0.5) == []
+
+
+def _padded_transform() -> GridTransform:
+    # 400 x 200 image → 160 x 80 of the 160 x 128 grid; the heatmap's valid columns are 0..19
+    _, transform = to_model_grid(np.ones((400, 200), np.float32), 160, 128, flipped=False)
+    assert transform.content_columns == 80
+    return transform
+
+
+def test_maximum_in_the_last_valid_column_is_a_finding() -> None:
+    transform = _padded_transform()
+    heatmap = np.full((40, 32), 0.1, np.float32)
+    heatmap[10, 19] = 0.8  # the last valid column
+    heatmap[:, 20:] = 0.95  # what the model happens to output over the padding
+    score, peaks = postprocess(heatmap, transform, threshold=0.5)
+    assert score == pytest.approx(0.8) and score == float(np.float32(0.8))
+    assert len(peaks) == 1
+    assert peaks[0].probability == score
+    assert peaks[0].center == pytest.approx(transform.to_original(19.5 * 4, 10.5 * 4), abs=0.01)
+    # find_findings alone (the review's failing input): the edge cell is a peak
+    assert len(find_findings(heatmap, transform, threshold=0.5)) == 1
+
+
+def _float32_around(threshold: float) -> tuple[np.float32, np.float32]:
+    at = np.float32(threshold)
+    if float(at) < threshold:
+        at = np.nextafter(at, np.float32(1))
+    under = np.nextafter(at, np.float32(0))
+    assert float(under) < threshold <= float(at)
+    return under, at
+
+
+@pytest.mark.parametrize("where", ["at", "under"])
+@pytest.mark.parametrize("threshold", [0.497424, 0.5, 0.123456789])
+def test_score_and_findings_agree_at_the_operating_point(where: str, threshold: float) -> None:
+    transform = _padded_transform()
+    under, at = _float32_around(threshold)
+    heatmap = np.full((40, 32), 0.05, np.float32)
+    heatmap[25, 19] = at if where == "at" else under  # maximum on the valid region's edge
+    heatmap[25, 20] = 0.99  # padding
+    score, peaks = postprocess(heatmap, transform, threshold)
+    assert score == float(heatmap[25, 19])  # unrounded, the number the findings compare
+    assert (score >= threshold) is (where == "at")
+    assert bool(peaks) is (score >= threshold)
+    if peaks:
+        assert peaks[0].probability == score
+        cell = transform.to_grid(*peaks[0].center)
+        assert (int(cell[0] // 4), int(cell[1] // 4)) == (19, 25)
+
+
+def test_every_flagged_image_has_a_finding_at_its_maximum(analyzer: Analyzer) -> None:
+    study = make_study(seed=9131, lesion=True, rows=512, columns=416)
+    prepared = [analyzer.prepare(ds) for ds in study.datasets]
+    heatmaps, scores = analyzer.predict_prepared(prepared)
+    for heatmap, image, score in zip(heatmaps, prepared, scores, strict=True):
+        # the threshold exactly at the image's score: it must be flagged and have a finding
+        assert image_score(heatmap, image.transform) == score
+        got, peaks = postprocess(heatmap, image.transform, float(score))
+        assert got == score and peaks and peaks[0].probability == score
+        assert not postprocess(heatmap, image.transform, float(np.nextafter(score, 2.0)))[1]
