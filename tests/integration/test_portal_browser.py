@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import playwright.sync_api as playwright_api
 import pytest
 
 from mammogate.config.settings import load_settings
-from mammogate.db import Analysis, Database, Study, utcnow
+from mammogate.db import Database
 from mammogate.web import PortalServer, create_app, create_local_user
+from tests.unit.web.portal_sample import EXAM_SCORE, PASSWORDS, STUDY_UID, add_sample_study
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -22,8 +22,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-STUDY_UID = "1.2.826.0.1.3680043.8.498.2001"
-EXAM_SCORE = 0.873456
 
 pytestmark = [pytest.mark.slow]
 
@@ -34,36 +32,8 @@ def portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PortalSe
     settings = load_settings(None, node={"data_dir": str(tmp_path / "data")}, web={"port": 0})
     db = Database(settings.database_url)
     db.migrate()
-    create_local_user(db, "rita", "radiologist", "radiologist-pass")
-    now = utcnow()
-    with db.session() as session:
-        study = Study(
-            study_instance_uid=STUDY_UID,
-            state="done",
-            accession_number="ACC2001",
-            patient_name="DUPONT^Hélène",
-            study_date="20240315",
-            instance_count=4,
-            first_received_at=now - timedelta(minutes=2),
-            last_received_at=now - timedelta(minutes=1),
-            updated_at=now,
-        )
-        session.add(study)
-        session.flush()
-        session.add(
-            Analysis(
-                study_id=study.id,
-                model_name="mammo-cnn",
-                model_version="1.4.0",
-                model_sha256="ab12cd34ef56" + "0" * 52,
-                operating_point=0.42,
-                exam_score=EXAM_SCORE,
-                score_left=EXAM_SCORE,
-                score_right=0.05,
-                category="flagged",
-                created_at=now,
-            )
-        )
+    create_local_user(db, "rita", "radiologist", PASSWORDS["rita"])
+    add_sample_study(db, settings.data_dir)
     server = PortalServer(create_app(settings, db), host="127.0.0.1", port=settings.web.port)
     server.start()
     try:
@@ -87,7 +57,7 @@ def test_sign_in_history_detail_screenshot_sign_out(portal: PortalServer, tmp_pa
             assert page.locator("[role=alert]").inner_text() == "Invalid user name or password."
 
             page.fill("#username", "rita")
-            page.fill("#password", "radiologist-pass")
+            page.fill("#password", PASSWORDS["rita"])
             page.click("button[type=submit]")
             page.wait_for_url(portal.url + "/")
 

@@ -9,7 +9,10 @@ from datetime import timedelta
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from portal_sample import (
+
+from mammogate.db import Database, Study, utcnow
+from mammogate.web.formatting import percent, person_name
+from tests.unit.web.portal_sample import (
     EXAM_SCORE,
     LEFT_CC,
     PATIENT_NAME,
@@ -18,9 +21,6 @@ from portal_sample import (
     SR_UID,
     sign_in,
 )
-
-from mammogate.db import Database, Study, utcnow
-from mammogate.web.formatting import percent, person_name
 
 DISCLAIMER = "Research and decision-support tool — not a diagnostic device, not for clinical use."
 
