@@ -131,17 +131,24 @@ def retry_delay(attempts: int, initial_seconds: float, max_seconds: float) -> fl
     return float(min(max_seconds, initial_seconds * (2 ** max(0, attempts - 1))))
 
 
-def give_up_abandoned_jobs(session: Session, max_attempts: int) -> list[Job]:
-    """Fail jobs whose worker died (lease expired) on their last attempt: a job that kills its
-    worker every time must not be retried forever."""
-    jobs = list(
+def _abandoned(
+    session: Session, model: type[Job] | type[Delivery], active_state: str, max_attempts: int
+) -> list[Any]:
+    """Rows whose holder died (lease expired) on their last attempt."""
+    return list(
         session.scalars(
-            select(Job)
-            .where(Job.state == "running", Job.lease_until < utcnow(),
-                   Job.attempts >= max_attempts)
+            select(model)
+            .where(model.state == active_state, model.lease_until < utcnow(),
+                   model.attempts >= max_attempts)
             .with_for_update(skip_locked=True)
         )
     )
+
+
+def give_up_abandoned_jobs(session: Session, max_attempts: int) -> list[Job]:
+    """Fail jobs whose worker died on their last attempt: a job that kills its worker every
+    time must not be retried forever."""
+    jobs: list[Job] = _abandoned(session, Job, "running", max_attempts)
     for job in jobs:
         fail_job(job, f"the worker stopped during each of {job.attempts} attempts (crash or kill)",
                  max_attempts=max_attempts, retry_seconds=0)
@@ -149,14 +156,7 @@ def give_up_abandoned_jobs(session: Session, max_attempts: int) -> list[Job]:
 
 
 def give_up_abandoned_deliveries(session: Session, max_attempts: int) -> list[Delivery]:
-    deliveries = list(
-        session.scalars(
-            select(Delivery)
-            .where(Delivery.state == "sending", Delivery.lease_until < utcnow(),
-                   Delivery.attempts >= max_attempts)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    deliveries: list[Delivery] = _abandoned(session, Delivery, "sending", max_attempts)
     for delivery in deliveries:
         delivery.state = "dead"
         delivery.lease_until = None

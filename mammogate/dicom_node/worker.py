@@ -54,10 +54,6 @@ class StudyAnalyzer(Protocol):
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult: ...
 
 
-class AnalysisFailed(Exception):
-    """The analysis of a study could not be completed (will be retried, then the study fails)."""
-
-
 class WorkerLoop:
     def __init__(
         self,
@@ -123,7 +119,7 @@ class WorkerLoop:
             return True
         try:
             self._analyze(job_id, study_id)
-        except (AnalysisFailed, ImagingError, ReportingError, OSError) as exc:
+        except (ImagingError, ReportingError, OSError) as exc:
             self._job_failed(job_id, study_id, str(exc))
         except SQLAlchemyError as exc:
             log.exception("analysis job %d: database error", job_id)
