@@ -41,10 +41,21 @@ def pixelmed_sr_validation(path: Path) -> str:
     return result.stdout + result.stderr
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never one this test run has handed out before.
+
+    The kernel may give the same ephemeral port twice while neither is bound yet.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -150,7 +161,8 @@ class Node:
     root: Path
     destinations: list[dict[str, Any]] = field(default_factory=list)
     database_url: str = ""
-    settle_seconds: float = 1.0
+    # Long enough that a slow fsync between two images of one association does not split a study.
+    settle_seconds: float = 3.0
     ae_title: str = "MAMMOGATE"
     allowed_calling_ae_titles: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -158,6 +170,7 @@ class Node:
     web_port: int = field(default_factory=free_port)
     executable: list[str] = field(default_factory=lambda: [sys.executable, "-m", "mammogate.cli"])
     process: subprocess.Popen[bytes] | None = None
+    _log_from: int = 0  # where this run's lines start in the (appended) log
 
     @property
     def url(self) -> str:
@@ -214,6 +227,7 @@ class Node:
     def start(self, timeout: float = 120) -> Node:
         if not self.config_path.exists():
             self.write_config()
+        self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*self.executable, "serve", "--config", str(self.config_path)],
@@ -231,7 +245,8 @@ class Node:
                 return False
         except httpx.HTTPError:
             return False
-        return "worker" in self.log_text() and "model ready" in self.log_text()
+        text = self.log_text()[self._log_from:]  # not the lines of an earlier run
+        return "worker" in text and "model ready" in text
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -242,7 +257,7 @@ class Node:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(30)
+                self.process.wait(90)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -47,15 +47,16 @@ def test_sr_arrives_after_pacs_comes_up_and_undecodable_study_fails_visibly(tmp_
         assert node.storescu(*[i.path for i in good.images if i.path]).returncode == 0
         assert node.storescu(*[i.path for i in broken.images if i.path]).returncode == 0
 
-        def failed_attempts() -> int:
+        def pending_after_failures() -> Delivery | None:
             with db.session() as session:
-                return sum(d.attempts for d in session.scalars(select(Delivery))
-                           if d.state == "pending" and d.last_error)
-        wait_until(lambda: failed_attempts() >= 2, 120, "delivery attempts against the down PACS")
-        with db.session() as session:
-            (delivery,) = session.scalars(select(Delivery)).all()
-            assert "cannot associate" in delivery.last_error
-            assert delivery.state == "pending"
+                rows = session.scalars(select(Delivery)).all()
+                if len(rows) != 1:
+                    return None
+                (row,) = rows
+                session.expunge(row)
+                return row if row.state == "pending" and row.last_error and row.attempts >= 2 else None
+        delivery = wait_until(pending_after_failures, 120, "delivery attempts against the down PACS")
+        assert "cannot associate" in delivery.last_error
 
         pacs.start()
         try:

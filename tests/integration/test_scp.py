@@ -268,7 +268,7 @@ def test_concurrent_copies_of_one_instance_keep_exactly_the_first_committed(
         ds.PatientComments = f"variant {i}"
         variants.append(ds)
     statuses: list[int] = []
-    barrier = threading.Barrier(len(variants))
+    barrier = threading.Barrier(len(variants), timeout=60)
 
     def send(ds: Dataset) -> None:
         ae = AE(ae_title=f"MOD{variants.index(ds)}")
@@ -281,7 +281,7 @@ def test_concurrent_copies_of_one_instance_keep_exactly_the_first_committed(
         finally:
             assoc.release()
 
-    threads = [threading.Thread(target=send, args=(ds,)) for ds in variants]
+    threads = [threading.Thread(target=send, args=(ds,), daemon=True) for ds in variants]
     for t in threads:
         t.start()
     for t in threads:
