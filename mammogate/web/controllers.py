@@ -7,31 +7,46 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import File, Template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammogate.db import User
-from mammogate.web.auth import admin_only, any_role
+from mammogate.db import AuditEntry, User, utcnow
+from mammogate.web.auth import admin_only, any_role, user_of
 from mammogate.web.studies import StudyDetail, StudyPage, list_studies, overlay_for, study_detail
 
 PER_PAGE = 50
 PageNumber = Annotated[int, QueryParameter(name="page", ge=1, le=1_000_000)]
 DbSession = NamedDependency[Session]
 DataDir = NamedDependency[Path]
+AnyRequest = Request[Any, Any, Any]
+
+
+def _record_access(db_session: Session, request: AnyRequest, action: str, target: str) -> None:
+    """Who looked at patient data, and which: committed with the request's transaction."""
+    user = user_of(request)
+    db_session.add(
+        AuditEntry(
+            at=utcnow(),
+            actor=user.username if user else "",
+            action=action,
+            target=target,
+            detail=request.url.path,
+        )
+    )
 
 
 class HistoryController(Controller):
     guards = [any_role]
 
     @get("/", sync_to_thread=True)
-    def history(self, db_session: DbSession, page: PageNumber = 1) -> Template:
-        return Template(
-            "studies/history.html", context={"result": list_studies(db_session, page, PER_PAGE)}
-        )
+    def history(self, request: AnyRequest, db_session: DbSession, page: PageNumber = 1) -> Template:
+        result = list_studies(db_session, page, PER_PAGE)
+        _record_access(db_session, request, "history viewed", f"page {page}")
+        return Template("studies/history.html", context={"result": result})
 
 
 class StudyController(Controller):
@@ -40,9 +55,14 @@ class StudyController(Controller):
 
     @get("/", sync_to_thread=True)
     def detail(
-        self, db_session: DbSession, data_dir: DataDir, study_instance_uid: FromPath[str]
+        self,
+        request: AnyRequest,
+        db_session: DbSession,
+        data_dir: DataDir,
+        study_instance_uid: FromPath[str],
     ) -> Template:
         study = study_detail(db_session, study_instance_uid, data_dir)
+        _record_access(db_session, request, "study viewed", study_instance_uid)
         return Template("studies/detail.html", context={"study": study})
 
     @get("/images/{sop_instance_uid:str}/overlay.png", sync_to_thread=True)
@@ -62,14 +82,22 @@ class ApiController(Controller):
     guards = [any_role]
 
     @get("/studies", sync_to_thread=True)
-    def studies(self, db_session: DbSession, page: PageNumber = 1) -> StudyPage:
-        return list_studies(db_session, page, PER_PAGE)
+    def studies(self, request: AnyRequest, db_session: DbSession, page: PageNumber = 1) -> StudyPage:
+        result = list_studies(db_session, page, PER_PAGE)
+        _record_access(db_session, request, "history viewed", f"page {page}")
+        return result
 
     @get("/studies/{study_instance_uid:str}", sync_to_thread=True)
     def study(
-        self, db_session: DbSession, data_dir: DataDir, study_instance_uid: FromPath[str]
+        self,
+        request: AnyRequest,
+        db_session: DbSession,
+        data_dir: DataDir,
+        study_instance_uid: FromPath[str],
     ) -> StudyDetail:
-        return study_detail(db_session, study_instance_uid, data_dir)
+        result = study_detail(db_session, study_instance_uid, data_dir)
+        _record_access(db_session, request, "study viewed", study_instance_uid)
+        return result
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from sqlalchemy import select
 
-from mammogate.db import Database, Study, utcnow
+from mammogate.db import AuditEntry, Database, Study, utcnow
 from mammogate.web.formatting import percent, person_name
 from tests.unit.web.portal_sample import (
     EXAM_SCORE,
@@ -106,6 +107,37 @@ def test_detail_shows_analysis_scores_findings_and_deliveries(
     assert f"/studies/{study}/images/{LEFT_CC}/overlay.png" in html
     assert f"/studies/{study}/images/{RIGHT_MLO}/overlay.png" not in html
     assert DISCLAIMER in html
+
+
+def _access_log(db: Database) -> list[tuple[str, str, str]]:
+    with db.session() as session:
+        rows = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.action.in_(("study viewed", "history viewed")))
+            .order_by(AuditEntry.id)
+        )
+        return [(r.actor, r.action, r.target) for r in rows]
+
+
+def test_every_look_at_patient_data_is_audited_with_who_and_which_study(
+    client: TestClient[Litestar], db: Database, study: str
+) -> None:
+    sign_in(client, "rita")
+    assert client.get("/").status_code == 200
+    assert client.get(f"/studies/{study}").status_code == 200
+    assert client.get(f"/api/studies/{study}").status_code == 200
+    assert client.get("/api/studies?page=1").status_code == 200
+    assert client.get("/studies/9.9.9").status_code == 404  # nothing shown, nothing recorded
+    assert _access_log(db) == [
+        ("rita", "history viewed", "page 1"),
+        ("rita", "study viewed", study),
+        ("rita", "study viewed", study),
+        ("rita", "history viewed", "page 1"),
+    ]
+    with db.session() as session:
+        details = [r.detail for r in session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "study viewed").order_by(AuditEntry.id))]
+    assert details == [f"/studies/{study}", f"/api/studies/{study}"]
 
 
 def test_failed_study_shows_its_last_error(client: TestClient[Litestar], failed_study: str) -> None:
