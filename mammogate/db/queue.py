@@ -104,6 +104,27 @@ def complete_job(job: Job) -> None:
     job.last_error = ""
 
 
+def supersede_job(job: Job) -> None:
+    job.state = "superseded"
+    job.finished_at = utcnow()
+    job.lease_until = None
+
+
+def analysis_superseded(session: Session, job: Job, study: Study) -> bool:
+    """Whether ``job``'s analysis of ``study`` is no longer wanted: images came after it was
+    queued (the study is receiving again, and settling queues a fresh job), or a newer job for
+    the study is queued, running or done. Lock the study first (``with_for_update``)."""
+    if study.state == "receiving":
+        return True
+    newer = session.scalar(
+        select(Job.id)
+        .where(Job.study_id == study.id, Job.id > job.id,
+               Job.state.in_(("pending", "running", "done")))
+        .limit(1)
+    )
+    return newer is not None
+
+
 def fail_job(job: Job, error: str, *, max_attempts: int, retry_seconds: float) -> bool:
     """Record a failure; retry later unless attempts are used up. Returns True if final."""
     job.last_error = error

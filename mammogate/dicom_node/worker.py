@@ -34,11 +34,13 @@ from mammogate.db import (
 )
 from mammogate.db.queue import (
     ANALYZE,
+    analysis_superseded,
     claim_job,
     complete_job,
     fail_job,
     give_up_abandoned_jobs,
     settle_studies,
+    supersede_job,
 )
 from mammogate.imaging import ImagingError, read_dataset
 from mammogate.inference.results import StudyResult
@@ -109,14 +111,24 @@ class WorkerLoop:
             if job is None:
                 return False
             job_id, kind, study_id = job.id, job.kind, job.study_id
-            if kind == ANALYZE and study_id is not None:
-                claimed = session.get(Study, study_id)
-                assert claimed is not None
-                claimed.state = "processing"
-                claimed.updated_at = utcnow()
         if kind != ANALYZE or study_id is None:
             self._fail_for_good(job_id, f"unknown job kind {kind!r}")
             return True
+        # The study in a transaction of its own, locked before its job: the SCP locks a study and
+        # then its jobs, and the same order everywhere keeps PostgreSQL free of deadlocks.
+        with self.db.session() as session:
+            claimed = session.get(Study, study_id, with_for_update=True)
+            job = session.get(Job, job_id)
+            assert claimed is not None and job is not None
+            if job.state != "running" or job.locked_by != self.worker_id:
+                return True  # taken over between the two transactions (lease expired)
+            if analysis_superseded(session, job, claimed):
+                supersede_job(job)
+                log.info("job %d superseded: study %s changed since it was queued",
+                         job_id, claimed.study_instance_uid)
+                return True
+            claimed.state = "processing"
+            claimed.updated_at = utcnow()
         try:
             self._analyze(job_id, study_id)
         except (ImagingError, ReportingError, OSError) as exc:
@@ -143,7 +155,7 @@ class WorkerLoop:
             ]
         log.info("analysing study %s (%d instances, job %d)", study_uid, len(paths), job_id)
         result = self.analyzer.analyze_study(paths)
-        sources = [read_dataset(p, stop_before_pixels=True) for p in paths]
+        sources = self._headers(paths)
         overlays = self._write_overlays(result, job_id)
 
         sr_path: Path | None = None
@@ -153,11 +165,16 @@ class WorkerLoop:
             sr_path = save_report(sr, self.settings.reports_dir / study_uid)
 
         with self.db.session() as session:
-            study = session.get(Study, study_id)
+            study = session.get(Study, study_id, with_for_update=True)  # before the job: see run_once
             job = session.get(Job, job_id)
             assert study is not None and job is not None
             if job.state != "running" or job.locked_by != self.worker_id:
                 log.warning("job %d was taken over (lease expired); dropping this result", job_id)
+                return
+            if analysis_superseded(session, job, study):
+                supersede_job(job)
+                log.info("job %d superseded: study %s received more images during the analysis; "
+                         "dropping this result for the next one", job_id, study_uid)
                 return
             analysis = record_analysis(
                 session, study, result, job_id=job_id, worker=self.worker_id, overlays=overlays
@@ -185,6 +202,18 @@ class WorkerLoop:
             deliveries,
             result.elapsed_seconds,
         )
+
+    @staticmethod
+    def _headers(paths: list[Path]) -> list[Dataset]:
+        """The headers of the study's files; one that cannot be read is left out (the analyzer
+        has already reported it as a failed view)."""
+        headers = []
+        for path in paths:
+            try:
+                headers.append(read_dataset(path, stop_before_pixels=True))
+            except ImagingError as exc:
+                log.warning("cannot read the header of %s: %s", path.name, exc)
+        return headers
 
     def _plan(self, session: Session, study: Study, report_id: int) -> int:
         rules = [
@@ -233,16 +262,19 @@ class WorkerLoop:
         log.error("analysis job %d failed: %s", job_id, error)
         cfg = self.settings.worker
         with self.db.session() as session:
+            study = session.get(Study, study_id, with_for_update=True)  # before the job: see run_once
             job = session.get(Job, job_id)
             assert job is not None
             if job.state != "running" or job.locked_by != self.worker_id:
                 log.warning("job %d was taken over (lease expired); not recording this failure", job_id)
                 return
+            if study is not None and analysis_superseded(session, job, study):
+                supersede_job(job)  # the next analysis of the study replaces this one
+                return
             final = fail_job(job, error, max_attempts=cfg.max_attempts, retry_seconds=cfg.retry_seconds)
             if final:
                 self._study_failed(session, study_id, error)
             else:
-                study = session.get(Study, study_id)
                 if study is not None and study.state == "processing":
                     study.state = "queued"
                     study.updated_at = utcnow()
