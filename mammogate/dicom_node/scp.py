@@ -255,9 +255,10 @@ class StoreService:
                 self.spool.commit(spooled)
                 in_place = True
         except BaseException as exc:
-            if in_place:
-                self.spool.uncommit(spooled)
-            else:
+            # A file already in place stays: once our row is rolled back another association
+            # may have put the same instance there and committed it, and a file no row names is
+            # harmless (the next copy of the instance replaces it).
+            if not in_place:
                 self.spool.discard(spooled)
             raced = self._stored(sop_uid) if isinstance(exc, IntegrityError) else None
             if raced is None:

@@ -73,11 +73,15 @@ class Spool:
             if new_dir:
                 _fsync_dir(self.root)
             fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".incoming-", suffix=".tmp")
+        except OSError as exc:
+            raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
+        try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
+            Path(tmp_name).unlink(missing_ok=True)  # a full disk keeps no half-written file
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
         return SpooledFile(Path(tmp_name), final, len(data), hashlib.sha256(data).hexdigest())
 
@@ -89,25 +93,12 @@ class Spool:
         try:
             os.replace(spooled.temporary, spooled.path)
             _fsync_dir(spooled.path.parent)
+            # The study's folder entry too: the thread that created the folder may not have
+            # fsynced the root yet when another association's file lands in it.
+            _fsync_dir(self.root)
         except OSError as exc:
             raise SpoolError(f"cannot place {spooled.path.name} in the spool: {exc.strerror}") from exc
         return spooled.path
 
     def discard(self, spooled: SpooledFile) -> None:
         spooled.temporary.unlink(missing_ok=True)
-
-    def uncommit(self, spooled: SpooledFile) -> None:
-        """Remove a committed file whose database row did not commit, if it is still ours."""
-        try:
-            if spooled.path.is_file() and Spool.sha256_of(spooled.path) == spooled.sha256:
-                spooled.path.unlink()
-        except OSError:
-            log.exception("could not remove %s after a failed commit", spooled.path.name)
-
-    @staticmethod
-    def sha256_of(path: Path) -> str:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()

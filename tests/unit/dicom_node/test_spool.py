@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -30,16 +32,29 @@ def test_concurrent_writes_of_one_uid_do_not_touch_each_other_until_commit(tmp_p
     assert [p.name for p in first.path.parent.iterdir()] == ["1.2.9.dcm"]
 
 
-def test_uncommit_removes_only_its_own_copy(tmp_path: Path) -> None:
+def test_commit_replaces_a_file_no_row_names(tmp_path: Path) -> None:
+    """A file left in place by an association whose row did not commit is an orphan: the next
+    copy of the instance takes its place."""
     spool = Spool(tmp_path)
-    mine = spool.write(b"mine", "1.2", "1.2.7")
-    theirs = spool.write(b"theirs", "1.2", "1.2.7")
-    spool.commit(mine)
-    spool.commit(theirs)  # e.g. the other association after our row failed to commit
-    spool.uncommit(mine)
-    assert theirs.path.read_bytes() == b"theirs"
-    spool.uncommit(theirs)
-    assert not theirs.path.exists()
+    orphan = spool.write(b"orphan", "1.2", "1.2.7")
+    spool.commit(orphan)
+    resent = spool.write(b"resent", "1.2", "1.2.7")
+    assert spool.commit(resent).read_bytes() == b"resent"
+    assert [p.name for p in resent.path.parent.iterdir()] == ["1.2.7.dcm"]
+
+
+def test_a_write_that_fails_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_fsync(_fd: int) -> None:  # the disk answers EIO
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    spool = Spool(tmp_path)
+    spool.commit(spool.write(b"first", "1.2", "1.2.6"))  # the study folder exists already
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(SpoolError, match="cannot write 1.2.8.dcm to the spool: Input/output error"):
+        spool.write(b"data", "1.2", "1.2.8")
+    assert [p.name for p in (tmp_path / "1.2").iterdir()] == ["1.2.6.dcm"]
 
 
 @pytest.mark.parametrize("uid", ["../../etc/passwd", "1.2/3", "", "1..2", "1.2.a", "1" * 65])
