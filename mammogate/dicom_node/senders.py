@@ -37,6 +37,10 @@ class Sender(Protocol):
     def send(self, path: Path, destination: DestinationRow) -> None: ...
 
 
+# Warning statuses a C-STORE SCP may answer (PS3.4 GG.4.2 and PS3.7 C.4): the object is stored.
+C_STORE_WARNINGS = frozenset({0x0001, 0x0107, 0x0116})
+
+
 class DimseSender:
     """C-STORE SCU: one association per object."""
 
@@ -92,12 +96,18 @@ class DimseSender:
                 retryable=True,
             )
         code = int(status.Status)
-        if code == 0x0000 or (code & 0xF000) == 0xB000:
-            return
         comment = str(status.get("ErrorComment", "")) or "no error comment"
+        if code == 0x0000:
+            return
+        if (code & 0xF000) == 0xB000 or code in C_STORE_WARNINGS:
+            log.warning("%s stored %s with warning status 0x%04X: %s", destination.ae_title,
+                        ds.SOPInstanceUID, code, comment)
+            return
         raise SendError(
             f"{destination.ae_title} answered C-STORE status 0x{code:04X}: {comment}",
-            retryable=(code & 0xF000) == 0xA000,  # out of resources: try again later
+            # Refused, out of resources (0xA7xx): try again later. A dataset the peer finds
+            # wrong for its class (0xA9xx) or cannot understand (0xCxxx) will not get better.
+            retryable=(code & 0xFF00) == 0xA700,
         )
 
 

@@ -149,3 +149,33 @@ def test_out_of_resources_is_retried_and_a_refusal_is_final(
     finally:
         busy.stop()
         refusing.stop()
+
+
+@pytest.mark.parametrize("warning", [0x0001, 0x0107, 0x0116, 0xB000])
+def test_a_warning_status_means_stored(
+    world: tuple[Database, SenderLoop, Path], warning: int
+) -> None:
+    db, sender, sr = world
+    peer = Peer(CAD_SR, warning, "coerced a value")
+    try:
+        delivery_id = _queue(db, sr, peer.port)
+        assert sender.run_once() is True
+        row = _delivery(db, delivery_id)
+        assert row.state == "delivered" and row.attempts == 1 and peer.received
+    finally:
+        peer.stop()
+
+
+def test_a_dataset_the_peer_calls_wrong_for_its_class_is_not_retried(
+    world: tuple[Database, SenderLoop, Path]
+) -> None:
+    db, sender, sr = world
+    peer = Peer(CAD_SR, 0xA900, "Data Set does not match SOP Class")
+    try:
+        delivery_id = _queue(db, sr, peer.port)
+        assert sender.run_once() is True
+        row = _delivery(db, delivery_id)
+        assert row.state == "dead" and row.attempts == 1
+        assert "0xA900" in row.last_error and "does not match SOP Class" in row.last_error
+    finally:
+        peer.stop()
