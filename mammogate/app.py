@@ -53,7 +53,9 @@ def release_leases_of_dead_processes(db: Database) -> None:
         for holder in lease_holders(session):
             parts = holder.split(":")
             if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
-                if int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1])):
+                # This process's own pid counts too: in a container every start is pid 1, and
+                # nothing of this process holds a lease before its threads start.
+                if int(parts[1]) == os.getpid() or not _pid_alive(int(parts[1])):
                     dead.append(holder)
         released = expire_leases(session, dead)
     if released:

@@ -52,6 +52,7 @@ def test_study_stored_before_a_kill_is_analysed_and_delivered_after_restart(
 
 
 def test_leases_held_by_a_dead_process_of_this_host_are_released_at_start(tmp_path: Path) -> None:
+    import os
     import socket
     import subprocess
     import sys
@@ -66,23 +67,26 @@ def test_leases_held_by_a_dead_process_of_this_host_are_released_at_start(tmp_pa
                           capture_output=True, text=True, check=True)
     dead_holder = f"{socket.gethostname()}:{int(gone.stdout)}:worker"
     live_holder = f"{socket.gethostname()}:1:worker"  # pid 1 is alive
+    # A container restarted: the new process has the pid the old one had (1, usually).
+    same_pid_holder = f"{socket.gethostname()}:{os.getpid()}:worker"
     settings = load_settings(None, node={"data_dir": str(tmp_path)})
     db = open_database(settings)
     try:
         then = utcnow() - timedelta(seconds=60)
         with db.session() as session:
-            for uid in ("1.2.3.1", "1.2.3.2"):
+            for uid in ("1.2.3.1", "1.2.3.2", "1.2.3.3"):
                 session.add(Study(study_instance_uid=uid, first_received_at=then,
                                   last_received_at=then, updated_at=then))
         with db.session() as session:
             settle_studies(session, 0)
-        for holder in (dead_holder, live_holder):
+        for holder in (dead_holder, same_pid_holder, live_holder):
             with db.session() as session:
                 assert claim_job(session, holder, lease_seconds=600) is not None
         release_leases_of_dead_processes(db)
         with db.session() as session:
-            job = claim_job(session, "restarted", lease_seconds=600)
-            assert job is not None and job.attempts == 2
+            for _ in range(2):
+                job = claim_job(session, "restarted", lease_seconds=600)
+                assert job is not None and job.attempts == 2
             assert claim_job(session, "restarted", lease_seconds=600) is None, "live lease kept"
             assert {j.locked_by for j in session.scalars(select(Job))} == {"restarted", live_holder}
     finally:
