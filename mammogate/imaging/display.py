@@ -7,12 +7,13 @@ sees on a For Presentation display), in the original pixel matrix and orientatio
 from __future__ import annotations
 
 import logging
+import struct
 from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi, apply_voi_lut
 
 from mammogate.imaging.errors import DicomReadError, PixelDecodeError, UnsupportedImageError
 
@@ -28,6 +29,7 @@ _DECODE_ERRORS = (
     IndexError,
     OSError,
     EOFError,
+    struct.error,  # an OW LUT Data shorter than its LUT Descriptor says
 )
 
 
@@ -113,10 +115,13 @@ def _voi_range(ds: Dataset, values: np.ndarray) -> tuple[float, float] | None:
     """The output range of the VOI transform, found by pushing extreme inputs through it."""
     if "VOILUTSequence" in ds:
         item = ds.VOILUTSequence[0]
-        lut = np.asarray(item.LUTData, dtype=np.float64).ravel()
-        if lut.size:
-            return float(lut.min()), float(lut.max())
-        return None
+        if item.get("LUTData") in (None, b"", []):
+            return None
+        # pydicom decodes LUT Data whether it was read as US or, in Implicit VR, as OW bytes
+        entries = int(item.LUTDescriptor[0]) or 65536
+        first = int(item.LUTDescriptor[1])
+        lut = np.asarray(apply_voi(np.arange(first, first + entries), ds, index=0), dtype=np.float64)
+        return float(lut.min()), float(lut.max())
     if "WindowCenter" in ds and "WindowWidth" in ds:
         extremes = np.array([values.min() - 1e6, values.max() + 1e6], dtype=np.float64)
         with np.errstate(over="ignore"):  # SIGMOID saturates at the extremes, as intended

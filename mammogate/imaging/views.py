@@ -42,6 +42,23 @@ _SNM3_VIEWS = {
     "G-8310": "SPECIMEN",
 }
 _SCT_VIEWS = {code[0]: view for view, code in VIEW_CODES.items()}
+# CID 4015 View Modifier for Mammography: the SCT code for each retired SNOMED-RT value.
+_SNM3_VIEW_MODIFIERS: dict[str, CodeTuple] = {
+    "R-102D4": ("399226006", "SCT", "Rolled Medial"),
+    "R-40AB3": ("442581004", "SCT", "Nipple in profile"),
+    "R-40AB2": ("442580003", "SCT", "Axillary tissue"),
+    "P2-00161": ("441752004", "SCT", "Anterior compression"),
+    "R-102C9": ("415670009", "SCT", "Rolled Superior"),
+    "R-102D7": ("399055006", "SCT", "Spot Compression"),
+    "R-102C2": ("399110001", "SCT", "tangential"),
+    "R-102D1": ("399011000", "SCT", "Axillary Tail"),
+    "R-102D6": ("399163009", "SCT", "Magnification"),
+    "R-102D5": ("399209000", "SCT", "Implant Displaced"),
+    "R-102D2": ("399161006", "SCT", "Cleavage"),
+    "R-40ABE": ("442593008", "SCT", "Infra-mammary fold"),
+    "R-102D3": ("399197002", "SCT", "Rolled Lateral"),
+    "R-102CA": ("414493004", "SCT", "Rolled Inferior"),
+}
 
 # CID 6022 Side.
 LATERALITY_CODES: dict[str, CodeTuple] = {
@@ -97,6 +114,13 @@ class ViewInfo:
 def view_code(view: str | None) -> CodeTuple | None:
     """The CID 4014 code for a view abbreviation, or None."""
     return VIEW_CODES.get(view.upper()) if view else None
+
+
+def view_modifier_code(value: str, scheme: str) -> CodeTuple | None:
+    """The CID 4015 SCT code for a retired SNOMED-RT (SNM3 / SRT) view modifier, or None."""
+    if scheme.strip().upper() not in {"SNM3", "SRT"}:
+        return None
+    return _SNM3_VIEW_MODIFIERS.get(value.strip())
 
 
 def laterality_code(laterality: str | None) -> CodeTuple | None:

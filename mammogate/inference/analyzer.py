@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
-from mammogate.imaging import ImagingError, read_dataset
+from mammogate.imaging import ImagingError, UnsupportedImageError, read_dataset
 from mammogate.imaging.render import render_overlay_png
 from mammogate.inference.bundle import ModelBundle, load_bundle
 from mammogate.inference.pipeline import (
@@ -117,6 +117,11 @@ class Analyzer:
                 continue
             try:
                 prepared = self.prepare(ds)
+            except UnsupportedImageError as exc:
+                # not a single-frame grayscale image (an RGB Secondary Capture labelled MG):
+                # out of scope, not a failure of the algorithm
+                skipped.append(_skipped(ds, str(exc), failed=False))
+                continue
             except ImagingError as exc:
                 logger.warning("image %s failed preprocessing: %s", ds.get("SOPInstanceUID"), exc)
                 skipped.append(_skipped(ds, str(exc), failed=True))

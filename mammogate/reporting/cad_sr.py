@@ -12,7 +12,9 @@ Layout of the content tree (DICOM_SR.md 1.4)::
     1.5      CONTAINS Summary of Analyses = Not Attempted
 
 Views that failed are in the Image Library too: their TID 4017 Detection Performed must
-reference them there, and the library may not be empty when no view could be analysed.
+reference them there, and the library may not be empty when no view could be analysed. A
+failed file with no header among the sources (it did not even read as DICOM, so it has no SOP
+Instance UID to reference) is left out of the SR.
 When nothing was even attempted (every image skipped as out of scope), the library lists
 the skipped images and both summaries say so (111245, 111225).
 
@@ -48,6 +50,8 @@ from mammogate.reporting.cad_templates import (
     DetectionPerformed,
     ImageLibraryEntry,
     SingleImageFinding,
+    valid_da,
+    valid_tm,
 )
 from mammogate.reporting.errors import ReportParseError, ReportWriteError, SourceMismatchError
 from mammogate.reporting.sr_items import ContentItemPath
@@ -94,7 +98,9 @@ def build_mammography_cad_sr(
     """A Mammography CAD SR for ``result``, ready to write as Part 10 (Explicit VR LE).
 
     ``sources`` are the headers of the study's images (pixel data not needed); patient and
-    study attributes and the Specific Character Set are copied from the first one.
+    study attributes and the Specific Character Set are copied from the first image of the
+    Image Library (the first analysed one when there is one), not from whatever object
+    arrived first.
     ``device_serial_number`` defaults to this host's name (where the model ran);
     ``software_versions`` to mammogate's and the model's versions.
 
@@ -104,7 +110,7 @@ def build_mammography_cad_sr(
     if not isinstance(result, StudyResult):
         raise TypeError(f"result must be a StudyResult, not {type(result).__name__}")
     headers = _index_sources(result, sources)
-    library = _library_images(result)
+    library = _library_images(result, headers)
     entries = [ImageLibraryEntry.from_source(_header(headers, uid)) for uid, _ in library]
     path_of = {uid: (*_IMAGE_LIBRARY_PATH, k) for k, (uid, _) in enumerate(library, start=1)}
     algorithm = algorithm_identification(result.model)
@@ -120,7 +126,9 @@ def build_mammography_cad_sr(
             )
 
     analysed = [path_of[i.sop_instance_uid] for i in result.images]
-    failed = [path_of[s.sop_instance_uid] for s in result.failed_images]
+    failed = [
+        path_of[s.sop_instance_uid] for s in result.failed_images if s.sop_instance_uid in path_of
+    ]
     content = [
         si.coded("HAS CONCEPT MOD", si.LANGUAGE_OF_CONTENT, si.ENGLISH_US),
         si.container("CONTAINS", si.IMAGE_LIBRARY, [e.to_item() for e in entries]),
@@ -135,8 +143,10 @@ def build_mammography_cad_sr(
     ]
 
     when = content_datetime or datetime.now()
+    first = _header(headers, library[0][0])
+    _warn_other_patients(first, sources)
     ds = _document(
-        sources[0],
+        first,
         result,
         series_instance_uid=series_instance_uid or generate_uid(),
         sop_instance_uid=sop_instance_uid or generate_uid(),
@@ -169,14 +179,28 @@ def build_mammography_cad_sr(
 
 
 def _copyable(element: DataElement) -> bool:
-    """False for a DA value that is not a real date (e.g. 00000000)."""
-    if element.VR != "DA" or not element.value:
+    """False for a DA or TM value that is not a real date or time (e.g. 00000000, 999999)."""
+    if element.VR not in ("DA", "TM") or not element.value:
         return True
-    try:
-        datetime.strptime(str(element.value), "%Y%m%d")
-    except ValueError:
-        return False
-    return True
+    valid = valid_da if element.VR == "DA" else valid_tm
+    return valid(str(element.value).strip())
+
+
+def _warn_other_patients(first: Dataset, sources: Sequence[Dataset]) -> None:
+    """Log (UIDs only: no patient data in the log) sources whose PatientID differs from the
+    header the SR's patient attributes are copied from."""
+    others = [
+        str(s.SOPInstanceUID) for s in sources if s.get("PatientID") != first.get("PatientID")
+    ]
+    if others:
+        logger.warning(
+            "study %s: %d source(s) have another PatientID than %s, whose patient attributes "
+            "the SR copies: %s",
+            first.get("StudyInstanceUID"),
+            len(others),
+            first.SOPInstanceUID,
+            ", ".join(others),
+        )
 
 
 def _index_sources(result: StudyResult, sources: Sequence[Dataset]) -> dict[str, Dataset]:
@@ -204,9 +228,13 @@ def _header(headers: dict[str, Dataset], uid: str) -> Dataset:
         raise SourceMismatchError(f"sources: no header for SOP Instance UID {uid}") from None
 
 
-def _library_images(result: StudyResult) -> list[tuple[str, ImageResult | SkippedImage]]:
-    attempted: list[ImageResult | SkippedImage] = [*result.images, *result.failed_images]
-    chosen = attempted or list(result.skipped)
+def _library_images(
+    result: StudyResult, headers: dict[str, Dataset]
+) -> list[tuple[str, ImageResult | SkippedImage]]:
+    # a failed file without a header did not read as DICOM: no SOP Instance UID to reference
+    failed = [s for s in result.failed_images if s.sop_instance_uid in headers]
+    attempted: list[ImageResult | SkippedImage] = [*result.images, *failed]
+    chosen = attempted or [s for s in result.skipped if not s.failed]
     if not chosen:
         raise ValueError("result has no images at all: nothing to report on")
     unique: dict[str, ImageResult | SkippedImage] = {}
@@ -325,11 +353,14 @@ def _document(
     serial = platform.node() if device_serial_number is None else device_serial_number
     if serial:
         ds.DeviceSerialNumber = serial[:64]
-    ds.SoftwareVersions = list(
-        software_versions
-        if software_versions is not None
-        else [f"mammogate {__version__}", f"{result.model.name} {result.model.version}"]
-    )
+    ds.SoftwareVersions = [
+        str(version)[:64]  # LO
+        for version in (
+            software_versions
+            if software_versions is not None
+            else [f"mammogate {__version__}", f"{result.model.name} {result.model.version}"]
+        )
+    ]
     ds.InstanceNumber = instance_number
     ds.CompletionFlag = "COMPLETE"
     ds.VerificationFlag = "UNVERIFIED"

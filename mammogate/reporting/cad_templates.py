@@ -13,20 +13,41 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from numbers import Real
 
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import RE_VALID_UID
 
-from mammogate.imaging.views import view_info
+from mammogate.imaging.views import view_info, view_modifier_code
 from mammogate.reporting import sr_items as si
 from mammogate.reporting.sr_items import ContentItemPath
 
 RENDERING_INTENTS = (si.PRESENTATION_REQUIRED, si.PRESENTATION_OPTIONAL, si.NOT_FOR_PRESENTATION)
 _DA = re.compile(r"^\d{8}$")
 _TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+
+
+def valid_da(value: str) -> bool:
+    """True for a DICOM DA that is a real calendar date (not 00000000, not 20241340)."""
+    if not _DA.fullmatch(value):
+        return False
+    try:
+        datetime.strptime(value, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+def valid_tm(value: str) -> bool:
+    """True for a DICOM TM whose hours, minutes and seconds are in range (not 999999); SS may
+    be 60, a leap second (PS3.5 6.2)."""
+    if not _TM.fullmatch(value):
+        return False
+    fields = (value[i : i + 2] for i in range(0, min(len(value), 6), 2))
+    return all(int(f) <= limit for f, limit in zip(fields, (23, 59, 60), strict=False))
 
 
 def _text(value: object, name: str) -> str:
@@ -147,10 +168,10 @@ class ImageLibraryEntry:
                 _text(patient_orientation[1], "patient_orientation[1]"),
             )
         self.patient_orientation = patient_orientation
-        self.study_date = self._matching(study_date, _DA, "study_date")
-        self.study_time = self._matching(study_time, _TM, "study_time")
-        self.content_date = self._matching(content_date, _DA, "content_date")
-        self.content_time = self._matching(content_time, _TM, "content_time")
+        self.study_date = self._matching(study_date, valid_da, "study_date")
+        self.study_time = self._matching(study_time, valid_tm, "study_time")
+        self.content_date = self._matching(content_date, valid_da, "content_date")
+        self.content_time = self._matching(content_time, valid_tm, "content_time")
         if pixel_spacing is not None:
             if not isinstance(pixel_spacing, tuple) or len(pixel_spacing) != 2:
                 raise ValueError("pixel_spacing must be a (row, column) pair in mm")
@@ -164,13 +185,13 @@ class ImageLibraryEntry:
         self.pixel_spacing = pixel_spacing
 
     @staticmethod
-    def _matching(value: str | None, pattern: re.Pattern[str], name: str) -> str | None:
+    def _matching(value: str | None, valid: Callable[[str], bool], name: str) -> str | None:
         if value is None:
             return None
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-        if not pattern.match(value):
-            raise ValueError(f"{name} is not a DICOM {'DA' if pattern is _DA else 'TM'}: {value!r}")
+        if not valid(value):
+            raise ValueError(f"{name} is not a DICOM {'DA' if valid is valid_da else 'TM'}: {value!r}")
         return value
 
     @classmethod
@@ -178,8 +199,9 @@ class ImageLibraryEntry:
         """The entry for a source image header, with the context rows its attributes allow.
 
         Attributes that are present but malformed (an unknown laterality, a view code
-        without a value, a single pixel spacing, a date that is not DA) are left out rather
-        than failing the whole report: the rows are conditional on the header anyway.
+        without a value, a single pixel spacing, a date or time that is not a real one such as
+        00000000) are left out rather than failing the whole report: the rows are conditional
+        on the header anyway.
         """
         view: Code | None = None
         modifiers: list[Code] = []
@@ -191,15 +213,19 @@ class ImageLibraryEntry:
             standard = view_info(source).view_code
             if standard is not None and view.scheme_designator != "SCT":
                 view = Code(*standard)
-            modifiers = [
-                si.code_of(m) for m in view_item.get("ViewModifierCodeSequence", []) if _is_code(m)
-            ]
+            for item in view_item.get("ViewModifierCodeSequence", []):
+                if not _is_code(item):
+                    continue
+                modifier = si.code_of(item)
+                # ... and so do retired view modifiers (SRT R-102D5 → CID 4015 SCT 399209000)
+                standard_modifier = view_modifier_code(modifier.value, modifier.scheme_designator)
+                modifiers.append(modifier if standard_modifier is None else Code(*standard_modifier))
         orientation = source.get("PatientOrientation")
         spacing = source.get("ImagerPixelSpacing") or source.get("PixelSpacing")
 
-        def matching(keyword: str, pattern: re.Pattern[str]) -> str | None:
+        def matching(keyword: str, valid: Callable[[str], bool]) -> str | None:
             value = str(source.get(keyword) or "").strip()
-            return value if pattern.match(value) else None
+            return value if valid(value) else None
 
         laterality = str(source.get("ImageLaterality") or "")
         return cls(
@@ -216,10 +242,10 @@ class ImageLibraryEntry:
                 and all(str(v).strip() for v in orientation)
                 else None
             ),
-            study_date=matching("StudyDate", _DA),
-            study_time=matching("StudyTime", _TM),
-            content_date=matching("ContentDate", _DA),
-            content_time=matching("ContentTime", _TM),
+            study_date=matching("StudyDate", valid_da),
+            study_time=matching("StudyTime", valid_tm),
+            content_date=matching("ContentDate", valid_da),
+            content_time=matching("ContentTime", valid_tm),
             pixel_spacing=(
                 (float(spacing[0]), float(spacing[1]))
                 if isinstance(spacing, Sequence)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from mammogate.imaging import (
     DicomReadError,
@@ -85,6 +85,32 @@ def test_ge_jpeg_lossless_decodes_through_gdcm_with_voi_lut() -> None:
     assert image.shape == (3062, 2394)
     assert 0.0 <= image.min() and image.max() <= 1.0
     assert image.std() > 0.05
+
+
+def test_voi_lut_read_as_ow_in_implicit_vr_gives_the_same_image(tmp_path: Path) -> None:
+    """In Implicit VR pydicom reads LUT Data (US or OW) as OW bytes: still a valid VOI LUT."""
+    source = shared_file("dicom", "vendor_samples", "fodicom_GH133_GE_SenographeEssential_RMLO.dcm")
+    reference = display_image(read_dataset(source))
+    ds = read_dataset(source)
+    ds.decompress()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    path = tmp_path / "implicit.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    implicit = read_dataset(path)
+    assert implicit.VOILUTSequence[0]["LUTData"].VR == "OW"
+    assert np.array_equal(display_image(implicit), reference)
+
+
+def test_synthetic_ow_lut_data_matches_us(synthetic_ds: Dataset) -> None:
+    lut = (4095 / (1 + np.exp(-(np.arange(4096) - 1900) / 600))).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 12]
+    item.add_new("LUTData", "US", lut.tolist())
+    synthetic_ds.VOILUTSequence = [item]
+    reference = display_image(synthetic_ds)
+    item.add_new("LUTData", "OW", lut.astype("<u2").tobytes())
+    assert np.array_equal(display_image(synthetic_ds), reference)
+    assert reference.min() < 0.1 and reference.max() > 0.9
 
 
 def test_rle_digitised_film_decodes() -> None:

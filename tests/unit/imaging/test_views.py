@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import pytest
 from pydicom import Dataset
+from pydicom.sr._snomed_dict import mapping as snomed_mapping
+from pydicom.sr.codedict import codes
 
 from mammogate.imaging import laterality_code, read_dataset, view_code, view_info
+from mammogate.imaging.views import view_modifier_code
 from tests.shared_data import shared_file
 
 CBIS = {
@@ -98,3 +101,16 @@ def test_codes_for_reporting() -> None:
     assert view_code("CC") == ("399162004", "SCT", "cranio-caudal")
     assert laterality_code("L") == ("80248007", "SCT", "Left breast")
     assert view_code(None) is None and laterality_code("X") is None
+
+
+def test_retired_view_modifier_codes_map_to_their_cid_4015_sct_codes() -> None:
+    assert view_modifier_code("R-102D5", "SRT") == ("399209000", "SCT", "Implant Displaced")
+    assert view_modifier_code(" R-102D6", "snm3") == ("399163009", "SCT", "Magnification")
+    assert view_modifier_code("399209000", "SCT") is None
+    assert view_modifier_code("R-10242", "SRT") is None  # a view, not a view modifier
+    # every CID 4015 code, as pydicom's tables (PS3.16) give it and its SNOMED-RT value
+    concepts = codes.CID4015.concepts.values()
+    assert len(concepts) == 14
+    for code in concepts:
+        retired = snomed_mapping["SCT"][code.value]
+        assert view_modifier_code(retired, "SRT") == (code.value, "SCT", code.meaning)

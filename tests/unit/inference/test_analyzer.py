@@ -107,6 +107,26 @@ def test_pixels_that_do_not_decode_become_a_failed_skipped_image(
     assert result.category in ("flagged", "not_flagged")
 
 
+def test_an_rgb_image_is_skipped_as_out_of_scope_not_failed(
+    analyzer: Analyzer, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path / "s", seed=9108, lesion=False, rows=256, columns=208)
+    rgb = study.paths[0]
+    ds = pydicom.dcmread(rgb)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture, Modality still MG
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.zeros((ds.Rows, ds.Columns, 3), dtype=np.uint8).tobytes()
+    ds.save_as(rgb)
+    result = analyzer.analyze_study(study.paths)
+    assert len(result.images) == 3
+    (skipped,) = result.skipped
+    assert skipped.sop_instance_uid == str(ds.SOPInstanceUID) and not skipped.failed
+    assert "grayscale" in skipped.reason
+    assert result.failed_images == ()
+
+
 def test_study_with_nothing_analysable_fails(analyzer: Analyzer, tmp_path: Path) -> None:
     study = write_study(tmp_path / "s", seed=9104, lesion=False, rows=256, columns=208)
     for path in study.paths[:2]:

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammogate import DISCLAIMER
-from mammogate.inference.results import ImageResult, ModelInfo, StudyResult
+from mammogate.inference.results import ImageResult, ModelInfo, SkippedImage, StudyResult
 from mammogate.reporting import (
     ReportParseError,
     ReportWriteError,
@@ -268,6 +268,43 @@ def test_retired_snomed_view_codes_become_their_sct_equivalents(
     assert (view.CodeValue, view.CodingSchemeDesignator) == ("399162004", "SCT")
 
 
+def test_retired_snomed_view_modifier_codes_become_their_sct_equivalents(
+    make_source: SourceFactory, study_uid: str, model: ModelInfo
+) -> None:
+    result, sources = scenario("findings", make_source, study_uid, model)
+    old = sources[0].ViewCodeSequence[0].ViewModifierCodeSequence[0]
+    old.CodeValue, old.CodingSchemeDesignator, old.CodeMeaning = "R-102D5", "SRT", "implant displaced"
+    ds = build_mammography_cad_sr(result, sources)
+    view = child(child(ds, "111028").ContentSequence[0], "111031")
+    modifier = child(view, "111032").ConceptCodeSequence[0]
+    assert (modifier.CodeValue, modifier.CodingSchemeDesignator) == ("399209000", "SCT")
+    assert modifier.CodeMeaning == "Implant Displaced"
+
+
+def test_a_failed_file_that_did_not_read_as_dicom_is_left_out(
+    make_source: SourceFactory, study_uid: str, model: ModelInfo, tmp_path: Path
+) -> None:
+    result, sources = scenario("failed_view", make_source, study_uid, model)
+    # the analyzer names an unreadable file by its name; no header exists for it
+    unreadable = SkippedImage("garbage.dcm", "", "", "cannot read garbage.dcm as DICOM", True)
+    result = study_result(study_uid, model, result.images, (*result.skipped, unreadable))
+    _, ds = write_and_read(build_mammography_cad_sr(result, sources), tmp_path)
+
+    library = [referenced_uid(i) for i in child(ds, "111028").ContentSequence]
+    assert library == [s.SOPInstanceUID for s in sources]  # lmlo failed with its header
+    failed = child(child(ds, "111064"), "111025")
+    targets = by_reference_targets(child(failed, "111022"), ds, "HAS PROPERTIES")
+    assert [referenced_uid(t) for t in targets] == [sources[3].SOPInstanceUID]
+
+    # only the unreadable file failed: every view that has a header succeeded
+    alone = study_result(study_uid, model, tuple(image_result(s) for s in sources), (unreadable,))
+    ds = build_mammography_cad_sr(alone, sources)
+    assert value(child(ds, "111017")) == "111241"
+    assert value(child(ds, "111064")) == "111222"
+    assert children(child(ds, "111064"), "111025") == []
+    assert len(child(ds, "111028").ContentSequence) == 4
+
+
 def test_failed_view_is_reported_under_failed_detections(
     make_source: SourceFactory, study_uid: str, model: ModelInfo
 ) -> None:
@@ -353,6 +390,67 @@ def test_an_invalid_source_birth_date_is_left_empty_not_copied(
     assert "PatientBirthDate" in ds and ds.PatientBirthDate == ""
     run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
     assert [ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("Error")] == []
+
+
+@needs_dciodvfy
+@needs_dsrdump
+@pytest.mark.filterwarnings("ignore:Invalid value for VR (DA|TM)")
+def test_invalid_source_dates_and_times_are_neither_copied_nor_in_the_library(
+    make_source: SourceFactory, study_uid: str, model: ModelInfo, tmp_path: Path
+) -> None:
+    result, sources = scenario("findings", make_source, study_uid, model)
+    for source in sources:
+        source.StudyDate, source.ContentDate = "00000000", "20241340"  # not calendar dates
+        source.StudyTime, source.ContentTime = "999999", "246000"  # not times of day
+    path, ds = write_and_read(build_mammography_cad_sr(result, sources), tmp_path)
+
+    assert ds.StudyDate == "" and ds.StudyTime == ""
+    for entry in child(ds, "111028").ContentSequence:
+        for code in ("111060", "111061", "111018", "111019"):
+            assert children(entry, code) == [], code
+    run = subprocess.run([DSRDUMP, "+Pt", str(path)], capture_output=True, text=True, check=False)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert [line for line in output.splitlines() if line.startswith(("E:", "F:"))] == []
+    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
+    assert [ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("Error")] == []
+
+
+def test_patient_attributes_come_from_the_first_analysed_image_not_the_first_arrival(
+    make_source: SourceFactory,
+    study_uid: str,
+    model: ModelInfo,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    result, sources = scenario("no_findings", make_source, study_uid, model)
+    stray = make_source("R", "CC")  # arrived first, out of scope, with another patient's data
+    stray.SpecificCharacterSet = "ISO_IR 100"
+    stray.PatientName, stray.PatientID, stray.AccessionNumber = "Other^Patient", "OTHER-9", "X9"
+    result = study_result(
+        study_uid, model, result.images, (skipped(stray, failed=False, reason="For Processing"),)
+    )
+    with caplog.at_level("WARNING", logger="mammogate.reporting.cad_sr"):
+        _, ds = write_and_read(build_mammography_cad_sr(result, [stray, *sources]), tmp_path)
+
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert str(ds.PatientName) == PATIENT_NAME
+    assert (ds.PatientID, ds.AccessionNumber) == ("MG-0001", "ACC123")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(stray.SOPInstanceUID) in warnings[0]
+    assert "OTHER-9" not in warnings[0] and "MG-0001" not in warnings[0]  # UIDs only
+
+
+def test_software_versions_are_cut_to_the_lo_limit(
+    make_source: SourceFactory, study_uid: str, tmp_path: Path
+) -> None:
+    long_name = ModelInfo(name="M" * 70, version="1.0", sha256="", operating_point=0.4)
+    result, sources = scenario("no_findings", make_source, study_uid, long_name)
+    _, ds = write_and_read(build_mammography_cad_sr(result, sources), tmp_path)
+    assert len(ds.ManufacturerModelName) == 64
+    assert [len(v) for v in ds.SoftwareVersions][1] == 64
+    ds = build_mammography_cad_sr(result, sources, software_versions=["v" * 65, "2"])
+    assert list(ds.SoftwareVersions) == ["v" * 64, "2"]
 
 
 def test_every_output_says_it_is_not_for_clinical_use(

@@ -15,6 +15,8 @@ from mammogate.reporting.cad_templates import (
     DetectionPerformed,
     ImageLibraryEntry,
     SingleImageFinding,
+    valid_da,
+    valid_tm,
 )
 
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -80,6 +82,10 @@ def test_algorithm_identification_rejects(
         ({"patient_orientation": ("P", "")}, ValueError, "patient_orientation[1]"),
         ({"study_date": 20240315}, TypeError, "study_date"),
         ({"study_date": "2024-03-15"}, ValueError, "study_date"),
+        ({"study_date": "00000000"}, ValueError, "study_date"),
+        ({"content_date": "20241340"}, ValueError, "content_date"),
+        ({"study_time": "999999"}, ValueError, "study_time"),
+        ({"content_time": "2460"}, ValueError, "content_time"),
         ({"study_time": "10:15"}, ValueError, "study_time"),
         ({"content_date": "202403"}, ValueError, "content_date"),
         ({"content_time": "1"}, ValueError, "content_time"),
@@ -175,6 +181,12 @@ def test_detection_performed_rejects(
     arguments: dict[str, Any] = {"algorithm": ALGORITHM, "image_paths": [(1, 2, 1)], **kwargs}
     with pytest.raises(error, match="^" + re.escape(argument)):
         DetectionPerformed(**arguments)
+
+
+def test_dates_and_times_must_be_real_ones() -> None:
+    assert valid_da("20240229") and not valid_da("20230229") and not valid_da("00000000")
+    assert all(valid_tm(t) for t in ("10", "1015", "101500", "235960.123456", "000000.0"))
+    assert not any(valid_tm(t) for t in ("24", "1060", "999999", "101500.", "10:15"))
 
 
 def test_code_meanings_have_no_invisible_characters() -> None:
