@@ -11,12 +11,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pydicom
 import pytest
 from sqlalchemy import select
 
 from mammogate.app import open_database
 from mammogate.config import load_settings
-from mammogate.db import Analysis, Database, Job, Study
+from mammogate.db import Analysis, Database, Instance, Job, Study
 from mammogate.dicom_node.scp import Scp
 from mammogate.dicom_node.spool import Spool
 from mammogate.dicom_node.worker import WorkerLoop
@@ -125,6 +126,42 @@ def test_an_image_arriving_during_the_analysis_gives_one_analysis_of_all_images(
             assert len(analyses) == 1, "exactly one analysis (and so one SR) for the study"
             assert row.state == "done" and row.instance_count == 4
             assert analysed == {image.sop_instance_uid for image in study.images}
+    finally:
+        scp.stop()
+        db.dispose()
+
+
+def test_a_spool_file_that_no_longer_reads_fails_its_view_not_the_study(
+    tmp_path: Path, study: SyntheticStudy
+) -> None:
+    db, scp, port = _node(tmp_path, "")
+    try:
+        require_tool(STORESCU)
+        sent = subprocess.run([STORESCU, "-aec", "MAMMOGATE", "127.0.0.1", str(port),
+                               *[str(i.path) for i in study.images]],
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        with db.session() as session:
+            damaged = session.scalars(select(Instance).order_by(Instance.id)).first()
+            assert damaged is not None
+            Path(damaged.path).write_bytes(b"not DICOM any more")  # a disk error, say
+        worker = WorkerLoop(scp.settings, db, "test-worker", shipped_analyzer)
+        worker.start_model()
+        _run_until_idle(worker)
+        with db.session() as session:
+            (row,) = session.scalars(select(Study)).all()
+            (analysis,) = session.scalars(select(Analysis)).all()
+            statuses = sorted(i.status for i in analysis.images)
+            reports = [r.path for r in analysis.reports]
+            assert row.state == "done", row.last_error
+            assert statuses == ["analysed", "analysed", "analysed", "failed"]
+            assert len(reports) == 1
+        sr = pydicom.dcmread(reports[0])
+        referenced = {item.ReferencedSOPInstanceUID
+                      for entry in sr.CurrentRequestedProcedureEvidenceSequence
+                      for series in entry.ReferencedSeriesSequence
+                      for item in series.ReferencedSOPSequence}
+        assert referenced == {i.sop_instance_uid for i in study.images} - {damaged.sop_instance_uid}
     finally:
         scp.stop()
         db.dispose()
