@@ -99,7 +99,8 @@ def _status(code: int, comment: str) -> Dataset:
 
 def _text(ds: Dataset, keyword: str, limit: int) -> str:
     value = ds.get(keyword, "")
-    return ("" if value is None else str(value))[:limit]
+    # PostgreSQL text cannot hold NUL, which some senders pad with
+    return ("" if value is None else str(value)).replace("\x00", "")[:limit]
 
 
 class StoreRefused(Exception):

@@ -563,11 +563,7 @@ def write_dataset(ds: Dataset, path: str | os.PathLike[str]) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         tmp = None
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_directory(target.parent)
     except OSError as exc:
         raise ReportWriteError(f"cannot write {target}: {exc}") from exc
     finally:
@@ -577,11 +573,21 @@ def write_dataset(ds: Dataset, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_report(ds: Dataset, directory: str | os.PathLike[str]) -> Path:
     """Write ``ds`` atomically as ``<directory>/<SOPInstanceUID>.dcm`` and return the path."""
     folder = Path(directory)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            _fsync_directory(folder.parent)  # the new folder's own entry survives a crash too
     except OSError as exc:
         raise ReportWriteError(f"cannot create {folder}: {exc}") from exc
     path = write_dataset(ds, folder / f"{ds.SOPInstanceUID}.dcm")

@@ -294,3 +294,18 @@ def test_concurrent_copies_of_one_instance_keep_exactly_the_first_committed(
     assert kept in {f"variant {i}" for i in range(len(variants))}
     assert len(scp.audit("duplicate-differs")) == len(variants) - 1
     assert [p.name for p in stored.parent.iterdir()] == [stored.name]  # no temp files left
+
+
+def test_a_nul_inside_a_patient_attribute_is_stored_on_every_database(
+    any_db_scp: RunningScp, study_files: list[Path], tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(study_files[0])
+    ds.PatientName = "DUPONT\x00^Hélène"  # a NUL inside a value (senders' C-string slips)
+    ds.AccessionNumber = "A\x001"
+    padded = tmp_path / "padded.dcm"
+    ds.save_as(padded, enforce_file_format=True)
+    result = any_db_scp.storescu(padded)
+    assert result.returncode == 0 and "Error" not in _status_of(result), _status_of(result)
+    with any_db_scp.db.session() as session:
+        study = session.scalars(select(Study)).one()
+        assert study.patient_name == "DUPONT^Hélène" and study.accession_number == "A1"
