@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("serve", "user", "config", "db"):
+        # The data directory (database, spool, reports, overlays) holds patient data: what
+        # these commands create there is readable by this user only.
+        os.umask(0o077)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -129,6 +129,11 @@ class SenderSettings(_Section):
     lease_seconds: float = Field(300.0, gt=0)
     calling_ae_title: str = ""  # empty: dicom.ae_title
 
+    @field_validator("calling_ae_title")
+    @classmethod
+    def _ae(cls, v: str) -> str:
+        return _check_ae_title(v, "sender.calling_ae_title") if v else v
+
 
 class Destination(_Section):
     name: str = Field(min_length=1, max_length=64)

@@ -8,13 +8,14 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Litestar
 from litestar.config.csrf import CSRFConfig
-from litestar.datastructures import ResponseHeader
+from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
 from litestar.middleware.session.client_side import ClientSideSessionBackend, CookieBackendConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.security.session_auth import SessionAuth
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
+from litestar.types import Message, Scope
 from sqlalchemy.orm import Session
 
 from mammogate.config.settings import Settings
@@ -40,17 +41,22 @@ CSRF_COOKIE = "mammogate_csrf"
 # Open to anonymous visitors; every other path needs a signed-in user.
 PUBLIC_PATHS = [r"^/login$", r"^/static/", r"^/healthz$"]
 
-SECURITY_HEADERS = [
-    ResponseHeader(
-        name="Content-Security-Policy",
-        value="default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    ),
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="Referrer-Policy", value="same-origin"),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-    ResponseHeader(name="Cache-Control", value="no-store"),
-]
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",  # patient data stays out of shared and browser caches
+}
+
+
+async def _add_security_headers(message: Message, _scope: Scope) -> None:
+    """On every response: pages, redirects, error pages, static files alike."""
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message=message)
+        for name, value in SECURITY_HEADERS.items():
+            headers[name] = value
 
 
 def _template_engine() -> JinjaTemplateEngine:
@@ -117,7 +123,7 @@ def create_app(settings: Settings, db: Database) -> Litestar:
         csrf_config=csrf,
         template_config=TemplateConfig(instance=_template_engine()),
         exception_handlers=EXCEPTION_HANDLERS,
-        response_headers=SECURITY_HEADERS,
+        before_send=[_add_security_headers],
         openapi_config=None,
         logging_config=None,
         debug=False,

@@ -205,8 +205,10 @@ class AuthController(Controller):
         data: URLEncodedBody[LoginForm],
     ) -> Template | Redirect:
         target = safe_next(data.next)
-        username = data.username.strip()[:128]
-        user = verify_local_user(db_session, username, data.password) if username else None
+        # A NUL cannot be in a name or a password (and PostgreSQL text cannot hold one).
+        username = data.username.replace("\x00", "").strip()[:128]
+        valid = bool(username) and "\x00" not in data.username + data.password
+        user = verify_local_user(db_session, username, data.password) if valid else None
         if user is None:
             db_session.add(AuditEntry(at=utcnow(), actor=username, action="sign-in failed"))
             log.info("sign-in failed")

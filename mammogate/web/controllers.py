@@ -68,12 +68,15 @@ class StudyController(Controller):
     @get("/images/{sop_instance_uid:str}/overlay.png", sync_to_thread=True)
     def overlay(
         self,
+        request: AnyRequest,
         db_session: DbSession,
         data_dir: DataDir,
         study_instance_uid: FromPath[str],
         sop_instance_uid: FromPath[str],
     ) -> File:
         path = overlay_for(db_session, study_instance_uid, sop_instance_uid, data_dir)
+        # the overlay is the patient's image: as much patient data as the detail page
+        _record_access(db_session, request, "image viewed", study_instance_uid)
         return File(path, media_type="image/png", content_disposition_type="inline")
 
 

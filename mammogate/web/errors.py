@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.response import Redirect, Template
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ def handle_not_authorized(
 ) -> Response[Any]:
     if _is_api(request):
         return _error_response(request, 401, "Sign-in required", "sign in to use the API")
+    if request.method != "GET":  # e.g. signing out after the session expired: nowhere to return
+        return Redirect("/login", status_code=303)
     target = request.url.path
     if request.url.query:
         target += "?" + request.url.query
@@ -108,6 +110,14 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         )
     elif status_code == 404 and message == "Not Found":
         message = f"There is no page at {request.url.path}."
+    elif isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        problems = [
+            f"{item.get('key')}: {item.get('message')}"
+            for item in exc.extra
+            if isinstance(item, dict) and item.get("key")
+        ]
+        if problems:  # which parameter, and what it must be
+            message = "; ".join(problems)
     return _error_response(request, status_code, title, message)
 
 

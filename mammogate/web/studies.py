@@ -6,6 +6,7 @@ JSON API never touch a live ORM object.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,8 @@ from mammogate.db import Analysis, AnalysisImage, Delivery, Report, Study
 from mammogate.web.errors import NotFoundError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,14 @@ def _latest_analyses(session: Session, study_ids: list[int]) -> dict[int, Analys
     return {a.study_id: a for a in analyses}
 
 
+def _check_uid(uid: str, what: str) -> str:
+    if len(uid) > 64 or not _UID.fullmatch(uid):
+        raise NotFoundError(f"{what} {uid!r} is not a DICOM UID (digits and dots, at most 64).")
+    return uid
+
+
 def _get_study(session: Session, study_instance_uid: str) -> Study:
+    _check_uid(study_instance_uid, "Study Instance UID")
     study = session.scalar(select(Study).where(Study.study_instance_uid == study_instance_uid))
     if study is None:
         raise NotFoundError(f"There is no study with Study Instance UID {study_instance_uid}.")
@@ -288,6 +298,7 @@ def overlay_for(
 ) -> Path:
     """The overlay of one image in the study's latest analysis that has that image."""
     study = _get_study(session, study_instance_uid)
+    _check_uid(sop_instance_uid, "SOP Instance UID")
     overlay_path = session.scalar(
         select(AnalysisImage.overlay_path)
         .join(Analysis, AnalysisImage.analysis_id == Analysis.id)

@@ -37,6 +37,18 @@ def test_serve_refuses_public_bind_with_empty_allow_list(tmp_path: Path) -> None
     assert "dicom.bind" in result.stderr and "accept_any_calling_ae" in result.stderr
 
 
+def test_what_the_node_writes_to_its_data_directory_only_its_user_can_read(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.write_config()
+    node.run_cli("user", "add", "bob", "--role", "admin", "--password-stdin", stdin="pw-123456789\n")
+    data_dir = node.root / "var"
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    written = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "mammogate.sqlite3" for p in written)
+    for path in written:  # the database (patients, password hashes, audit log) included
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
+
+
 def test_user_add_rejects_bad_role_and_duplicate(tmp_path: Path) -> None:
     node = Node(tmp_path)
     node.write_config()

@@ -53,6 +53,7 @@ def test_public_bind_with_empty_allow_list_is_refused(tmp_path: Path) -> None:
         ('[dicom]\nsettle_secs = 3\n', "dicom.settle_secs"),
         ('[database]\nurl = "mysql://x"\n', "database.url"),
         ('[[routes]]\ndestinations = ["nowhere"]\n', "routes.destinations"),
+        ('[sender]\ncalling_ae_title = "BAD\\\\TITLE"\n', "sender.calling_ae_title"),
         ('[[destinations]]\nname = "p"\nkind = "ftp"\nae_title = "A"\nhost = "h"\nport = 1\n',
          "destinations.0.kind"),
     ],
