@@ -37,10 +37,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mammogate.app import PolicyError, serve
     from mammogate.db import DatabaseError
     from mammogate.inference import InferenceError
+    from mammogate.web import SessionKeyError
 
     try:
         return serve(settings)
-    except (InferenceError, DatabaseError) as exc:
+    except (InferenceError, DatabaseError, SessionKeyError) as exc:
         log.critical("cannot start: %s", exc)
         return 1
     except PolicyError as exc:

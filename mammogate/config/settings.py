@@ -42,7 +42,12 @@ class _Section(BaseModel):
 
 class NodeSettings(_Section):
     data_dir: Path = Path("var")
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
 
 
 class DicomSettings(_Section):
@@ -129,6 +134,15 @@ class SenderSettings(_Section):
     lease_seconds: float = Field(300.0, gt=0)
     calling_ae_title: str = ""  # empty: dicom.ae_title
 
+    @model_validator(mode="after")
+    def _backoff(self) -> SenderSettings:
+        if self.retry_max_seconds < self.retry_initial_seconds:
+            raise ValueError(
+                f"sender.retry_max_seconds ({self.retry_max_seconds}) is less than "
+                f"sender.retry_initial_seconds ({self.retry_initial_seconds})"
+            )
+        return self
+
     @field_validator("calling_ae_title")
     @classmethod
     def _ae(cls, v: str) -> str:
@@ -139,7 +153,7 @@ class Destination(_Section):
     name: str = Field(min_length=1, max_length=64)
     kind: Literal["dimse"] = "dimse"
     ae_title: str
-    host: str
+    host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
 
     @field_validator("ae_title")

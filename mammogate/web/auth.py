@@ -59,6 +59,8 @@ def create_local_user(db: Database, username: str, role: str, password: str) -> 
     username = username.strip()
     if not username:
         raise ValueError("username: must not be empty")
+    if len(username) > 128 or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in username):
+        raise ValueError("username: at most 128 characters, no control characters")
     if role not in ROLES:
         raise ValueError(f"role: {role!r} is not a role; use one of {', '.join(ROLES)}")
     if not password:
@@ -221,6 +223,11 @@ class AuthController(Controller):
         user.last_login_at = utcnow()
         db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in"))
         log.info("user %s signed in", user.username)
+        previous = request.session.get("sid") if request.session else None
+        if isinstance(previous, str):  # signing in over another sign-in ends that one
+            earlier = db_session.get(WebSession, previous)
+            if earlier is not None and earlier.revoked_at is None:
+                earlier.revoked_at = utcnow()
         request.clear_session()
         session_id = secrets.token_hex(32)
         db_session.add(WebSession(id=session_id, user_id=user.id, created_at=utcnow()))

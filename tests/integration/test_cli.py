@@ -49,6 +49,16 @@ def test_what_the_node_writes_to_its_data_directory_only_its_user_can_read(tmp_p
         assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
 
 
+def test_serve_with_a_too_short_session_key_says_so_in_one_line(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.write_config()
+    env = {**node.env(), "MAMMOGATE_SESSION_KEY": "short"}
+    result = subprocess.run([*node.executable, "serve", "--config", str(node.config_path)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1
+    assert "session key of 5 characters" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_user_add_rejects_bad_role_and_duplicate(tmp_path: Path) -> None:
     node = Node(tmp_path)
     node.write_config()

@@ -171,6 +171,27 @@ def test_a_copied_session_cookie_is_worthless_after_sign_out(
         assert sign_in_row.revoked_at is not None
 
 
+def test_signing_in_again_ends_the_earlier_sign_in(
+    client: TestClient[Litestar], app: Litestar, db: Database
+) -> None:
+    sign_in(client, "ada")
+    earlier = dict(client.cookies)
+    sign_in(client, "vic")  # the same browser, another account
+    with TestClient(app=app) as other:
+        other.cookies.update(earlier)
+        assert other.get("/", follow_redirects=False).status_code == 303
+    with db.session() as session:
+        rows = session.scalars(select(WebSession).order_by(WebSession.created_at)).all()
+        assert [r.revoked_at is not None for r in rows] == [True, False]
+
+
+def test_user_names_are_bounded_and_printable(db: Database) -> None:
+    with pytest.raises(ValueError, match="at most 128 characters"):
+        create_local_user(db, "x" * 129, "viewer", "long enough pw")
+    with pytest.raises(ValueError, match="no control characters"):
+        create_local_user(db, "eve\nadmin signed in", "viewer", "long enough pw")
+
+
 def test_viewer_cannot_open_admin(client: TestClient[Litestar]) -> None:
     sign_in(client, "vic")
     response = client.get("/admin")
