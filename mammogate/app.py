@@ -97,6 +97,8 @@ def serve(settings: Settings) -> int:
     release_leases_of_dead_processes(db)
     scp = Scp(settings, db, Spool(settings.spool_dir))
     check_calling_ae_policy(settings, scp.ae.require_calling_aet)
+    if settings.web.exposure_warning:
+        log.warning("%s", settings.web.exposure_warning)
     def make_analyzer() -> Analyzer:
         analyzer = Analyzer(bundle)
         analyzer.model  # noqa: B018 -- load TensorFlow and the weights now, not at the first study

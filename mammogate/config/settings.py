@@ -99,6 +99,17 @@ class WebSettings(_Section):
     session_max_age_seconds: int = Field(8 * 3600, gt=0)
     secure_cookies: bool = False  # set true behind TLS
 
+    @property
+    def exposure_warning(self) -> str | None:
+        """What is unsafe about serving the portal like this, if anything."""
+        if _is_loopback(self.bind) or self.secure_cookies:
+            return None
+        return (
+            f"web.bind = {self.bind!r} serves the portal beyond this machine while "
+            "web.secure_cookies is false: sign-in cookies and patient data travel in clear "
+            "unless a TLS proxy is in front; put one there and set web.secure_cookies = true"
+        )
+
 
 class DatabaseSettings(_Section):
     url: str = ""  # empty: SQLite in data_dir

@@ -77,3 +77,13 @@ def test_missing_and_malformed_files_are_clear(tmp_path: Path) -> None:
     bad.write_text("[dicom\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(bad)
+
+
+def test_a_portal_served_beyond_loopback_without_tls_is_warned_about(tmp_path: Path) -> None:
+    assert load_settings(None, node={"data_dir": str(tmp_path)}).web.exposure_warning is None
+    exposed = load_settings(None, node={"data_dir": str(tmp_path)}, web={"bind": "0.0.0.0"})
+    assert exposed.web.exposure_warning is not None
+    assert "web.secure_cookies" in exposed.web.exposure_warning
+    behind_tls = load_settings(None, node={"data_dir": str(tmp_path)},
+                               web={"bind": "0.0.0.0", "secure_cookies": True})
+    assert behind_tls.web.exposure_warning is None
