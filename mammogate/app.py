@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def worker_id(role: str) -> str:
+    """Who holds a lease. Host names must be unique per node (they are under Docker and Compose
+    by default): a lease of this host and pid that this process did not take is released at
+    start, as its holder is an earlier run of the node."""
     return f"{socket.gethostname()}:{os.getpid()}:{role}"
 
 

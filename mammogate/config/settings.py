@@ -47,7 +47,10 @@ class NodeSettings(_Section):
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:
-        return v.strip().upper() if isinstance(v, str) else v
+        if not isinstance(v, str):
+            return v
+        level = v.strip().upper()
+        return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)  # logging's aliases
 
 
 class DicomSettings(_Section):
@@ -147,7 +150,14 @@ class SenderSettings(_Section):
 
     @model_validator(mode="after")
     def _backoff(self) -> SenderSettings:
-        if self.retry_max_seconds < self.retry_initial_seconds:
+        given = {"retry_initial_seconds", "retry_max_seconds"} & self.model_fields_set
+        # One given alone: the default of the other follows it (retry_max_seconds = 5 alone
+        # means every 5 s). Both given and contradictory: say so.
+        if given == {"retry_max_seconds"}:
+            self.retry_initial_seconds = min(self.retry_initial_seconds, self.retry_max_seconds)
+        elif given == {"retry_initial_seconds"}:
+            self.retry_max_seconds = max(self.retry_max_seconds, self.retry_initial_seconds)
+        elif self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError(
                 f"sender.retry_max_seconds ({self.retry_max_seconds}) is less than "
                 f"sender.retry_initial_seconds ({self.retry_initial_seconds})"

@@ -104,8 +104,7 @@ class WorkerLoop:
                 log.info("study %s settled: analysis queued", study.study_instance_uid)
             for abandoned in give_up_abandoned_jobs(session, cfg.max_attempts):
                 log.error("job %d given up: %s", abandoned.id, abandoned.last_error)
-                if abandoned.study_id is not None:
-                    self._study_failed(session, abandoned.study_id, abandoned.last_error)
+                self._study_failed(session, abandoned, abandoned.last_error)
         with self.db.session() as session:
             job = claim_job(session, self.worker_id, cfg.lease_seconds, cfg.max_attempts)
             if job is None:
@@ -273,19 +272,22 @@ class WorkerLoop:
                 return
             final = fail_job(job, error, max_attempts=cfg.max_attempts, retry_seconds=cfg.retry_seconds)
             if final:
-                self._study_failed(session, study_id, error)
+                self._study_failed(session, job, error)
             else:
                 if study is not None and study.state == "processing":
                     study.state = "queued"
                     study.updated_at = utcnow()
 
     @staticmethod
-    def _study_failed(session: Session, study_id: int, error: str) -> None:
-        study = session.get(Study, study_id)
-        if study is None:
+    def _study_failed(session: Session, job: Job, error: str) -> None:
+        """The study of a job that failed for good ends failed, unless another analysis of it
+        follows (new images came) or a newer one is queued, running or done."""
+        study = None if job.study_id is None else session.get(Study, job.study_id)
+        if study is None or analysis_superseded(session, job, study):
             return
         study.last_error = error
-        if study.state == "processing":  # "receiving": new images came, a new analysis follows
+        # "queued" too: a worker may die between claiming the job and marking the study
+        if study.state in ("queued", "processing"):
             study.state = "failed"
         study.updated_at = utcnow()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pydicom
@@ -17,7 +18,8 @@ from sqlalchemy import select
 
 from mammogate.app import open_database
 from mammogate.config import load_settings
-from mammogate.db import Analysis, Database, Instance, Job, Study
+from mammogate.db import Analysis, Database, Instance, Job, Study, utcnow
+from mammogate.db.queue import claim_job, settle_studies
 from mammogate.dicom_node.scp import Scp
 from mammogate.dicom_node.spool import Spool
 from mammogate.dicom_node.worker import WorkerLoop
@@ -164,4 +166,49 @@ def test_a_spool_file_that_no_longer_reads_fails_its_view_not_the_study(
         assert referenced == {i.sop_instance_uid for i in study.images} - {damaged.sop_instance_uid}
     finally:
         scp.stop()
+        db.dispose()
+
+
+@pytest.mark.parametrize("newer_job", [False, True], ids=["only-job", "newer-job-done"])
+def test_a_worker_dying_right_after_its_last_claim_fails_the_study_unless_a_newer_job_has_it(
+    tmp_path: Path, database_url: str, newer_job: bool
+) -> None:
+    settings = load_settings(
+        None, node={"data_dir": str(tmp_path / "var")}, database={"url": database_url},
+        worker={"max_attempts": 1},
+    )
+    db = open_database(settings)
+    try:
+        then = utcnow() - timedelta(seconds=60)
+        with db.session() as session:
+            session.add(Study(study_instance_uid="1.2.3.9", first_received_at=then,
+                              last_received_at=then, updated_at=then))
+        with db.session() as session:
+            settle_studies(session, 0)
+        with db.session() as session:  # claimed; the holder dies before it marks the study
+            dead = claim_job(session, "gone:1:worker", lease_seconds=60, max_attempts=1)
+            assert dead is not None
+            dead.lease_until = utcnow() - timedelta(seconds=1)
+            if newer_job:
+                study = session.get(Study, dead.study_id)
+                assert study is not None
+                session.add(Job(kind=dead.kind, study_id=study.id, state="done", run_after=then,
+                                created_at=then))
+                study.state = "done"
+
+        def no_model() -> Analyzer:
+            raise AssertionError("nothing is left to analyse")
+
+        worker = WorkerLoop(settings, db, "test-worker", no_model)
+        assert worker.run_once() is False
+        with db.session() as session:
+            (row,) = session.scalars(select(Study)).all()
+            states = [j.state for j in session.scalars(select(Job).order_by(Job.id))]
+            if newer_job:
+                assert (row.state, row.last_error) == ("done", "")
+                assert states == ["failed", "done"]
+            else:
+                assert row.state == "failed" and "worker stopped" in row.last_error
+                assert states == ["failed"]
+    finally:
         db.dispose()

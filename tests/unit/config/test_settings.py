@@ -87,3 +87,20 @@ def test_a_portal_served_beyond_loopback_without_tls_is_warned_about(tmp_path: P
     behind_tls = load_settings(None, node={"data_dir": str(tmp_path)},
                                web={"bind": "0.0.0.0", "secure_cookies": True})
     assert behind_tls.web.exposure_warning is None
+
+
+def test_a_backoff_key_given_alone_moves_the_default_of_the_other(tmp_path: Path) -> None:
+    def sender(**keys: float) -> tuple[float, float]:
+        loaded = load_settings(None, node={"data_dir": str(tmp_path)}, sender=keys).sender
+        return loaded.retry_initial_seconds, loaded.retry_max_seconds
+
+    assert sender(retry_max_seconds=5) == (5, 5)
+    assert sender(retry_initial_seconds=1200) == (1200, 1200)
+    assert sender(retry_initial_seconds=0, retry_max_seconds=0) == (0, 0)
+
+
+@pytest.mark.parametrize(("given", "level"), [("warn", "WARNING"), ("fatal", "CRITICAL"),
+                                              (" debug ", "DEBUG")])
+def test_log_level_takes_loggings_names_and_aliases(tmp_path: Path, given: str, level: str) -> None:
+    loaded = load_settings(None, node={"data_dir": str(tmp_path), "log_level": given})
+    assert loaded.node.log_level == level
