@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import Orthanc
+from tests.peers import Orthanc, postgres_database
 
 
 @pytest.fixture
@@ -17,3 +17,13 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
         yield pacs
     finally:
         pacs.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The same test on the embedded SQLite ("") and on a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield ""
+    else:
+        with postgres_database() as url:
+            yield url

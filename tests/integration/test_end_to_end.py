@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
 import pydicom
-import pytest
 
 from mammogate.inference import Analyzer, load_bundle
 from mammogate.reporting.cad_sr import read_cad_sr
@@ -24,21 +22,11 @@ from tests.peers import (
     Node,
     Orthanc,
     pixelmed_sr_validation,
-    postgres_database,
     wait_until,
 )
 
 PASSWORD = "correct horse battery staple"
 CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield ""
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def destination(orthanc: Orthanc) -> dict[str, object]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from mammogate.dicom_node.worker import WorkerLoop
 from mammogate.inference import Analyzer, load_bundle
 from mammogate.inference.results import StudyResult
 from mammogate.training.synthetic import SyntheticStudy, write_study
-from tests.peers import STORESCU, free_port, postgres_database, require_tool
+from tests.peers import STORESCU, free_port, require_tool
 
 SETTLE = 0.3
 _analyzer: Analyzer | None = None
@@ -58,15 +58,6 @@ class LateImage:
             if self.then_fail:
                 raise OSError("simulated read error after the late image")
         return result
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield ""
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 @pytest.fixture
