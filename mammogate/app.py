@@ -98,7 +98,11 @@ def serve(settings: Settings) -> int:
 
     db = open_database(settings)
     release_leases_of_dead_processes(db)
-    scp = Scp(settings, db, Spool(settings.spool_dir))
+    spool = Spool(settings.spool_dir)
+    swept = spool.sweep_incoming(settings.dicom.stale_incoming_seconds)
+    if swept:
+        log.warning("removed %d half-received files an earlier run left in the spool", swept)
+    scp = Scp(settings, db, spool)
     check_calling_ae_policy(settings, scp.ae.require_calling_aet)
     if settings.web.exposure_warning:
         log.warning("%s", settings.web.exposure_warning)

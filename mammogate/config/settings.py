@@ -65,6 +65,9 @@ class DicomSettings(_Section):
     network_timeout: float = Field(60.0, gt=0)
     maximum_pdu_size: int = Field(0, ge=0)  # 0: unlimited
     maximum_associations: int = Field(10, ge=1)
+    # A half-received file (".incoming-*.tmp") a crash left in the spool is removed at start
+    # once it is this old: older than any C-STORE still in flight on a node sharing the spool.
+    stale_incoming_seconds: float = Field(3600.0, ge=0)
 
     @field_validator("ae_title")
     @classmethod

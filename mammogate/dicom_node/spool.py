@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +103,17 @@ class Spool:
 
     def discard(self, spooled: SpooledFile) -> None:
         spooled.temporary.unlink(missing_ok=True)
+
+    def sweep_incoming(self, older_than_seconds: float) -> int:
+        """Remove the temporary files of C-STOREs a crash interrupted (never answered Success,
+        so the sender still has the image), once older than ``older_than_seconds``."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for leftover in self.root.glob("*/.incoming-*.tmp"):
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # another node sharing the spool took it first
+        return removed

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from mammogate.config import ConfigError, load_settings
+from mammogate.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -17,6 +19,21 @@ def test_example_config_loads_and_resolves_data_dir_beside_the_file() -> None:
         "var/mammogate.sqlite3")
     assert [d.name for d in settings.destinations] == ["pacs"]
     assert settings.routes[0].objects == ["cad_sr"]
+
+
+def test_the_example_lists_every_key_with_its_default() -> None:
+    example = tomllib.loads((REPO / "mammogate.example.toml").read_text())
+    defaults = load_settings(None)
+    for section, field in Settings.model_fields.items():
+        keys = getattr(field.annotation, "model_fields", None)
+        if keys is None:  # destinations and routes: lists of tables, shown by example
+            continue
+        written = example.get(section, {})
+        assert sorted(keys) == sorted(written), f"[{section}] in the example"
+        for key, value in written.items():
+            if (section, key) in {("node", "data_dir"), ("dicom", "allowed_calling_ae_titles")}:
+                continue
+            assert getattr(getattr(defaults, section), key) == value, f"{section}.{key}"
 
 
 def test_environment_overrides_scalars_and_replaces_lists_whole(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,16 @@ def test_unwritable_spool_raises_spool_error(tmp_path: Path) -> None:
     (tmp_path / "1.2").write_bytes(b"a file where the study folder must go")
     with pytest.raises(SpoolError, match="cannot write"):
         spool.write(b"x", "1.2", "1.2.3")
+
+
+def test_sweep_removes_only_half_received_files_older_than_the_limit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    kept = spool.commit(spool.write(b"stored", "1.2", "1.2.1"))
+    old = spool.write(b"a crash interrupted me", "1.2", "1.2.2").temporary
+    in_flight = spool.write(b"still arriving", "1.3", "1.3.1").temporary
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    os.utime(kept, (two_hours_ago, two_hours_ago))  # stored files are never swept, however old
+    assert spool.sweep_incoming(3600) == 1
+    assert not old.exists() and in_flight.exists() and kept.read_bytes() == b"stored"
+    assert spool.sweep_incoming(3600) == 0
