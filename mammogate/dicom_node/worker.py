@@ -113,19 +113,11 @@ class WorkerLoop:
         if kind != ANALYZE or study_id is None:
             self._fail_for_good(job_id, f"unknown job kind {kind!r}")
             return True
-        # The study in a transaction of its own, locked before its job: the SCP locks a study and
-        # then its jobs, and the same order everywhere keeps PostgreSQL free of deadlocks.
-        with self.db.session() as session:
-            claimed = session.get(Study, study_id, with_for_update=True)
-            job = session.get(Job, job_id)
-            assert claimed is not None and job is not None
-            if job.state != "running" or job.locked_by != self.worker_id:
-                return True  # taken over between the two transactions (lease expired)
-            if analysis_superseded(session, job, claimed):
-                supersede_job(job)
-                log.info("job %d superseded: study %s changed since it was queued",
-                         job_id, claimed.study_instance_uid)
+        with self.db.session() as session:  # a transaction of its own: see _still_ours
+            owned = self._still_ours(session, job_id, study_id, "not starting it")
+            if owned is None:
                 return True
+            claimed = owned[0]
             claimed.state = "processing"
             claimed.updated_at = utcnow()
         try:
@@ -164,17 +156,10 @@ class WorkerLoop:
             sr_path = save_report(sr, self.settings.reports_dir / study_uid)
 
         with self.db.session() as session:
-            study = session.get(Study, study_id, with_for_update=True)  # before the job: see run_once
-            job = session.get(Job, job_id)
-            assert study is not None and job is not None
-            if job.state != "running" or job.locked_by != self.worker_id:
-                log.warning("job %d was taken over (lease expired); dropping this result", job_id)
+            owned = self._still_ours(session, job_id, study_id, "dropping this result")
+            if owned is None:
                 return
-            if analysis_superseded(session, job, study):
-                supersede_job(job)
-                log.info("job %d superseded: study %s received more images during the analysis; "
-                         "dropping this result for the next one", job_id, study_uid)
-                return
+            study, job = owned
             analysis = record_analysis(
                 session, study, result, job_id=job_id, worker=self.worker_id, overlays=overlays
             )
@@ -261,22 +246,39 @@ class WorkerLoop:
         log.error("analysis job %d failed: %s", job_id, error)
         cfg = self.settings.worker
         with self.db.session() as session:
-            study = session.get(Study, study_id, with_for_update=True)  # before the job: see run_once
-            job = session.get(Job, job_id)
-            assert job is not None
-            if job.state != "running" or job.locked_by != self.worker_id:
-                log.warning("job %d was taken over (lease expired); not recording this failure", job_id)
+            owned = self._still_ours(session, job_id, study_id, "not recording this failure")
+            if owned is None:
                 return
-            if study is not None and analysis_superseded(session, job, study):
-                supersede_job(job)  # the next analysis of the study replaces this one
-                return
+            study, job = owned
             final = fail_job(job, error, max_attempts=cfg.max_attempts, retry_seconds=cfg.retry_seconds)
             if final:
                 self._study_failed(session, job, error)
             else:
-                if study is not None and study.state == "processing":
+                if study.state == "processing":
                     study.state = "queued"
                     study.updated_at = utcnow()
+
+    def _still_ours(
+        self, session: Session, job_id: int, study_id: int, otherwise: str
+    ) -> tuple[Study, Job] | None:
+        """The study (locked) and this worker's job on it, if the job still stands; None if its
+        lease expired and another worker took it, or if it is superseded (then marked so).
+
+        The study is locked before its job: the SCP locks a study and then its jobs, and the
+        same order everywhere keeps PostgreSQL free of deadlocks.
+        """
+        study = session.get(Study, study_id, with_for_update=True)
+        job = session.get(Job, job_id)
+        assert study is not None and job is not None
+        if job.state != "running" or job.locked_by != self.worker_id:
+            log.warning("job %d was taken over (lease expired); %s", job_id, otherwise)
+            return None
+        if analysis_superseded(session, job, study):
+            supersede_job(job)
+            log.info("job %d superseded: study %s changed since it was queued; %s",
+                     job_id, study.study_instance_uid, otherwise)
+            return None
+        return study, job
 
     @staticmethod
     def _study_failed(session: Session, job: Job, error: str) -> None:
