@@ -59,7 +59,7 @@ def create_local_user(db: Database, username: str, role: str, password: str) -> 
     username = username.strip()
     if not username:
         raise ValueError("username: must not be empty")
-    if len(username) > 128 or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in username):
+    if len(username) > 128 or _has_control_characters(username):
         raise ValueError("username: at most 128 characters, no control characters")
     if role not in ROLES:
         raise ValueError(f"role: {role!r} is not a role; use one of {', '.join(ROLES)}")
@@ -116,12 +116,27 @@ def safe_next(target: str | None) -> str:
     """``target`` if it is a path on this site, else ``/``: never an open redirect."""
     if not target or not target.startswith("/") or target.startswith("//"):
         return "/"
-    if "\\" in target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+    if "\\" in target or _has_control_characters(target):
         return "/"
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
         return "/"
     return target
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def _end_sign_in(db_session: Session, request: Request[Any, Any, Any]) -> None:
+    """Revoke the request's sign-in row (a copy of its cookie is then worthless) and clear
+    the session."""
+    session_id = request.session.get("sid") if request.session else None
+    if isinstance(session_id, str):
+        sign_in = db_session.get(WebSession, session_id)
+        if sign_in is not None and sign_in.revoked_at is None:
+            sign_in.revoked_at = utcnow()
+    request.clear_session()
 
 
 def user_of(connection: ASGIConnection[Any, Any, Any, Any]) -> PortalUser | None:
@@ -223,12 +238,7 @@ class AuthController(Controller):
         user.last_login_at = utcnow()
         db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in"))
         log.info("user %s signed in", user.username)
-        previous = request.session.get("sid") if request.session else None
-        if isinstance(previous, str):  # signing in over another sign-in ends that one
-            earlier = db_session.get(WebSession, previous)
-            if earlier is not None and earlier.revoked_at is None:
-                earlier.revoked_at = utcnow()
-        request.clear_session()
+        _end_sign_in(db_session, request)  # signing in over another sign-in ends that one
         session_id = secrets.token_hex(32)
         db_session.add(WebSession(id=session_id, user_id=user.id, created_at=utcnow()))
         request.set_session(
@@ -243,10 +253,5 @@ class AuthController(Controller):
         user = user_of(request)
         if user is not None:
             db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-out"))
-        session_id = request.session.get("sid") if request.session else None
-        if isinstance(session_id, str):
-            sign_in = db_session.get(WebSession, session_id)
-            if sign_in is not None and sign_in.revoked_at is None:
-                sign_in.revoked_at = utcnow()  # a copy of the cookie is now worthless
-        request.clear_session()
+        _end_sign_in(db_session, request)
         return Redirect("/login", status_code=303)
