@@ -102,12 +102,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _configure_logging("INFO")
+    from mammogate.training.evaluate import run_evaluate
+
+    return run_evaluate(args)
+
+
 def cmd_synthetic(args: argparse.Namespace) -> int:
     _configure_logging("WARNING")
     from mammogate.training.synthetic import write_study
 
     lesion = {"yes": True, "no": False, "random": None}[args.lesion]
-    study = write_study(Path(args.out), seed=args.seed, lesion=lesion)
+    study = write_study(Path(args.out), seed=args.seed, lesion=lesion, burned_in_label=args.burned_in_label)
     for path in study.paths:
         print(path)
     return 0
@@ -166,14 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_db_upgrade)
 
     p = sub.add_parser(
-        "train", help="train the CNN and write a model bundle",
-        description="Train the CNN on synthetic studies (and mini-MIAS where given) and write "
-        "a model bundle (model.keras + model.json) that `serve` can load.",
+        "train", help="cross-validate the CNN on labelled data sets and write a model bundle",
+        description="Cross-validate the CNN (patient-level folds) on labelled data sets and write "
+        "a model bundle (model.keras, model.json with calibration, operating points and the "
+        "cross-validated metrics) that `serve` can load. Resumes an interrupted run.",
     )
-    from mammogate.training.options import add_train_arguments
+    from mammogate.training.options import add_evaluate_arguments, add_train_arguments
 
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="score labelled data sets with a model bundle: report.json and report.html",
+        description="Score labelled data sets with a model bundle through the serving path and "
+        "write report.json and report.html (AUC with intervals, localisation, calibration, "
+        "operating points, timing, and a trivial-statistics baseline).",
+    )
+    add_evaluate_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "synthetic", help="write a synthetic 4-view mammography study (for demos and tests)",
@@ -185,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lesion", choices=("yes", "no", "random"), default="random",
         help="whether the study has a lesion (default: random)",
     )
+    p.add_argument("--burned-in-label", action="store_true", help="burn film-style view labels into the background")
     p.set_defaults(func=cmd_synthetic)
     return parser
 

@@ -102,6 +102,8 @@ class Analysis(Base):
     model_name: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(32))
     model_sha256: Mapped[str] = mapped_column(String(64))
+    # training data and cross-validated performance of the bundle, as the SR states them
+    model_description: Mapped[str] = mapped_column(Text, default="", server_default="")
     operating_point: Mapped[float] = mapped_column(Float)
     exam_score: Mapped[float | None] = mapped_column(Float)
     score_left: Mapped[float | None] = mapped_column(Float)

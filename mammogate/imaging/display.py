@@ -130,15 +130,43 @@ def _voi_range(ds: Dataset, values: np.ndarray) -> tuple[float, float] | None:
     return None
 
 
-def display_image(ds: Dataset) -> np.ndarray:
+def reduction_factor(rows: int, max_rows: int | None) -> int:
+    """The integer block size that brings ``rows`` down to at least ``max_rows`` (1: none)."""
+    if not max_rows or rows <= max_rows:
+        return 1
+    return max(1, rows // max_rows)
+
+
+def block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks (edge rows and columns that do not fill a block
+    are dropped), rounded back to the input's integer type so LUT lookups stay exact."""
+    if factor <= 1:
+        return pixels
+    rows, columns = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
+    blocks = pixels[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor)
+    mean = blocks.mean(axis=(1, 3), dtype=np.float32)
+    if pixels.dtype.kind in "iu":
+        return np.rint(mean).astype(pixels.dtype)
+    return mean.astype(pixels.dtype)
+
+
+def display_image(ds: Dataset, *, max_rows: int | None = None) -> np.ndarray:
     """Decode and run the display pipeline; float32 in [0, 1], bright = dense tissue.
 
+    With ``max_rows``, the stored values are first averaged over integer blocks
+    (``reduction_factor``) so the LUTs run on the small image, not the detector's full matrix;
+    the result then has ``Rows // factor`` rows (the caller maps back with ds.Rows / rows).
     A single-frame enhanced object's window comes from its functional groups
     (``frame_attributes``). Without a window the range is that of the pixels that are not
     padding (PixelPaddingValue / PixelPaddingRangeLimit); padding is shown black."""
     stored = decode_pixels(ds)
     ds = frame_attributes(ds)
+    factor = reduction_factor(stored.shape[0], max_rows)
     padding = _padding_mask(ds, stored)
+    if factor > 1:
+        stored = block_mean(stored, factor)
+        if padding is not None:
+            padding = block_mean(padding.astype(np.uint8), factor).astype(bool)
     try:
         modality = np.asarray(apply_modality_lut(stored, ds))
         if modality.dtype.kind == "f" and np.array_equal(modality, np.round(modality)):

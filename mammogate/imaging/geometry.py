@@ -19,7 +19,12 @@ from mammogate.imaging.errors import UnsupportedImageError
 
 @dataclass(frozen=True)
 class GridTransform:
-    """How an original image was placed on the model grid."""
+    """How an original image was placed on the model grid.
+
+    The chest wall is turned to the left (``flipped``), a crop box is cut (in original pixels,
+    counted in that turned frame: by default the whole image), scaled with its aspect kept to
+    ``content_rows`` x ``content_columns`` and put at the grid's top left; the rest is padding.
+    """
 
     rows: int  # original image
     columns: int
@@ -28,27 +33,44 @@ class GridTransform:
     grid_columns: int
     content_rows: int  # rows of the grid that hold image (the rest is padding)
     content_columns: int
+    crop_top: float = 0.0  # crop box in original pixels, in the chest-wall-left frame
+    crop_left: float = 0.0
+    crop_rows: float = 0.0  # 0: the whole image
+    crop_columns: float = 0.0
+
+    @property
+    def box_rows(self) -> float:
+        return self.crop_rows or float(self.rows)
+
+    @property
+    def box_columns(self) -> float:
+        return self.crop_columns or float(self.columns)
 
     @property
     def scale_x(self) -> float:
-        return self.content_columns / self.columns
+        return self.content_columns / self.box_columns
 
     @property
     def scale_y(self) -> float:
-        return self.content_rows / self.rows
+        return self.content_rows / self.box_rows
+
+    @property
+    def millimetres_per_cell_hint(self) -> float:
+        """Original pixels per grid pixel (geometric mean); times the pixel spacing gives mm."""
+        return float(1.0 / np.sqrt(self.scale_x * self.scale_y))
 
     def to_original(self, x: float, y: float) -> tuple[float, float]:
         """A model-grid point (column, row) → original pixel coordinates (column, row)."""
-        column = x / self.scale_x
+        column = self.crop_left + x / self.scale_x
         if self.flipped:
             column = self.columns - column
-        return column, y / self.scale_y
+        return column, self.crop_top + y / self.scale_y
 
     def to_grid(self, column: float, row: float) -> tuple[float, float]:
         """An original pixel point (column, row) → model-grid coordinates (column, row)."""
         if self.flipped:
             column = self.columns - column
-        return column * self.scale_x, row * self.scale_y
+        return (column - self.crop_left) * self.scale_x, (row - self.crop_top) * self.scale_y
 
     def length_to_original(self, length: float) -> float:
         """A length on the grid → original pixels (geometric mean of the two scales)."""
@@ -62,11 +84,23 @@ class GridTransform:
         return rows, columns
 
     def heatmap_to_original(self, heatmap: np.ndarray) -> np.ndarray:
-        """A heatmap over the grid (any resolution proportional to it) → the original
-        orientation: padding cropped, flip undone. Resize it to rows x columns to overlay."""
+        """A heatmap over the grid (any resolution proportional to it) → the whole original
+        image's frame and orientation, at the heatmap's own cell size: padding cropped, the
+        crop box put back in place (zeros around it), flip undone. Resize it to rows x
+        columns to overlay."""
         rows, columns = self.heatmap_valid_shape(heatmap.shape[0], heatmap.shape[1])
-        cropped = heatmap[:rows, :columns]
-        return np.ascontiguousarray(cropped[:, ::-1] if self.flipped else cropped)
+        cropped = np.asarray(heatmap[:rows, :columns], dtype=np.float32)
+        if not self.crop_rows and not self.crop_columns:
+            return np.ascontiguousarray(cropped[:, ::-1] if self.flipped else cropped)
+        cell_rows = self.box_rows / rows  # original pixels per heatmap cell
+        cell_columns = self.box_columns / columns
+        out_rows = max(rows, round(self.rows / cell_rows))
+        out_columns = max(columns, round(self.columns / cell_columns))
+        top = min(out_rows - rows, max(0, round(self.crop_top / cell_rows)))
+        left = min(out_columns - columns, max(0, round(self.crop_left / cell_columns)))
+        frame = np.zeros((out_rows, out_columns), dtype=np.float32)
+        frame[top : top + rows, left : left + columns] = cropped
+        return np.ascontiguousarray(frame[:, ::-1] if self.flipped else frame)
 
 
 _PATIENT_DIRECTIONS = frozenset("APRLHF")
@@ -94,6 +128,23 @@ def rotation_reason(ds: Dataset | None) -> str | None:
     if "A" in row_direction or "P" in row_direction:
         return None
     return f"rotated: PatientOrientation {written} — chest wall not left or right"
+
+
+def chest_wall_from_headers(ds: Dataset | None) -> bool | None:
+    """Whether PatientOrientation puts the chest wall on the right (True), left (False), or
+    does not say (None). Raises ``UnsupportedImageError`` for a rotated image."""
+    reason = rotation_reason(ds)
+    if reason is not None:
+        raise UnsupportedImageError(reason)
+    direction = _row_direction(ds)
+    if direction is None:
+        return None
+    row_direction = direction[0]
+    if "P" in row_direction and "A" not in row_direction:
+        return True
+    if "A" in row_direction and "P" not in row_direction:
+        return False
+    return None
 
 
 def chest_wall_on_right(ds: Dataset | None, image: np.ndarray) -> bool:
@@ -130,19 +181,43 @@ def resize(image: np.ndarray, rows: int, columns: int) -> np.ndarray:
 
 
 def to_model_grid(
-    image: np.ndarray, grid_rows: int, grid_columns: int, *, flipped: bool
+    image: np.ndarray,
+    grid_rows: int,
+    grid_columns: int,
+    *,
+    flipped: bool,
+    crop: tuple[int, int, int, int] | None = None,
+    original_shape: tuple[int, int] | None = None,
+    reduction: float | None = None,
 ) -> tuple[np.ndarray, GridTransform]:
     """Scale an already normalised image (chest wall left) onto the grid, padding with 0.
 
-    ``flipped`` is what ``normalise_laterality`` returned; ``image`` is its output.
+    ``flipped`` is what ``normalise_laterality`` returned; ``image`` is its output. ``crop``
+    (row0, column0, row1, column1 in ``image`` pixels, end exclusive) cuts a box first.
+    ``original_shape`` is the (rows, columns) of the original when ``image`` is a reduced copy
+    of it, and ``reduction`` the original pixels per ``image`` pixel (``display.block_mean``'s
+    factor; by default the ratio of the shapes), so the transform maps to the original's pixels.
     """
     rows, columns = image.shape
-    scale = min(grid_rows / rows, grid_columns / columns)
-    content_rows = min(grid_rows, max(1, round(rows * scale)))
-    content_columns = min(grid_columns, max(1, round(columns * scale)))
+    original_rows, original_columns = original_shape or (rows, columns)
+    if reduction is not None:
+        factor_y = factor_x = float(reduction)
+    else:
+        factor_y, factor_x = original_rows / rows, original_columns / columns
+    row0, column0, row1, column1 = crop if crop is not None else (0, 0, rows, columns)
+    box = image[row0:row1, column0:column1]
+    box_rows, box_columns = box.shape
+    scale = min(grid_rows / box_rows, grid_columns / box_columns)
+    content_rows = min(grid_rows, max(1, round(box_rows * scale)))
+    content_columns = min(grid_columns, max(1, round(box_columns * scale)))
     grid = np.zeros((grid_rows, grid_columns), dtype=np.float32)
-    grid[:content_rows, :content_columns] = resize(image, content_rows, content_columns)
+    grid[:content_rows, :content_columns] = resize(box, content_rows, content_columns)
+    whole = crop is None and original_shape is None
     transform = GridTransform(
-        rows, columns, flipped, grid_rows, grid_columns, content_rows, content_columns
+        original_rows, original_columns, flipped, grid_rows, grid_columns, content_rows, content_columns,
+        0.0 if whole else row0 * factor_y,
+        0.0 if whole else column0 * factor_x,
+        0.0 if whole else box_rows * factor_y,
+        0.0 if whole else box_columns * factor_x,
     )
     return grid, transform

@@ -27,13 +27,15 @@ def render_overlay_png(
     *,
     height: int = 512,
     opacity: float = 0.45,
+    original_rows: int | None = None,
 ) -> bytes:
-    """PNG of ``display_image`` ([0, 1], original orientation) scaled to ``height`` rows, with
-    ``heatmap`` (original orientation, any size) blended in colour and a ring at each
-    finding centre (original pixel coordinates, (column, row))."""
+    """PNG of ``display_image`` ([0, 1], original orientation, maybe a reduced copy of an
+    original with ``original_rows`` rows) scaled to ``height`` rows, with ``heatmap`` (the
+    whole original frame, any size) blended in colour and a ring at each finding centre
+    (original pixel coordinates, (column, row))."""
     rows, columns = display_image.shape
     out_rows = min(height, rows)
-    scale = out_rows / rows
+    scale = out_rows / (original_rows or rows)
     out_columns = max(1, round(columns * scale))
     gray = np.clip(resize(display_image, out_rows, out_columns), 0, 1)
     rgb = np.repeat(gray[..., None], 3, axis=-1)

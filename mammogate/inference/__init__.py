@@ -24,14 +24,14 @@ from mammogate.inference.bundle import (
 )
 from mammogate.inference.pipeline import (
     PreparedImage,
+    ScoredImage,
     ViewSelection,
-    find_findings,
-    image_score,
     postprocess,
     predict,
     preprocess,
     select_view,
 )
+from mammogate.inference.scoring import Calibration
 from mammogate.inference.results import (
     Finding,
     ImageResult,
@@ -44,19 +44,19 @@ __all__ = [
     "DEFAULT_MODEL_NAME",
     "Analyzer",
     "BundleError",
+    "Calibration",
     "Finding",
     "ImageResult",
     "InferenceError",
     "ModelBundle",
     "ModelInfo",
     "PreparedImage",
+    "ScoredImage",
     "SkippedImage",
     "StudyResult",
     "ViewSelection",
     "default_bundle_dir",
     "file_sha256",
-    "find_findings",
-    "image_score",
     "load_bundle",
     "postprocess",
     "predict",

@@ -18,13 +18,11 @@ from mammogate.imaging.render import render_overlay_png
 from mammogate.inference.bundle import ModelBundle, load_bundle
 from mammogate.inference.pipeline import (
     PreparedImage,
-    image_score,
     postprocess,
     predict,
     preprocess,
     select_view,
 )
-from mammogate.inference.pipeline import valid_region as _valid_region
 from mammogate.inference.results import (
     ExamCategory,
     Finding,
@@ -58,11 +56,6 @@ def _skipped(ds: Dataset | None, reason: str, *, failed: bool, fallback_uid: str
     )
 
 
-def valid_region(heatmap: np.ndarray, prepared: PreparedImage) -> np.ndarray:
-    """The part of a grid heatmap that covers the image (padding excluded)."""
-    return _valid_region(heatmap, prepared.transform)
-
-
 class Analyzer:
     """Runs the model bundle over studies. Load once per worker process; not thread-safe."""
 
@@ -87,16 +80,13 @@ class Analyzer:
     def prepare(self, ds: Dataset) -> PreparedImage:
         return preprocess(ds, self.bundle.input_rows, self.bundle.input_columns)
 
-    def predict_prepared(self, prepared: Sequence[PreparedImage]) -> tuple[np.ndarray, np.ndarray]:
-        """Heatmaps over the grid and image scores (``image_score``: the unrounded max of the
-        heatmap over the image)."""
-        heatmaps: list[np.ndarray] = []
+    def predict_prepared(self, prepared: Sequence[PreparedImage]) -> np.ndarray:
+        """Logit maps (N, h, w, channels) of prepared images, in batches."""
+        maps: list[np.ndarray] = []
         for start in range(0, len(prepared), self.batch_size):
             chunk = prepared[start : start + self.batch_size]
-            maps, _ = predict(self.model, [p.grid for p in chunk])
-            heatmaps.extend(maps)
-        scores = np.array([image_score(h, p.transform) for h, p in zip(heatmaps, prepared, strict=True)])
-        return np.stack(heatmaps) if heatmaps else np.zeros((0, 1, 1)), scores
+            maps.extend(predict(self.model, [p.grid for p in chunk]))
+        return np.stack(maps) if maps else np.zeros((0, 1, 1, 1), np.float32)
 
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult:
         started = time.perf_counter()
@@ -132,9 +122,9 @@ class Analyzer:
 
         images: list[ImageResult] = []
         if candidates:
-            heatmaps, _ = self.predict_prepared([c.prepared for c in candidates])
-            for candidate, heatmap in zip(candidates, heatmaps, strict=True):
-                images.append(self._image_result(candidate, heatmap))
+            logit_maps = self.predict_prepared([c.prepared for c in candidates])
+            for candidate, logits in zip(candidates, logit_maps, strict=True):
+                images.append(self._image_result(candidate, logits))
 
         breast_scores: dict[str, float] = {}
         for image in images:
@@ -163,30 +153,32 @@ class Analyzer:
             elapsed_seconds=elapsed,
         )
 
-    def _image_result(self, candidate: _Candidate, heatmap: np.ndarray) -> ImageResult:
+    def _image_result(self, candidate: _Candidate, logits: np.ndarray) -> ImageResult:
         ds, prepared = candidate.ds, candidate.prepared
         sop_uid = str(ds.SOPInstanceUID)
-        # score and findings from the same heatmap values, unrounded: flagged ⇔ a finding
-        score, peaks = postprocess(
-            heatmap, prepared.transform, self.threshold, max_findings=self.max_findings_per_image
+        # probability and findings from the same map, unrounded: flagged ⇔ a finding
+        scored = postprocess(
+            logits, prepared, self.threshold, self.bundle.calibration,
+            sharpness=self.bundle.sharpness, max_findings=self.max_findings_per_image,
         )
         findings = tuple(
             Finding(sop_uid, candidate.laterality, candidate.view, p.probability, p.center, p.outline)
-            for p in peaks
+            for p in scored.findings
         )
-        original_heatmap = prepared.transform.heatmap_to_original(heatmap)
+        original_heatmap = prepared.transform.heatmap_to_original(scored.cell_probabilities.astype(np.float32))
         return ImageResult(
             sop_instance_uid=sop_uid,
             sop_class_uid=str(ds.get("SOPClassUID", "")),
             series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
             laterality=candidate.laterality,
             view=candidate.view,
-            score=score,
+            score=scored.probability,
             findings=findings,
             rows=prepared.transform.rows,
             columns=prepared.transform.columns,
             heatmap=original_heatmap,
             overlay_png=render_overlay_png(
-                prepared.display, original_heatmap, [f.center for f in findings]
+                prepared.display, original_heatmap, [f.center for f in findings],
+                original_rows=prepared.transform.rows,
             ),
         )

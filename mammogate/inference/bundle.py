@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mammogate.inference.results import ModelInfo
+from mammogate.inference.scoring import DEFAULT_SHARPNESS, Calibration
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ class ModelBundle:
     input_columns: int
     operating_point: float
     metadata: dict[str, Any] = field(compare=False, repr=False)
+    calibration: Calibration = field(default_factory=Calibration)
+    sharpness: float = DEFAULT_SHARPNESS
+    heatmap_stride: int = 8
+
+    @property
+    def description(self) -> str:
+        """One line for the SR's algorithm parameters and the portal: training data and the
+        cross-validated AUCs per data set, with their intervals."""
+        return model_description(self.metadata)
 
     @property
     def model_file(self) -> Path:
@@ -65,7 +75,7 @@ class ModelBundle:
 
     @property
     def model_info(self) -> ModelInfo:
-        return ModelInfo(self.name, self.version, self.sha256, self.operating_point)
+        return ModelInfo(self.name, self.version, self.sha256, self.operating_point, description=self.description)
 
     def load_model(self) -> Any:
         """Load the Keras model (imports TensorFlow); re-checks the sha256 first."""
@@ -89,6 +99,12 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
         operating_point = float(metadata["operating_point"]["threshold"])
         rows, columns = (int(v) for v in metadata["input_size"])
         name, version = str(metadata["name"]), str(metadata["version"])
+        if metadata.get("outputs", {}).get("kind") != "logit map":
+            raise ValueError("not a logit-map bundle (bundles before version 2 are no longer served)")
+        calibration = metadata["calibration"]["malignant"]
+        platt = Calibration(float(calibration["slope"]), float(calibration["intercept"]))
+        sharpness = float(metadata.get("sharpness", DEFAULT_SHARPNESS))
+        stride = int(metadata["outputs"]["heatmap_stride"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{metadata_path} is malformed: {exc}") from exc
     actual = file_sha256(model_path)
@@ -98,7 +114,25 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
             f"{METADATA_FILE} says {expected}"
         )
     logger.info("model bundle %s %s (sha256 %s) verified", name, version, actual[:12])
-    return ModelBundle(bundle_dir, name, version, actual, rows, columns, operating_point, metadata)
+    return ModelBundle(
+        bundle_dir, name, version, actual, rows, columns, operating_point, metadata, platt, sharpness, stride
+    )
+
+
+def model_description(metadata: dict[str, Any]) -> str:
+    """Training data and cross-validated AUCs (malignant vs rest, per image) of a bundle."""
+    data = metadata.get("training_data", {}).get("datasets", [])
+    trained = ", ".join(f"{d.get('name')} ({d.get('images')} images)" for d in data) or "unknown data"
+    parts = [f"trained on {trained}"]
+    for source, metrics in sorted(metadata.get("cross_validation", {}).items()):
+        if source == "all_real":
+            continue
+        image = metrics.get("malignant_vs_rest", {}).get("image", {})
+        if "auc" in image:
+            low, high = (image.get("auc_ci95") or [None, None])[:2]
+            interval = f" (95% CI {low:.2f}-{high:.2f})" if low is not None and high is not None else ""
+            parts.append(f"{source} {metadata.get('training_data', {}).get('folds', '')}-fold CV AUC {image['auc']:.2f}{interval}")
+    return "; ".join(parts)
 
 
 def write_model_json(bundle_dir: Path, metadata: dict[str, Any]) -> Path:

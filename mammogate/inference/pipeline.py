@@ -11,15 +11,9 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
-from mammogate.imaging import (
-    GridTransform,
-    ViewInfo,
-    display_image,
-    normalise_laterality,
-    rotation_reason,
-    to_model_grid,
-    view_info,
-)
+from mammogate.imaging import ViewInfo, rotation_reason, view_info
+from mammogate.imaging.prepare import PreparedImage, prepare_dataset
+from mammogate.inference.scoring import Calibration, cell_mask, find_peaks, probability_map
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
@@ -135,28 +129,17 @@ def select_view(ds: Dataset) -> ViewSelection:
     return ViewSelection(reason is None, reason, info)
 
 
-@dataclass(frozen=True)
-class PreparedImage:
-    """One image on the model grid, and how to get back to the original."""
-
-    grid: np.ndarray  # float32 (input_rows, input_columns), chest wall left, [0, 1]
-    transform: GridTransform
-    display: np.ndarray  # float32 original orientation, [0, 1]
-
-
 def preprocess(ds: Dataset, input_rows: int, input_columns: int) -> PreparedImage:
-    """Decode, display LUTs, chest wall to the left, scale to the grid. Raises ImagingError."""
-    display = display_image(ds)
-    normalised, flipped = normalise_laterality(display, ds)
-    grid, transform = to_model_grid(normalised, input_rows, input_columns, flipped=flipped)
-    return PreparedImage(grid, transform, display)
+    """Decode (reduced before the LUTs), segment the breast, chest wall to the left, crop and
+    scale to the grid: ``mammogate.imaging.prepare.prepare_dataset``, the path training uses
+    too. Raises ImagingError."""
+    return prepare_dataset(ds, input_rows, input_columns)
 
 
-def predict(model: Any, grids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model on a batch of grids: (heatmaps (N, h, w), image scores (N,))."""
+def predict(model: Any, grids: Sequence[np.ndarray]) -> np.ndarray:
+    """Run the model on a batch of grids: logit maps (N, h, w, channels)."""
     batch = np.stack([np.asarray(g, dtype=np.float32) for g in grids])[..., None]
-    heatmaps, scores = model.predict_on_batch(batch)
-    return np.asarray(heatmaps, dtype=np.float32)[..., 0], np.asarray(scores, dtype=np.float32).reshape(-1)
+    return np.asarray(model.predict_on_batch(batch), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -167,32 +150,6 @@ class HeatmapPeak:
     center: tuple[float, float]
     radius: float
     outline: tuple[tuple[float, float], ...]
-
-
-def valid_region(heatmap: np.ndarray, transform: GridTransform) -> np.ndarray:
-    """The part of a grid heatmap that covers the image (padding excluded)."""
-    rows, columns = transform.heatmap_valid_shape(heatmap.shape[0], heatmap.shape[1])
-    return heatmap[:rows, :columns]
-
-
-def image_score(heatmap: np.ndarray, transform: GridTransform) -> float:
-    """An image's score: the maximum of its heatmap over the image, unrounded. Inference and
-    training (the operating point) both use this; ``find_findings`` compares the same values."""
-    return float(valid_region(heatmap, transform).max())
-
-
-def _local_maxima(heatmap: np.ndarray) -> list[tuple[int, int]]:
-    """Cells not below any of their 8 neighbours (plateaus included), highest first, ties in
-    raster order: the first is always the maximum."""
-    padded = np.pad(heatmap, 1, mode="constant", constant_values=-np.inf)
-    rows, columns = heatmap.shape
-    neighbours = np.stack(
-        [padded[dy : dy + rows, dx : dx + columns] for dy in range(3) for dx in range(3)]
-    )
-    is_peak = heatmap >= neighbours.max(axis=0)
-    ys, xs = np.nonzero(is_peak)
-    order = np.lexsort((xs, ys, -heatmap[ys, xs]))  # by value, ties in raster order
-    return [(int(ys[i]), int(xs[i])) for i in order]
 
 
 def _octagon(center: tuple[float, float], radius: float, columns: int, rows: int) -> tuple[tuple[float, float], ...]:
@@ -206,57 +163,46 @@ def _octagon(center: tuple[float, float], radius: float, columns: int, rows: int
     return tuple(points)
 
 
-def find_findings(
-    heatmap: np.ndarray,
-    transform: GridTransform,
-    threshold: float,
-    *,
-    max_findings: int = 3,
-    window: int = 6,
-) -> list[HeatmapPeak]:
-    """Heatmap peaks at or above ``threshold`` → centres and outlines in original pixels.
+@dataclass(frozen=True)
+class ScoredImage:
+    """An image's calibrated probability, its probability map over the grid's cells (0 outside
+    the scoring mask; its maximum is the probability) and its findings."""
 
-    ``heatmap`` is the model output over the grid (chest wall left, before mapping back). Only
-    the valid region counts (``valid_region``: padding cells are neither peaks nor neighbours),
-    and values are compared unrounded, so an image whose ``image_score`` is at or above
-    ``threshold`` always has a finding, the first, at its maximum (edge cells included).
-    """
-    stride_y = transform.grid_rows / heatmap.shape[0]
-    stride_x = transform.grid_columns / heatmap.shape[1]
-    heatmap = valid_region(heatmap, transform)
-    rows, columns = heatmap.shape
-    peaks: list[HeatmapPeak] = []
-    taken: list[tuple[int, int]] = []
-    for y, x in _local_maxima(heatmap):
-        value = float(heatmap[y, x])
-        if value < threshold or len(peaks) >= max_findings:
-            break
-        if any(abs(y - ty) <= window and abs(x - tx) <= window for ty, tx in taken):
-            continue
-        taken.append((y, x))
-        y0, y1 = max(0, y - window), min(rows, y + window + 1)
-        x0, x1 = max(0, x - window), min(columns, x + window + 1)
-        patch = heatmap[y0:y1, x0:x1]
-        mask = patch >= 0.5 * value
-        weights = np.where(mask, patch, 0.0)
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        cy = float((weights * (yy + 0.5)).sum() / weights.sum())
-        cx = float((weights * (xx + 0.5)).sum() / weights.sum())
-        radius_cells = max(1.0, float(np.sqrt(mask.sum() / np.pi)))
-        center = transform.to_original(cx * stride_x, cy * stride_y)
-        center = (round(center[0], 2), round(center[1], 2))
-        radius = transform.length_to_original(radius_cells * (stride_x + stride_y) / 2)
-        outline = _octagon(center, radius, transform.columns, transform.rows)
-        peaks.append(HeatmapPeak(value, center, radius, outline))
-    return peaks
+    probability: float
+    cell_probabilities: np.ndarray
+    findings: list[HeatmapPeak]
 
 
 def postprocess(
-    heatmap: np.ndarray, transform: GridTransform, threshold: float, *, max_findings: int = 3
-) -> tuple[float, list[HeatmapPeak]]:
-    """An image's score and findings from its grid heatmap, consistent by construction:
-    ``score >= threshold`` exactly when there is a finding, and the first finding's probability
-    is the score."""
-    return image_score(heatmap, transform), find_findings(
-        heatmap, transform, threshold, max_findings=max_findings
-    )
+    logits: np.ndarray,
+    prepared: PreparedImage,
+    threshold: float,
+    calibration: Calibration,
+    *,
+    sharpness: float,
+    max_findings: int = 3,
+) -> ScoredImage:
+    """An image's probability and findings from its logit map (h, w, channels), consistent by
+    construction: the probability is the map's maximum, so ``probability >= threshold`` exactly
+    when there is a finding, and the first finding is at the maximum. Only cells of the breast
+    without the pectoral muscle count (``prepared.scoring_mask``), so no finding can lie
+    outside the breast."""
+    malignant = np.asarray(logits, dtype=np.float64)
+    if malignant.ndim == 3:
+        malignant = malignant[..., 0]
+    heat_rows, heat_columns = malignant.shape
+    cells = cell_mask(prepared.scoring_mask, heat_rows, heat_columns)
+    probability, probabilities = probability_map(malignant, cells, calibration, sharpness)
+    transform = prepared.transform
+    stride_y = transform.grid_rows / heat_rows
+    stride_x = transform.grid_columns / heat_columns
+    peaks = find_peaks(probabilities, threshold=threshold, max_peaks=max_findings, cells=cells)
+    findings = []
+    for peak in peaks:
+        center = transform.to_original(peak.column * stride_x, peak.row * stride_y)
+        center = (round(center[0], 2), round(center[1], 2))
+        radius = transform.length_to_original(peak.radius * (stride_x + stride_y) / 2)
+        findings.append(
+            HeatmapPeak(peak.value, center, radius, _octagon(center, radius, transform.columns, transform.rows))
+        )
+    return ScoredImage(probability, probabilities, findings)

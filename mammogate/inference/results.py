@@ -26,6 +26,7 @@ class ModelInfo:
     sha256: str
     operating_point: float  # image/exam score threshold for "flagged" and for marking findings
     manufacturer: str = "mammogate"
+    description: str = ""  # training data and measured performance, one line
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,8 @@ _COPIED_FROM_SOURCE = (
 def algorithm_identification(model: ModelInfo) -> AlgorithmIdentification:
     """TID 4019 for a model bundle; the parameters carry its hash and the disclaimer."""
     parameters = [f"operating_point={model.operating_point:g}", DISCLAIMER]
+    if model.description:
+        parameters.insert(1, model.description)
     if model.sha256:
         parameters.insert(0, f"sha256={model.sha256}")
     return AlgorithmIdentification(model.name, model.version, parameters)

@@ -33,6 +33,7 @@ def record_analysis(
         model_name=result.model.name,
         model_version=result.model.version,
         model_sha256=result.model.sha256,
+        model_description=result.model.description,
         operating_point=result.model.operating_point,
         exam_score=result.exam_score,
         score_left=result.breast_scores.get("L"),

@@ -33,6 +33,8 @@ _PATIENT_ORIENTATION = {
     ("L", "MLO"): ["A", "FR"],
 }
 _STORED_MAX = 4095
+# Bumped whenever the pixels this module makes change (training caches key on it).
+GENERATOR_VERSION = 3
 _BASE, _GAIN = 200.0, 3400.0
 
 
@@ -75,12 +77,25 @@ def _uid(seed: int, *parts: str) -> str:
 
 
 def _smooth_noise(rng: np.random.Generator, rows: int, columns: int) -> np.ndarray:
-    total = np.zeros((rows, columns), dtype=np.float32)
-    for cells, weight in ((6, 1.0), (12, 0.7), (24, 0.45), (48, 0.25)):
-        coarse = rng.standard_normal((cells, max(2, round(cells * columns / rows)))).astype(np.float32)
-        image = Image.fromarray(coarse, mode="F").resize((columns, rows), Image.Resampling.BICUBIC)
-        total += weight * np.asarray(image, dtype=np.float32)
-    return (total - total.mean()) / (total.std() + 1e-6)
+    """Zero-mean, unit-variance noise with a power-law spectrum (P(f) ~ 1/f^beta, beta 2.6-3.2:
+    what measured fibroglandular texture shows), made at most 256 rows and scaled up."""
+    small_rows = min(rows, 256)
+    small_columns = max(2, round(columns * small_rows / rows))
+    beta = rng.uniform(2.6, 3.2)
+    fy = np.fft.fftfreq(small_rows)[:, None]
+    fx = np.fft.rfftfreq(small_columns)[None, :]
+    frequency = np.sqrt(fx**2 + fy**2)
+    frequency[0, 0] = 1.0
+    amplitude = frequency ** (-beta / 2)
+    amplitude[0, 0] = 0.0
+    phase = rng.uniform(0, 2 * np.pi, amplitude.shape)
+    spectrum = amplitude * rng.rayleigh(1.0, amplitude.shape) * np.exp(1j * phase)
+    field = np.fft.irfft2(spectrum, s=(small_rows, small_columns)).astype(np.float32)
+    if (small_rows, small_columns) != (rows, columns):
+        field = np.asarray(
+            Image.fromarray(field, mode="F").resize((columns, rows), Image.Resampling.BICUBIC), dtype=np.float32
+        )
+    return (field - field.mean()) / (field.std() + 1e-6)
 
 
 def _breast(rng: np.random.Generator, rows: int, columns: int, view: str) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +133,8 @@ def _pick_lesion_site(
 
 
 def _add_lesion(
-    rng: np.random.Generator, image: np.ndarray, kind: str, center: tuple[float, float], radius: float
+    rng: np.random.Generator, image: np.ndarray, kind: str, center: tuple[float, float], radius: float,
+    *, contrast: float = 0.25, dot_radius: float = 1.5,
 ) -> None:
     rows, columns = image.shape
     cx, cy = center
@@ -135,7 +151,6 @@ def _add_lesion(
         ry = -dx * np.sin(angle) + dy * np.cos(angle)
         core = radius * (0.8 if kind == "spiculated" else 1.0)
         dist = np.sqrt((rx * stretch) ** 2 + (ry / stretch) ** 2) / core
-        contrast = rng.uniform(0.2, 0.32)
         patch += contrast * np.clip(1 - dist**2, 0, 1) ** 0.6
         if kind == "spiculated":
             for theta in rng.uniform(0, 2 * np.pi, rng.integers(10, 17)):
@@ -147,8 +162,8 @@ def _add_lesion(
                 inside = (along > 0) & (along < length)
                 patch += np.where(inside, 0.5 * contrast * (1 - along / length) * np.exp(-((across / width) ** 2)), 0)
     else:
-        patch += 0.08 * np.clip(1 - (dx**2 + dy**2) / radius**2, 0, 1)
-        dot = max(1.5, radius * 0.13)
+        patch += 0.3 * contrast * np.clip(1 - (dx**2 + dy**2) / radius**2, 0, 1)
+        dot = max(1.0, dot_radius)
         for _ in range(int(rng.integers(12, 22))):
             r, theta = radius * np.sqrt(rng.uniform(0, 1)) * 0.85, rng.uniform(0, 2 * np.pi)
             px, py = r * np.cos(theta), r * np.sin(theta)
@@ -158,18 +173,61 @@ def _add_lesion(
 
 def _pixels(
     rng: np.random.Generator, rows: int, columns: int, view: str, lesions: Sequence[tuple[str, float, float, float]],
-    density: float,
+    density: float, *, film: bool = False,
 ) -> np.ndarray:
-    """Intensity image in about [0, 1], chest wall on the left; lesions are (kind, u, v, radius px)."""
+    """Intensity image in about [0, 1], chest wall on the left; lesions are (kind, u, v, radius px).
+
+    Fatty background with power-law fibroglandular texture concentrated behind the nipple, a
+    brighter skin line, the pectoral muscle on MLO views, and (``film``) film grain and a
+    softer, noisier rendering."""
     thickness, pectoral = _breast(rng, rows, columns, view)
     texture = _smooth_noise(rng, rows, columns)
     inside = thickness > 0
-    image = np.where(inside, 0.16 + 0.30 * thickness + 0.07 * density * texture * thickness, 0.0)
-    image = np.where(pectoral > 0, np.maximum(image, 0.62 + 0.03 * texture), image).astype(np.float32)
-    for kind, u, v, radius in lesions:
-        _add_lesion(rng, image, kind, (u * columns, v * rows), radius)
-    image += rng.normal(0, 0.01, image.shape).astype(np.float32) * inside
+    v, u = np.mgrid[0:rows, 0:columns].astype(np.float32)
+    # glandular tissue sits in a cone from the chest wall towards the nipple
+    gland_centre = 0.5 if view == "CC" else 0.6
+    gland = np.exp(-(((v + 0.5) / rows - gland_centre) / 0.28) ** 2) * np.clip(1.2 - (u + 0.5) / columns / 0.7, 0, 1)
+    fibro = np.clip(0.5 + 0.35 * texture, 0, 1) * gland * density
+    image = np.where(inside, 0.14 + 0.22 * thickness + 0.30 * fibro * thickness, 0.0)
+    # skin line: the outer 1-2 % of the breast a little brighter
+    skin = inside & (thickness < rng.uniform(0.12, 0.2))
+    image = np.where(skin, image + 0.04, image)
+    image = np.where(pectoral > 0, np.maximum(image, 0.7 + 0.04 * texture), image).astype(np.float32)
+    for kind, lu, lv, radius in lesions:
+        _add_lesion(rng, image, kind, (lu * columns, lv * rows), radius)
+    if film:
+        image += rng.normal(0, rng.uniform(0.01, 0.025), image.shape).astype(np.float32)
+        image += (0.03 + 0.03 * rng.uniform()) * (~inside)  # film base plus fog
+    image += rng.normal(0, 0.008, image.shape).astype(np.float32) * inside
     return np.clip(image, 0, 1)
+
+
+def _burn_in_label(rng: np.random.Generator, image: np.ndarray, text: str, *, chest_wall_right: bool) -> None:
+    """Bright film-style text in the background corner away from the chest wall, plus a small
+    square marker, written the right way round."""
+    from PIL import ImageDraw, ImageFont
+
+    rows, columns = image.shape
+    size = max(8, rows // 24)
+    try:
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without scalable default font
+        font = ImageFont.load_default()
+    canvas = Image.new("F", (columns, rows), 0.0)
+    draw = ImageDraw.Draw(canvas)
+    top = int(rng.uniform(0.02, 0.08) * rows)
+    left = int(columns - size * (len(text) * 0.7 + 1) - rng.uniform(0.01, 0.04) * columns)
+    draw.text((left, top), text, fill=1.0, font=font)
+    marker = max(3, size // 2)
+    mr = int(rng.uniform(0.8, 0.93) * rows)
+    draw.rectangle((columns - 3 * marker, mr, columns - 2 * marker, mr + marker), fill=1.0)
+    text_pixels = np.asarray(canvas, dtype=np.float32)
+    if chest_wall_right:  # put the label on the left, still readable
+        width = int(size * (len(text) * 0.7 + 1)) + 4 * marker
+        shifted = np.zeros_like(text_pixels)
+        shifted[:, :width] = text_pixels[:, columns - width :]
+        text_pixels = shifted
+    np.maximum(image, text_pixels * rng.uniform(0.85, 1.0), out=image)
 
 
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
@@ -257,6 +315,66 @@ def _dataset(
     return ds
 
 
+DETECTOR_HEIGHT_MM = 240.0  # rows x pixel spacing: a 24 x 30 cm detector
+MASS_RADIUS_MM = (2.5, 15.0)  # masses of 5-30 mm
+CALCIFICATION_CLUSTER_RADIUS_MM = (3.0, 8.0)
+MASS_CONTRAST = (0.1, 0.28)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    has_lesion: bool
+    lesion_side: str
+    kind: str
+    radius_mm: float
+    depth: float
+    density: float
+    contrast: float
+    film: bool
+
+
+def _plan(seed: int, lesion: bool | None, lesion_kinds: Sequence[str]) -> _Plan:
+    rng = np.random.default_rng([seed, 20240611])
+    has_lesion = bool(rng.uniform() < 0.5) if lesion is None else lesion
+    lesion_side = str(rng.choice(["L", "R"]))
+    kind = str(rng.choice(list(lesion_kinds), p=_kind_weights(lesion_kinds)))
+    bounds = CALCIFICATION_CLUSTER_RADIUS_MM if kind == "calcifications" else MASS_RADIUS_MM
+    radius_mm = float(rng.uniform(*bounds))
+    depth = float(rng.uniform(0.15, 0.5))
+    density = float(rng.uniform(0.4, 1.3))
+    contrast = float(rng.uniform(*MASS_CONTRAST))
+    film = bool(rng.uniform() < 0.3)
+    return _Plan(has_lesion, lesion_side, kind, radius_mm, depth, density, contrast, film)
+
+
+def _view_lesions(
+    plan: _Plan, seed: int, instance: int, laterality: str, view: str, rows: int, columns: int
+) -> list[tuple[str, float, float, float]]:
+    if not (plan.has_lesion and laterality == plan.lesion_side):
+        return []
+    spacing = DETECTOR_HEIGHT_MM / rows
+    thickness, pectoral = _breast(np.random.default_rng([seed, instance, 78]), rows, columns, view)
+    u, v = _pick_lesion_site(np.random.default_rng([seed, instance, 77]), thickness, pectoral, plan.depth)
+    return [(plan.kind, u, v, plan.radius_mm / spacing)]
+
+
+def lesion_truth(
+    seed: int, *, lesion: bool | None = None, rows: int = 1024, columns: int = 832,
+    lesion_kinds: Sequence[str] = LESION_KINDS,
+) -> list[list[tuple[float, float, float, str]]]:
+    """Per view (``VIEWS`` order), the lesions of ``make_study`` with the same arguments as
+    (column, row, radius, kind) in original pixels, without making any pixels."""
+    plan = _plan(seed, lesion, lesion_kinds)
+    truth = []
+    for instance, (laterality, view) in enumerate(VIEWS, start=1):
+        flipped = laterality == "R"
+        truth.append([
+            (round((1 - u if flipped else u) * columns, 2), round(v * rows, 2), round(r, 2), k)
+            for k, u, v, r in _view_lesions(plan, seed, instance, laterality, view, rows, columns)
+        ])
+    return truth
+
+
 def make_study(
     *,
     seed: int,
@@ -265,31 +383,40 @@ def make_study(
     rows: int = 1024,
     columns: int = 832,
     lesion_kinds: Sequence[str] = LESION_KINDS,
+    burned_in_label: bool = False,
 ) -> SyntheticStudy:
-    """Build a study in memory (``datasets`` holds the four pydicom datasets, no paths)."""
-    rng = np.random.default_rng([seed, 20240611])
-    has_lesion = bool(rng.uniform() < 0.5) if lesion is None else lesion
-    lesion_side = str(rng.choice(["L", "R"]))
-    kind = str(rng.choice(list(lesion_kinds), p=_kind_weights(lesion_kinds)))
-    radius = float(rng.uniform(0.035, 0.06) if kind != "calcifications" else rng.uniform(0.028, 0.04)) * rows
-    depth = float(rng.uniform(0.15, 0.5))
-    density = float(rng.uniform(0.6, 1.3))
+    """Build a study in memory (``datasets`` holds the four pydicom datasets, no paths).
+
+    Pixel spacing makes the detector 240 mm tall whatever ``rows``; masses are 5-30 mm across,
+    calcification clusters 6-16 mm. ``burned_in_label`` burns film-style view text and a marker
+    into the background (BurnedInAnnotation YES)."""
+    plan = _plan(seed, lesion, lesion_kinds)
+    spacing = DETECTOR_HEIGHT_MM / rows
     study_uid = _uid(seed, "study")
     images: list[SyntheticImage] = []
     datasets: list[Dataset] = []
     for instance, (laterality, view) in enumerate(VIEWS, start=1):
-        view_rng = np.random.default_rng([seed, instance, 77])
-        lesions_uv: list[tuple[str, float, float, float]] = []
-        if has_lesion and laterality == lesion_side:
-            thickness, pectoral = _breast(np.random.default_rng([seed, instance, 78]), rows, columns, view)
-            u, v = _pick_lesion_site(view_rng, thickness, pectoral, depth)
-            lesions_uv.append((kind, u, v, radius))
-        intensity = _pixels(np.random.default_rng([seed, instance, 78]), rows, columns, view, lesions_uv, density)
+        lesions_uv = _view_lesions(plan, seed, instance, laterality, view, rows, columns)
+        pixel_rng = np.random.default_rng([seed, instance, 78])
+        intensity = _pixels(pixel_rng, rows, columns, view, [], plan.density, film=plan.film)
+        lesion_rng = np.random.default_rng([seed, instance, 79])
+        for kind, u, v, radius in lesions_uv:
+            _add_lesion(
+                lesion_rng, intensity, kind, (u * columns, v * rows), radius, contrast=plan.contrast,
+                dot_radius=0.3 / spacing,
+            )
         flipped = laterality == "R"
         if flipped:
-            intensity = intensity[:, ::-1]
+            intensity = np.ascontiguousarray(intensity[:, ::-1])
+        if burned_in_label:
+            _burn_in_label(
+                np.random.default_rng([seed, instance, 80]), intensity, f"{laterality}{view}", chest_wall_right=flipped
+            )
+        intensity = np.clip(intensity, 0, 1)
         stored = np.clip(np.round(_BASE + _GAIN * intensity), 0, _STORED_MAX).astype(np.uint16)
-        ds = _dataset(seed, laterality, view, stored, instance, patient_name, study_uid, 0.1 * 1024 / rows)
+        ds = _dataset(seed, laterality, view, stored, instance, patient_name, study_uid, spacing)
+        if burned_in_label:
+            ds.BurnedInAnnotation = "YES"
         truth = tuple(
             SyntheticLesion(
                 (round((1 - u if flipped else u) * columns, 2), round(v * rows, 2)), round(r, 2), k
@@ -298,7 +425,7 @@ def make_study(
         )
         images.append(SyntheticImage(str(ds.SOPInstanceUID), laterality, view, truth))
         datasets.append(ds)
-    return SyntheticStudy(study_uid, seed, has_lesion, tuple(images), tuple(datasets))
+    return SyntheticStudy(study_uid, seed, plan.has_lesion, tuple(images), tuple(datasets))
 
 
 def _kind_weights(kinds: Sequence[str]) -> list[float]:
@@ -316,11 +443,12 @@ def write_study(
     rows: int = 1024,
     columns: int = 832,
     lesion_kinds: Sequence[str] = LESION_KINDS,
+    burned_in_label: bool = False,
 ) -> SyntheticStudy:
     """Write the four views of one study under ``out_dir`` (created) as ``<laterality>_<view>.dcm``."""
     study = make_study(
         seed=seed, lesion=lesion, patient_name=patient_name, rows=rows, columns=columns,
-        lesion_kinds=lesion_kinds,
+        lesion_kinds=lesion_kinds, burned_in_label=burned_in_label,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,7 @@ class AnalysisView:
     model_name: str
     model_version: str
     model_sha256: str
+    model_description: str
     operating_point: float
     exam_score: float | None
     score_left: float | None
@@ -225,6 +226,7 @@ def _analysis_view(analysis: Analysis, data_dir: Path) -> AnalysisView:
         model_name=analysis.model_name,
         model_version=analysis.model_version,
         model_sha256=analysis.model_sha256,
+        model_description=analysis.model_description or "",
         operating_point=analysis.operating_point,
         exam_score=analysis.exam_score,
         score_left=analysis.score_left,

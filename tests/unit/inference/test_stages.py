@@ -2,110 +2,103 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from mammogate.imaging import GridTransform, normalise_laterality, to_model_grid
-from mammogate.inference import Analyzer, find_findings, predict, preprocess
-from mammogate.inference.pipeline import image_score, postprocess
-from mammogate.training.synthetic import make_study
-
-
-def test_preprocess_puts_the_chest_wall_left_on_the_model_grid() -> None:
-    study = make_study(seed=12, lesion=False, rows=512, columns=416)
-    right_cc, left_cc = study.datasets[0], study.datasets[1]
-    for ds, flipped in ((right_cc, True), (left_cc, False)):
-        prepared = preprocess(ds, 160, 128)
-        assert prepared.grid.shape == (160, 128) and prepared.grid.dtype == np.float32
-        assert prepared.transform.flipped is flipped
-        assert prepared.grid[:, :20].mean() > prepared.grid[:, -20:].mean()
-        assert prepared.display.shape == (512, 416)
+from mammogate.imaging.breast import segment_breast
+from mammogate.inference import Analyzer, postprocess, predict, preprocess
+from mammogate.training.cache import prepare_record
+from mammogate.training.datasets import load_synthetic
+from mammogate.training.synthetic import VIEWS, _add_lesion, make_study
 
 
-def test_predict_returns_a_heatmap_and_score_per_image(analyzer: Analyzer) -> None:
-    grids = [np.zeros((160, 128), np.float32), np.full((160, 128), 0.3, np.float32)]
-    heatmaps, scores = predict(analyzer.model, grids)
-    assert heatmaps.shape == (2, 40, 32) and scores.shape == (2,)
-    assert np.all((heatmaps >= 0) & (heatmaps <= 1))
-    assert scores == pytest.approx(heatmaps.reshape(2, -1).max(axis=1), abs=1e-6)
+def test_preprocess_puts_the_chest_wall_left_and_only_the_breast_on_the_grid() -> None:
+    study = make_study(seed=12, lesion=False, rows=1024, columns=832, burned_in_label=True)
+    for ds, (laterality, view) in zip(study.datasets, VIEWS, strict=True):
+        prepared = preprocess(ds, 256, 160)
+        assert prepared.grid.shape == (256, 160) and prepared.grid.dtype == np.float32
+        assert prepared.transform.flipped is (laterality == "R")
+        columns = prepared.grid.any(axis=0)
+        assert columns[:4].all()  # the breast touches the chest wall on the left
+        assert np.all(prepared.grid[~prepared.breast] == 0)  # labels and background are gone
+        assert bool(prepared.pectoral.any()) is (view == "MLO")
+        assert not (prepared.pectoral & ~prepared.breast).any()
+        assert prepared.display.shape == (512, 416)  # reduced before the LUTs: 2 x 256 rows
 
 
-def test_findings_are_heatmap_peaks_above_threshold_in_original_pixels() -> None:
-    image = np.zeros((1000, 800), np.float32)
-    image[:, 400:] = 0.5  # chest wall on the right: flipped onto the grid
-    normalised, flipped = normalise_laterality(image)
-    _, transform = to_model_grid(normalised, 160, 128, flipped=flipped)
-    heatmap = np.zeros((40, 32), np.float32)
-    heatmap[10, 4] = 0.9  # cell centre (4.5, 10.5) x stride 4 = grid (18, 42)
-    heatmap[30, 20] = 0.2  # below the threshold
-    peaks = find_findings(heatmap, transform, threshold=0.5)
-    assert len(peaks) == 1
-    peak = peaks[0]
-    assert peak.probability == pytest.approx(0.9)
-    assert peak.center == pytest.approx((800 - 18 / 0.16, 42 / 0.16), abs=0.01)
-    assert peak.outline[0] == peak.outline[-1] and len(peak.outline) == 9
-    xs = [p[0] for p in peak.outline]
-    assert min(xs) < peak.center[0] < max(xs)
+def test_training_reads_an_image_through_the_serving_path() -> None:
+    dataset = load_synthetic(1, seed=3)
+    record = dataset.records[3]
+    study = make_study(seed=record.synthetic_seed, lesion=record.synthetic_lesion, burned_in_label=record.synthetic_seed % 2 == 0)
+    served = preprocess(study.datasets[record.synthetic_index], 256, 160)
+    trained = prepare_record(record, 256, 160)
+    assert np.array_equal(served.grid, trained.grid)
+    assert np.array_equal(served.scoring_mask, trained.scoring_mask)
+    assert served.transform == trained.transform
 
 
-def test_no_findings_below_the_operating_point() -> None:
-    _, transform = to_model_grid(np.ones((100, 80), np.float32), 160, 128, flipped=False)
-    assert find_findings(np.full((40, 32), 0.1, np.float32), transform, threshold=0.5) == []
+def test_predict_returns_logit_maps_at_stride_8(tiny_analyzer: Analyzer) -> None:
+    maps = predict(tiny_analyzer.model, [np.zeros((256, 160), np.float32), np.full((256, 160), 0.3, np.float32)])
+    assert maps.shape == (2, 32, 20, 2)
+    assert np.allclose(maps, -4.0, atol=1e-5)  # flat images: no contrast anywhere
 
 
-def _padded_transform() -> GridTransform:
-    # 400 x 200 image → 160 x 80 of the 160 x 128 grid; the heatmap's valid columns are 0..19
-    _, transform = to_model_grid(np.ones((400, 200), np.float32), 160, 128, flipped=False)
-    assert transform.content_columns == 80
-    return transform
+def _study_with_a_blob(seed: int, laterality: str, column: float, row: float, radius: float):  # type: ignore[no-untyped-def]
+    study = make_study(seed=seed, lesion=False, rows=1024, columns=832)
+    index = VIEWS.index((laterality, "CC"))
+    ds = study.datasets[index]
+    pixels = ds.pixel_array.astype(np.float32)
+    blob = np.zeros(pixels.shape, np.float32)
+    _add_lesion(np.random.default_rng(0), blob, "mass", (column, row), radius, contrast=900.0)
+    ds.PixelData = np.clip(pixels + blob, 0, 4095).astype("<u2").tobytes()
+    return ds
 
 
-def test_maximum_in_the_last_valid_column_is_a_finding() -> None:
-    transform = _padded_transform()
-    heatmap = np.full((40, 32), 0.1, np.float32)
-    heatmap[10, 19] = 0.8  # the last valid column
-    heatmap[:, 20:] = 0.95  # what the model happens to output over the padding
-    score, peaks = postprocess(heatmap, transform, threshold=0.5)
-    assert score == pytest.approx(0.8) and score == float(np.float32(0.8))
-    assert len(peaks) == 1
-    assert peaks[0].probability == score
-    assert peaks[0].center == pytest.approx(transform.to_original(19.5 * 4, 10.5 * 4), abs=0.01)
-    # find_findings alone (the review's failing input): the edge cell is a peak
-    assert len(find_findings(heatmap, transform, threshold=0.5)) == 1
+@pytest.mark.parametrize(("laterality", "column"), [("L", 250.0), ("R", 832 - 250.0)])
+def test_a_bright_mass_is_the_top_finding_in_original_pixels(
+    tiny_analyzer: Analyzer, laterality: str, column: float
+) -> None:
+    ds = _study_with_a_blob(31, laterality, column, 520.0, 30.0)
+    prepared = preprocess(ds, 256, 160)
+    logits = predict(tiny_analyzer.model, [prepared.grid])[0]
+    scored = postprocess(logits, prepared, 0.0, tiny_analyzer.bundle.calibration, sharpness=6.0)
+    top = scored.findings[0]
+    assert np.hypot(top.center[0] - column, top.center[1] - 520.0) <= 30.0, top.center
+    assert top.probability == scored.probability == scored.cell_probabilities.max()
+    assert top.outline[0] == top.outline[-1] and len(top.outline) == 9
 
 
-def _float32_around(threshold: float) -> tuple[np.float32, np.float32]:
-    at = np.float32(threshold)
-    if float(at) < threshold:
-        at = np.nextafter(at, np.float32(1))
-    under = np.nextafter(at, np.float32(0))
-    assert float(under) < threshold <= float(at)
-    return under, at
+def _float_around(value: float) -> tuple[float, float]:
+    return float(np.nextafter(value, -1.0)), value
 
 
-@pytest.mark.parametrize("where", ["at", "under"])
-@pytest.mark.parametrize("threshold", [0.497424, 0.5, 0.123456789])
-def test_score_and_findings_agree_at_the_operating_point(where: str, threshold: float) -> None:
-    transform = _padded_transform()
-    under, at = _float32_around(threshold)
-    heatmap = np.full((40, 32), 0.05, np.float32)
-    heatmap[25, 19] = at if where == "at" else under  # maximum on the valid region's edge
-    heatmap[25, 20] = 0.99  # padding
-    score, peaks = postprocess(heatmap, transform, threshold)
-    assert score == float(heatmap[25, 19])  # unrounded, the number the findings compare
-    assert (score >= threshold) is (where == "at")
-    assert bool(peaks) is (score >= threshold)
-    if peaks:
-        assert peaks[0].probability == score
-        cell = transform.to_grid(*peaks[0].center)
-        assert (int(cell[0] // 4), int(cell[1] // 4)) == (19, 25)
+def test_flagged_exactly_when_there_is_a_finding_at_the_maximum(tiny_analyzer: Analyzer) -> None:
+    ds = _study_with_a_blob(32, "L", 300.0, 400.0, 25.0)
+    prepared = preprocess(ds, 256, 160)
+    logits = predict(tiny_analyzer.model, [prepared.grid])[0]
+    calibration = tiny_analyzer.bundle.calibration
+    probability = postprocess(logits, prepared, 0.0, calibration, sharpness=6.0).probability
+    under, at = _float_around(probability)
+    flagged = postprocess(logits, prepared, at, calibration, sharpness=6.0)
+    assert flagged.findings and flagged.findings[0].probability == probability
+    assert postprocess(logits, prepared, float(np.nextafter(probability, 2.0)), calibration, sharpness=6.0).findings == []
+    assert postprocess(logits, prepared, under, calibration, sharpness=6.0).findings
 
 
-def test_every_flagged_image_has_a_finding_at_its_maximum(analyzer: Analyzer) -> None:
-    study = make_study(seed=9131, lesion=True, rows=512, columns=416)
-    prepared = [analyzer.prepare(ds) for ds in study.datasets]
-    heatmaps, scores = analyzer.predict_prepared(prepared)
-    for heatmap, image, score in zip(heatmaps, prepared, scores, strict=True):
-        # the threshold exactly at the image's score: it must be flagged and have a finding
-        assert image_score(heatmap, image.transform) == score
-        got, peaks = postprocess(heatmap, image.transform, float(score))
-        assert got == score and peaks and peaks[0].probability == score
-        assert not postprocess(heatmap, image.transform, float(np.nextafter(score, 2.0)))[1]
+def test_no_finding_on_burned_in_labels_background_or_pectoral_muscle(tiny_analyzer: Analyzer) -> None:
+    labelled = make_study(seed=33, lesion=False, rows=1024, columns=832, burned_in_label=True)
+    plain = make_study(seed=33, lesion=False, rows=1024, columns=832)
+    for ds, clean, (_laterality, view) in zip(labelled.datasets, plain.datasets, VIEWS, strict=True):
+        label = ds.pixel_array != clean.pixel_array  # the text and the marker, nothing else
+        assert label.sum() > 200
+        distance_to_label = ndimage.distance_transform_edt(~label)
+        prepared = preprocess(ds, 256, 160)
+        logits = predict(tiny_analyzer.model, [prepared.grid])[0]
+        # every mark the model would make at any threshold
+        scored = postprocess(logits, prepared, 0.0, tiny_analyzer.bundle.calibration, sharpness=6.0, max_findings=10)
+        assert scored.findings
+        for finding in scored.findings:
+            column, row = (int(v) for v in finding.center)
+            assert distance_to_label[row, column] > 40, (view, finding.center)
+            grid_column, grid_row = prepared.transform.to_grid(*finding.center)
+            cell = (int(grid_row) // 8 * 8, int(grid_column) // 8 * 8)
+            assert not prepared.pectoral[cell[0] : cell[0] + 8, cell[1] : cell[1] + 8].all(), (view, finding.center)
