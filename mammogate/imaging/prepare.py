@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from pydicom import Dataset
 
 from mammogate.imaging.breast import background_is_bright, segment_breast

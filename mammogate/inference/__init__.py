@@ -31,7 +31,6 @@ from mammogate.inference.pipeline import (
     preprocess,
     select_view,
 )
-from mammogate.inference.scoring import Calibration
 from mammogate.inference.results import (
     Finding,
     ImageResult,
@@ -39,6 +38,7 @@ from mammogate.inference.results import (
     SkippedImage,
     StudyResult,
 )
+from mammogate.inference.scoring import Calibration
 
 __all__ = [
     "DEFAULT_MODEL_NAME",

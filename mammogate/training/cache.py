@@ -22,7 +22,12 @@ import numpy as np
 from PIL import Image
 
 from mammogate.imaging import ImagingError, read_dataset
-from mammogate.imaging.prepare import PREPROCESSING_VERSION, PreparedImage, prepare_dataset, prepare_picture
+from mammogate.imaging.prepare import (
+    PREPROCESSING_VERSION,
+    PreparedImage,
+    prepare_dataset,
+    prepare_picture,
+)
 from mammogate.training.datasets import Record, file_hash
 
 logger = logging.getLogger(__name__)
@@ -180,6 +185,12 @@ class _NoProgress:
 def _progress(enabled: bool):  # type: ignore[no-untyped-def]
     if not enabled:
         return _NoProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

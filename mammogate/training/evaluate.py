@@ -29,7 +29,13 @@ from mammogate.imaging import ImagingError
 from mammogate.inference.bundle import ModelBundle, load_bundle
 from mammogate.inference.scoring import Calibration, cell_mask, pooled_logits
 from mammogate.training.cache import STATISTICS, image_statistics, prepare_record
-from mammogate.training.datasets import Dataset, DatasetError, Record, file_hash, load_all, patient_folds
+from mammogate.training.datasets import (
+    DatasetError,
+    Record,
+    file_hash,
+    load_all,
+    patient_folds,
+)
 from mammogate.training.evaluation import Predictions, by_source, summarise
 from mammogate.training.metrics import binary_summary, cross_validated_logistic, roc_auc
 from mammogate.training.options import add_evaluate_arguments

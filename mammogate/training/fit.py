@@ -32,7 +32,13 @@ import numpy as np
 from mammogate.inference.scoring import DEFAULT_SHARPNESS
 from mammogate.training.augment import NONE, AugmentOptions, augment
 from mammogate.training.cache import BREAST_BIT, PECTORAL_BIT, GridArrays
-from mammogate.training.model import CHANNELS, HEATMAP_STRIDE, WIDTHS, build_heatmap_model, masked_lse
+from mammogate.training.model import (
+    CHANNELS,
+    HEATMAP_STRIDE,
+    WIDTHS,
+    build_heatmap_model,
+    masked_lse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +239,10 @@ class Trainer:
 
     # -- batches --------------------------------------------------------------------------------
     def _batch(self, picks: np.ndarray, rng: np.random.Generator, *, patch: bool) -> _Batch:
-        images, cells, pooled, cell_true = [], [], [], []
+        images: list[np.ndarray] = []
+        cells: list[np.ndarray] = []
+        pooled: list[np.ndarray] = []
+        cell_true: list[np.ndarray] = []
         for index in picks:
             image, mask, lesions = augment(
                 self.arrays.images[index], self.arrays.masks[index], self.arrays.lesions[index], rng,
@@ -243,7 +252,10 @@ class Trainer:
         return _Batch(np.stack(images)[..., None], np.stack(cells)[..., None], np.stack(pooled), np.stack(cell_true))
 
     def _patch_batch(self, centres: list[tuple[int, float, float]], rng: np.random.Generator) -> _Batch:
-        images, cells, pooled, cell_true = [], [], [], []
+        images: list[np.ndarray] = []
+        cells: list[np.ndarray] = []
+        pooled: list[np.ndarray] = []
+        cell_true: list[np.ndarray] = []
         for index, x, y in centres:
             image, mask, lesions = augment(
                 self.arrays.images[index], self.arrays.masks[index], self.arrays.lesions[index], rng,
@@ -305,15 +317,16 @@ class Trainer:
         if final.is_file():
             heatmap.load_weights(final)
             return heatmap
-        state = {"stage": "patch", "epoch": 0}
+        state: dict[str, Any] = {"stage": "patch", "epoch": 0}
         if self._state_path().is_file() and self._weights_path().is_file():
             state = json.loads(self._state_path().read_text())
             heatmap.load_weights(self._weights_path())
             logger.info("resuming %s at %s epoch %d", self.work_dir, state["stage"], state["epoch"])
         stages = [("patch", self.options.patch_epochs), ("image", self.options.epochs)]
         for stage, epochs in stages:
-            if stage == "patch" and state["stage"] == "image":
-                continue
+            order = ["patch", "image", "done"]
+            if order.index(str(state["stage"])) > order.index(stage):
+                continue  # this stage finished before the interruption
             first = int(state["epoch"]) if state["stage"] == stage else 0
             if first >= epochs:
                 continue

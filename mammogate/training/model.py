@@ -59,7 +59,7 @@ def build_heatmap_model(
     up16 = layers.Concatenate()([layers.UpSampling2D(interpolation="bilinear")(s32), s16])
     up16 = _conv_bn(up16, w16)
     up8 = layers.Concatenate()([layers.UpSampling2D(interpolation="bilinear")(up16), s8])
-    up8 = _conv_bn(up8, w8 * 2)
+    up8 = _conv_bn(up8, 64)
     up8 = layers.SpatialDropout2D(0.1)(up8)
     logits = layers.Conv2D(
         len(CHANNELS), 1, name="logits", bias_initializer=keras.initializers.Constant(-3.0)

@@ -37,7 +37,13 @@ from mammogate.inference.bundle import DEFAULT_MODEL_NAME, MODEL_FILE, load_bund
 from mammogate.inference.scoring import Calibration
 from mammogate.training.cache import STATISTICS, GridArrays, build_cache
 from mammogate.training.datasets import Dataset, DatasetError, file_hash, load_all, patient_folds
-from mammogate.training.evaluation import Predictions, by_source, choose_operating_points, subset, summarise
+from mammogate.training.evaluation import (
+    Predictions,
+    by_source,
+    choose_operating_points,
+    subset,
+    summarise,
+)
 from mammogate.training.fit import FitOptions, Trainer, predict_logits, scoring_cells
 from mammogate.training.metrics import binary_summary, cross_validated_logistic, fit_platt
 from mammogate.training.model import CHANNELS, HEATMAP_STRIDE, WIDTHS
@@ -134,7 +140,7 @@ def cross_validate(config: TrainConfig, arrays: GridArrays, folds: np.ndarray) -
             trainer = Trainer(arrays, train_index, options, fold_dir)
             heatmap = trainer.fit()
             result = _predict_fold(heatmap, arrays, test_index, cells)
-            np.savez(done, **result)
+            np.savez(done, indices=result["indices"], pooled=result["pooled"], maps=result["maps"])
             (fold_dir / "fold.json").write_text(json.dumps({
                 "fold": fold, "train_images": len(train_index), "test_images": len(test_index),
                 "seconds": round(time.perf_counter() - started, 1),

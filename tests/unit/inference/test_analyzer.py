@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,50 +8,52 @@ import pydicom
 import pytest
 
 from mammogate.inference import Analyzer, ModelBundle
+from mammogate.training.datasets import load_synthetic
+from mammogate.training.metrics import froc, roc_auc, sensitivity_at_false_marks
 from mammogate.training.synthetic import write_study
-from mammogate.training.train import roc_auc, train_seeds, validation_seeds
 
-# Not the seeds of model.json's held-out evaluation (9000..9019), nor training (100000+) or
-# validation (150000+): a test of its own, not a re-run of the reported numbers.
+# Not the seeds of model.json's held-out check (9000..9019), nor training's (500000+): a test of
+# its own, not a re-run of the reported numbers.
 TEST_SEEDS = range(9100, 9120)
 
 
-def test_auc_test_seeds_are_used_by_neither_training_validation_nor_the_reported_evaluation(
-    shipped_bundle: ModelBundle,
-) -> None:
+def test_check_seeds_are_used_by_neither_training_nor_the_reported_evaluation(shipped_bundle: ModelBundle) -> None:
     metadata = shipped_bundle.metadata
-    evaluated = metadata["evaluation"]["held_out_test"]["seeds"]
-    first, last = (int(v) for v in evaluated.split(".."))
-    used = set(range(first, last + 1))
-    seed = metadata["training_data"]["seed"]
-    used |= set(train_seeds(seed, metadata["training_data"]["studies"]))
-    used |= set(validation_seeds(seed, metadata["evaluation"]["validation"]["studies"]))
-    assert not used & set(TEST_SEEDS)
+    first, last = (int(v) for v in metadata["evaluation"]["held_out_synthetic"]["seeds"].split(".."))
+    assert not set(range(first, last + 1)) & set(TEST_SEEDS)
+    for dataset in metadata["training_data"]["datasets"]:
+        if dataset["name"] == "synthetic":
+            count, _, seed = dataset["spec"].partition(":")[2].partition("@")
+            training = load_synthetic(int(count), int(seed or 0))
+            assert not {r.synthetic_seed for r in training.records} & set(TEST_SEEDS)
 
 
-def test_lesion_studies_rank_above_normal_ones_and_findings_hit_the_lesion(
-    analyzer: Analyzer, tmp_path: Path
-) -> None:
+def test_shipped_model_finds_synthetic_lesions_it_never_saw(analyzer: Analyzer, tmp_path: Path) -> None:
+    """The issue's synthetic target: exam AUC >= 0.98 and >= 90 % lesion sensitivity at no more
+    than 0.5 false marks per image, on held-out seeds (masses 5-30 mm, contrast as in training)."""
+    probe = Analyzer(dataclasses.replace(analyzer.bundle, operating_point=0.0), max_findings_per_image=5)
     labels, scores = [], []
-    lesion_images, hits = 0, 0
+    marks: list[list[tuple[float, bool, int]]] = []
+    lesions = 0
     for number, seed in enumerate(TEST_SEEDS):
-        study = write_study(tmp_path / str(seed), seed=seed, lesion=number % 2 == 1, rows=512, columns=416)
-        result = analyzer.analyze_study(study.paths)
+        study = write_study(tmp_path / str(seed), seed=seed, lesion=number % 2 == 1, burned_in_label=number % 3 == 0)
+        result = probe.analyze_study(study.paths)
         assert result.exam_score is not None and not result.skipped
-        labels.append(study.has_lesion)
+        labels.append(float(study.has_lesion))
         scores.append(result.exam_score)
         for image in result.images:
             truth = study.lesions[image.sop_instance_uid]
-            if not truth or not image.findings:
-                continue
-            lesion_images += 1
-            best = max(image.findings, key=lambda f: f.probability)
-            distance = np.hypot(best.center[0] - truth[0].center[0], best.center[1] - truth[0].center[1])
-            hits += distance <= 1.5 * truth[0].radius
-    assert sum(labels) == 10
-    auc = roc_auc([float(v) for v in labels], scores)
-    assert auc >= 0.9, f"exam AUC {auc:.3f} on held-out synthetic studies"
-    assert lesion_images >= 8 and hits >= 0.8 * lesion_images, (hits, lesion_images)
+            image_marks = []
+            for finding in image.findings:
+                hit = any(np.hypot(finding.center[0] - t.center[0], finding.center[1] - t.center[1]) <= t.radius for t in truth)
+                image_marks.append((finding.probability, hit, lesions if hit else -1))
+            marks.append(image_marks)
+            lesions += len(truth)
+    assert sum(labels) == 10 and lesions == 20
+    auc = roc_auc(labels, scores)
+    assert auc >= 0.98, f"exam AUC {auc:.3f} on held-out synthetic studies"
+    sensitivity = sensitivity_at_false_marks(froc(marks, lesions), 0.5)
+    assert sensitivity >= 0.9, f"lesion sensitivity {sensitivity:.2f} at 0.5 false marks per image"
 
 
 def test_study_result_scores_and_heatmaps(analyzer: Analyzer, tmp_path: Path) -> None:
@@ -66,8 +69,9 @@ def test_study_result_scores_and_heatmaps(analyzer: Analyzer, tmp_path: Path) ->
     for image in result.images:
         assert (image.rows, image.columns) == (512, 416)
         assert image.heatmap is not None
-        rows, columns = image.heatmap.shape
+        rows, columns = image.heatmap.shape  # the whole original frame, at the cells' size
         assert abs(rows / columns - 512 / 416) < 0.1
+        assert image.heatmap.max() == pytest.approx(image.score)
         assert all(f.probability >= analyzer.threshold for f in image.findings)
         truth = study.lesions[image.sop_instance_uid]
         if truth and image.score >= analyzer.threshold:

@@ -25,18 +25,28 @@ def test_shipped_bundle_is_verified_and_describes_itself(shipped_bundle: ModelBu
     assert shipped_bundle.path == default_bundle_dir()
     assert shipped_bundle.sha256 == file_sha256(shipped_bundle.model_file)
     meta = shipped_bundle.metadata
-    for key in ("name", "version", "input_size", "preprocessing", "operating_point",
-                "training_data", "evaluation", "date", "licence"):
+    for key in ("name", "version", "input_size", "preprocessing", "operating_point", "operating_points",
+                "calibration", "training_data", "cross_validation", "evaluation", "date", "licence",
+                "intended_use", "known_limits"):
         assert key in meta, key
     point = meta["operating_point"]
     assert 0 < point["threshold"] < 1
-    assert {"sensitivity", "specificity"} <= point.keys()
-    assert "synthetic" in meta["licence"].lower()
-    assert (shipped_bundle.path / "NOTICE").is_file()
+    assert {"patient_sensitivity", "patient_specificity", "chosen_on"} <= point.keys()
+    names = {d["name"] for d in meta["training_data"]["datasets"]}
+    assert {"mias", "kaggle_bcd640", "synthetic"} <= names
+    for source in ("mias", "kaggle_bcd640"):
+        auc = meta["cross_validation"][source]["malignant_vs_rest"]["image"]
+        assert 0 < auc["auc_ci95"][0] <= auc["auc"] <= auc["auc_ci95"][1] < 1
+        assert "baseline_trivial_statistics" in meta["cross_validation"][source]
+    assert "research use only" in meta["licence"].lower() and "not for clinical use" in meta["licence"].lower()
+    notice = (shipped_bundle.path / "NOTICE").read_text()
+    assert "Suckling" in notice and "CC BY 3.0" in notice and "RSNA" in notice
     info = shipped_bundle.model_info
     assert (info.name, info.version, info.sha256) == (meta["name"], meta["version"], meta["sha256"])
     assert info.operating_point == point["threshold"]
-    assert shipped_bundle.model_file.stat().st_size < 5_000_000
+    assert "kaggle_bcd640" in info.description and "AUC" in info.description
+    size = sum(p.stat().st_size for p in shipped_bundle.path.iterdir())
+    assert size < 50_000_000
 
 
 def test_bundle_whose_model_file_changed_is_refused(tmp_path: Path) -> None:
@@ -70,4 +80,13 @@ def test_malformed_model_json_is_refused(tmp_path: Path) -> None:
     bundle = copy_bundle(tmp_path)
     (bundle / "model.json").write_text("{", encoding="utf-8")
     with pytest.raises(BundleError, match="malformed"):
+        load_bundle(bundle)
+
+
+def test_bundle_of_the_old_heatmap_kind_is_refused_with_the_reason(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path)
+    meta = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
+    meta["outputs"] = {"heatmap_stride": 4, "heatmap": "probability per cell"}
+    (bundle / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(BundleError, match="not a logit-map bundle"):
         load_bundle(bundle)

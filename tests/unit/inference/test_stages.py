@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mammogate.imaging.breast import segment_breast
 from mammogate.inference import Analyzer, postprocess, predict, preprocess
 from mammogate.training.cache import prepare_record
 from mammogate.training.datasets import load_synthetic

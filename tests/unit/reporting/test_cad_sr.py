@@ -676,3 +676,28 @@ def test_dsrdump_parses_without_error(
     assert [line for line in output.splitlines() if line.startswith(("E:", "F:"))] == []
     assert "TID 4000 (DCMR)" in output
     assert "Mammography CAD SR Document" in output
+
+
+def _all_items(item: Dataset) -> list[Dataset]:
+    found = []
+    for nested in item.get("ContentSequence", []):
+        found.append(nested)
+        found.extend(_all_items(nested))
+    return found
+
+
+def test_algorithm_parameters_say_what_the_model_was_trained_on_and_how_it_performed(
+    make_source: SourceFactory, study_uid: str, tmp_path: Path
+) -> None:
+    described = ModelInfo(
+        name="mammogate-cnn", version="2.0.0", sha256="cd" * 32, operating_point=0.3,
+        description="trained on mias (224 images); mias 5-fold CV AUC 0.80 (95% CI 0.70-0.88)",
+    )
+    result, sources = scenario("findings", make_source, study_uid, described)
+    _, ds = write_and_read(build_mammography_cad_sr(result, sources), tmp_path)
+    parameters = [
+        str(item.get("TextValue", "")) for item in _all_items(ds)
+        if "ConceptNameCodeSequence" in item and concept(item) == "111002"
+    ]
+    assert any("mias 5-fold CV AUC 0.80 (95% CI 0.70-0.88)" in p for p in parameters)
+    assert any(DISCLAIMER in p for p in parameters)

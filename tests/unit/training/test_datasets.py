@@ -85,7 +85,7 @@ def test_csv_loader_takes_pictures_dicom_lesion_rows_and_bounding_boxes(tmp_path
     assert len(dataset) == 3
     a, b, c = by_key["a.png"], by_key["b.jpg"], by_key["c.dcm"]
     assert (a.malignant, a.abnormal, a.laterality, a.view) == (1, 1, "L", "CC")
-    assert [(l.x, l.y, l.radius, l.malignant) for l in a.lesions] == [(50, 60, 10, True), (80, 90, 5, True)]
+    assert [(lesion.x, lesion.y, lesion.radius, lesion.malignant) for lesion in a.lesions] == [(50, 60, 10, True), (80, 90, 5, True)]
     assert (b.malignant, b.abnormal) == (0, 1) and (b.lesions[0].x, b.lesions[0].y, b.lesions[0].radius) == (20, 40, 20)
     assert (c.malignant, c.abnormal, c.is_dicom) == (0, 0, True)
     assert c.laterality is None  # csv: does not read headers

@@ -84,6 +84,7 @@ def add_sample_study(db: Database, data_dir: Path) -> str:
             model_name="mammo-cnn",
             model_version="1.4.0",
             model_sha256="ab12cd34ef56" + "0" * 52,
+            model_description="trained on mias (224 images); mias 5-fold CV AUC 0.81 (95% CI 0.72-0.89)",
             operating_point=0.42,
             exam_score=EXAM_SCORE,
             score_left=EXAM_SCORE,

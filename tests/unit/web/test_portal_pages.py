@@ -93,6 +93,7 @@ def test_detail_shows_analysis_scores_findings_and_deliveries(
     html = page.text
     assert "DUPONT, Hélène" in html and "PID-1" in html
     assert "mammo-cnn" in html and "1.4.0" in html and "ab12cd34ef56" in html
+    assert "mias 5-fold CV AUC 0.81 (95% CI 0.72-0.89)" in html  # what the model is, as measured
     assert _data_score(html, "exam-score") == EXAM_SCORE
     assert _data_score(html, "breast-score-L") == EXAM_SCORE
     assert _data_score(html, "breast-score-R") == 0.051234
