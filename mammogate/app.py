@@ -89,10 +89,12 @@ def serve(settings: Settings) -> int:
     from mammogate.dicom_node.spool import Spool
     from mammogate.dicom_node.worker import WorkerLoop
     from mammogate.inference import Analyzer, load_bundle
+    from mammogate.inference.bundle import with_operating_point
     from mammogate.web.app import create_app
 
     # Refuse a broken or tampered bundle before opening any port.
     bundle = load_bundle(Path(settings.model.bundle) if settings.model.bundle else None)
+    bundle = with_operating_point(bundle, settings.model.operating_point)
     info = bundle.model_info
     log.info("model bundle %s %s (sha256 %s)", info.name, info.version, info.sha256[:12])
 

@@ -134,6 +134,9 @@ class DatabaseSettings(_Section):
 
 class ModelSettings(_Section):
     bundle: str = ""  # empty: the shipped bundle
+    # which of the bundle's operating points flags an exam (sensitivity_90, balanced,
+    # specificity_90, ...); empty: the bundle's default
+    operating_point: str = ""
 
 
 class WorkerSettings(_Section):

@@ -165,8 +165,9 @@ def display_image(ds: Dataset, *, max_rows: int | None = None) -> np.ndarray:
     padding = _padding_mask(ds, stored)
     if factor > 1:
         stored = block_mean(stored, factor)
-        if padding is not None:
-            padding = block_mean(padding.astype(np.uint8), factor).astype(bool)
+        if padding is not None:  # a block with any padding in it is padding
+            rows, columns = (padding.shape[0] // factor) * factor, (padding.shape[1] // factor) * factor
+            padding = np.asarray(padding[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor).any(axis=(1, 3)))
     try:
         modality = np.asarray(apply_modality_lut(stored, ds))
         if modality.dtype.kind == "f" and np.array_equal(modality, np.round(modality)):

@@ -213,10 +213,13 @@ def to_model_grid(
     grid = np.zeros((grid_rows, grid_columns), dtype=np.float32)
     grid[:content_rows, :content_columns] = resize(box, content_rows, content_columns)
     whole = crop is None and original_shape is None
+    # a block reduction drops the original's last columns that do not fill a block; turned
+    # round, those columns come first in the chest-wall-left frame
+    dropped = original_columns - columns * factor_x if flipped and reduction is not None else 0.0
     transform = GridTransform(
         original_rows, original_columns, flipped, grid_rows, grid_columns, content_rows, content_columns,
         0.0 if whole else row0 * factor_y,
-        0.0 if whole else column0 * factor_x,
+        0.0 if whole else column0 * factor_x + dropped,
         0.0 if whole else box_rows * factor_y,
         0.0 if whole else box_columns * factor_x,
     )

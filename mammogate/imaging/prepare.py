@@ -17,7 +17,7 @@ from pydicom import Dataset
 
 from mammogate.imaging.breast import background_is_bright, segment_breast
 from mammogate.imaging.display import display_image, reduction_factor
-from mammogate.imaging.errors import UnsupportedImageError
+from mammogate.imaging.errors import PixelDecodeError, UnsupportedImageError
 from mammogate.imaging.geometry import GridTransform, chest_wall_from_headers, resize, to_model_grid
 from mammogate.imaging.views import view_info
 
@@ -130,9 +130,12 @@ def prepare_dataset(ds: Dataset, grid_rows: int, grid_columns: int) -> PreparedI
     """A DICOM image → the model grid: decoded and reduced by whole blocks before the LUTs
     (``display_image(max_rows=...)``), chest wall from PatientOrientation when it says,
     pectoral muscle looked for unless the view is CC. Raises ``ImagingError``."""
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    display = display_image(ds, max_rows=working_rows(grid_rows))  # decodes: PixelDecodeError first
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise PixelDecodeError("the dataset has no usable Rows and Columns") from exc
     chest_wall_right = chest_wall_from_headers(ds)
-    display = display_image(ds, max_rows=working_rows(grid_rows))
     view = view_info(ds).view
     return prepare(
         display, grid_rows, grid_columns, original_shape=(rows, columns),

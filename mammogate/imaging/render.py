@@ -35,8 +35,8 @@ def render_overlay_png(
     (original pixel coordinates, (column, row))."""
     rows, columns = display_image.shape
     out_rows = min(height, rows)
-    scale = out_rows / (original_rows or rows)
-    out_columns = max(1, round(columns * scale))
+    out_columns = max(1, round(columns * out_rows / rows))
+    scale = out_rows / (original_rows or rows)  # original pixels -> picture pixels
     gray = np.clip(resize(display_image, out_rows, out_columns), 0, 1)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
     if heatmap is not None and heatmap.size:

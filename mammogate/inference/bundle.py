@@ -34,8 +34,9 @@ class BundleError(InferenceError):
     """The model bundle is missing, malformed, or its model file fails the sha256 check."""
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (sha256 unless ``algorithm`` names another)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
@@ -117,6 +118,21 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
     return ModelBundle(
         bundle_dir, name, version, actual, rows, columns, operating_point, metadata, platt, sharpness, stride
     )
+
+
+def with_operating_point(bundle: ModelBundle, name: str) -> ModelBundle:
+    """The bundle flagging at its operating point ``name`` (empty: unchanged); BundleError
+    naming the ones it has when it has no such point."""
+    if not name:
+        return bundle
+    points = {str(p.get("name")): p for p in bundle.metadata.get("operating_points", [])}
+    if name not in points:
+        raise BundleError(
+            f"model.operating_point {name!r}: the bundle's operating points are {', '.join(sorted(points)) or 'none'}"
+        )
+    import dataclasses
+
+    return dataclasses.replace(bundle, operating_point=float(points[name]["threshold"]))
 
 
 def model_description(metadata: dict[str, Any]) -> str:

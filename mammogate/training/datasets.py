@@ -25,7 +25,6 @@ Exception: ``DatasetError`` (a spec or a file that cannot be read), with the pat
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -103,11 +102,10 @@ class Dataset:
 
 
 def file_hash(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The sha1 of a file: the key of the image cache and of a bundle's training list."""
+    from mammogate.inference.bundle import file_sha256
+
+    return file_sha256(path, "sha1")
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

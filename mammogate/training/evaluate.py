@@ -36,7 +36,7 @@ from mammogate.training.datasets import (
     load_all,
     patient_folds,
 )
-from mammogate.training.evaluation import Predictions, by_source, summarise
+from mammogate.training.evaluation import Predictions, by_source, json_safe, summarise
 from mammogate.training.metrics import binary_summary, cross_validated_logistic, roc_auc
 from mammogate.training.options import add_evaluate_arguments
 
@@ -49,7 +49,12 @@ def training_hashes(bundle: ModelBundle) -> set[str]:
     path = bundle.path / TRAINING_IMAGES_FILE
     if not path.is_file():
         return set()
-    return {line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    # "sha1  uid" for files; "-  uid" for synthetic images (known by their seed, not a file)
+    entries = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        digest, _, uid = line.partition("  ")
+        entries.add(uid if digest == "-" else digest)
+    return entries
 
 
 def predict_records(
@@ -76,7 +81,7 @@ def predict_records(
         cell = cell_mask(prepared.scoring_mask, logits.shape[0], logits.shape[1])
         pooled.append(pooled_logits(logits, cell, bundle.sharpness))
         seconds.append(time.perf_counter() - started)
-        maps.append(logits[..., 0])
+        maps.append(logits)
         cells.append(cell)
         grid_lesions = np.zeros((len(record.lesions), 4), dtype=np.float32)
         for index, lesion in enumerate(record.lesions):
@@ -90,7 +95,7 @@ def predict_records(
     predictions = Predictions(
         kept,
         np.array(pooled, dtype=np.float64).reshape(-1, 2),
-        np.array(maps, dtype=np.float32).reshape(-1, height, width),
+        np.array(maps, dtype=np.float32).reshape(-1, height, width, 2),
         np.array(cells, dtype=bool).reshape(-1, height, width),
         lesions, stride, bundle.sharpness,
     )
@@ -129,7 +134,7 @@ def evaluate(
     for dataset in datasets:
         for record in dataset.records:
             digest = file_hash(record.path) if record.path is not None else ""
-            if digest and digest in seen:
+            if (digest or record.uid) in seen:
                 in_training[dataset.name] = in_training.get(dataset.name, 0) + 1
                 if not include_training_images:
                     continue
@@ -165,24 +170,11 @@ def evaluate(
         report["datasets"][source] = entry
     report["baseline_trivial_statistics"] = _baseline(predictions.records, statistics, n_boot)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(_clean(report), indent=2) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(json_safe(report), indent=2) + "\n", encoding="utf-8")
     from mammogate.training.report import write_html
 
-    write_html(out, _clean(report), predictions, malignant)
+    write_html(out, json_safe(report), predictions, malignant)
     return report
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN → null, numpy scalars → Python, floats to 4 decimals."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if np.isnan(value) else round(float(value), 4)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ calibration (ECE, curve); the operating points' sensitivity and specificity.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,7 @@ class Predictions:
 
     records: list[Record]
     pooled: np.ndarray  # (N, 2)
-    maps: np.ndarray  # (N, h, w) malignant-channel logits
+    maps: np.ndarray  # (N, h, w, 2) logits: malignant, any lesion
     cells: np.ndarray  # (N, h, w) bool
     lesions: list[np.ndarray]  # (k, 4): grid column, row, radius, malignant
     stride: int
@@ -62,7 +63,9 @@ def _two_levels(records: Sequence[Record], labels: np.ndarray, scores: np.ndarra
 
 
 def localisation(predictions: Predictions, calibration: Calibration, *, malignant_only: bool) -> dict[str, Any] | None:
-    """Top mark within the lesion radius, and the FROC, over images with located lesions."""
+    """Top mark within the lesion radius, and the FROC, over images with located lesions:
+    malignant lesions on the malignant channel, or any lesion on the lesion channel."""
+    channel = 0 if malignant_only else 1
     hits, total = 0, 0
     marks: list[list[tuple[float, bool, int]]] = []
     lesion_count = 0
@@ -70,7 +73,9 @@ def localisation(predictions: Predictions, calibration: Calibration, *, malignan
     for index, record in enumerate(predictions.records):
         lesions = predictions.lesions[index]
         wanted = lesions[lesions[:, 3] > 0.5] if malignant_only else lesions
-        _, probabilities = probability_map(predictions.maps[index], predictions.cells[index], calibration, predictions.sharpness)
+        _, probabilities = probability_map(
+            predictions.maps[index][..., channel], predictions.cells[index], calibration, predictions.sharpness
+        )
         peaks = find_peaks(probabilities, max_peaks=MARKS_PER_IMAGE)
         for peak in peaks:
             row, column = int(peak.row), int(peak.column)
@@ -164,6 +169,51 @@ def summarise(
     return report
 
 
+def json_safe(value: Any) -> Any:
+    """For json.dumps: NaN → null, numpy scalars → Python, floats to 4 decimals."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if np.isnan(value) else round(float(value), 4)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def nested_operating_points(
+    records: Sequence[Record], probabilities: np.ndarray, folds: np.ndarray
+) -> list[dict[str, Any]]:
+    """How the operating points hold on data they were not chosen on: for each fold, the
+    points are chosen on the other folds' out-of-fold probabilities and applied to it; the
+    flags are pooled over folds (patient level)."""
+    chosen_flags: dict[str, list[tuple[bool, bool]]] = {}
+    for fold in np.unique(folds):
+        held = folds == fold
+        rest = [r for r, h in zip(records, held, strict=True) if not h]
+        if len({r.malignant for r in rest}) < 2:
+            continue
+        points = choose_operating_points(rest, probabilities[~held])
+        held_records = [r for r, h in zip(records, held, strict=True) if h]
+        labels = np.array([r.malignant for r in held_records], dtype=float)
+        _patients, scores, patient_labels = _patient_max(held_records, probabilities[held], labels)
+        for point in points:
+            chosen_flags.setdefault(point["name"], []).extend(
+                zip((scores >= point["threshold"]).tolist(), (patient_labels > 0.5).tolist(), strict=True)
+            )
+    table = []
+    for name, flags in chosen_flags.items():
+        flagged = np.array([f for f, _ in flags])
+        positive = np.array([p for _, p in flags])
+        table.append({
+            "name": name,
+            "patient_sensitivity": float(flagged[positive].mean()) if positive.any() else None,
+            "patient_specificity": float((~flagged[~positive]).mean()) if (~positive).any() else None,
+        })
+    return table
+
+
 def subset(predictions: Predictions, keep: np.ndarray) -> Predictions:
     index = np.flatnonzero(keep)
     return Predictions(
@@ -204,9 +254,10 @@ def choose_operating_points(
 
 
 def _point(name: str, threshold: float, sensitivity: float, specificity: float) -> dict[str, Any]:
+    # rounded down: the score that set the threshold stays at or above it
     return {
         "name": name,
-        "threshold": round(float(min(threshold, 1.0)), 6),
+        "threshold": math.floor(float(min(threshold, 1.0)) * 1e6) / 1e6,
         "patient_sensitivity": round(float(sensitivity), 4),
         "patient_specificity": round(float(specificity), 4),
     }

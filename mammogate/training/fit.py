@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -98,6 +99,8 @@ def cell_targets(
         yy, xx = np.mgrid[0:rows, 0:columns].astype(np.float32)
         for x, y, radius, is_malignant in lesions:
             cx, cy = x / stride, y / stride
+            if not (0 <= cx < columns and 0 <= cy < rows):
+                continue  # moved off the grid by the augmentation
             r = max(float(radius) / stride, 0.75)
             inside = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
             row, column = int(np.clip(cy, 0, rows - 1)), int(np.clip(cx, 0, columns - 1))
@@ -204,8 +207,8 @@ class Trainer:
 
     def _image_batches(self, order: np.ndarray, rng: np.random.Generator) -> Iterator[_Batch]:
         size = self.options.batch_size
-        for start in range(0, len(order) - size + 1, size):
-            yield self._batch(order[start : start + size], rng, patch=False)
+        for start in range(0, max(len(order) - size + 1, 1), size):
+            yield self._batch(order[start : start + size], rng, patch=False)  # a small set: one short batch
 
     def _patch_centres(self, rng: np.random.Generator) -> list[tuple[int, float, float]]:
         """(record index, column, row): every located lesion 4 times with jitter, and as many
@@ -257,10 +260,14 @@ class Trainer:
         pooled: list[np.ndarray] = []
         cell_true: list[np.ndarray] = []
         for index, x, y in centres:
-            image, mask, lesions = augment(
-                self.arrays.images[index], self.arrays.masks[index], self.arrays.lesions[index], rng,
+            # the crop's centre rides along with the lesions through the augmentation
+            with_centre = np.vstack([self.arrays.lesions[index].reshape(-1, 4), [[x, y, 0.0, -1.0]]])
+            image, mask, moved_all = augment(
+                self.arrays.images[index], self.arrays.masks[index], with_centre, rng,
                 AugmentOptions(flip=0.5, scale=(0.9, 1.1), shift=0.0, elastic=0.0),
             )
+            x, y = float(moved_all[-1, 0]), float(moved_all[-1, 1])
+            lesions = moved_all[:-1]
             top = int(np.clip(round(y - PATCH / 2), 0, self.rows - PATCH))
             left = int(np.clip(round(x - PATCH / 2), 0, self.columns - PATCH))
             crop = (slice(top, top + PATCH), slice(left, left + PATCH))
@@ -351,15 +358,21 @@ class Trainer:
                     epochs, float(np.mean(losses)) if losses else float("nan"), len(losses),
                     time.perf_counter() - started,
                 )
-                heatmap.save_weights(self._weights_path())
-                self._state_path().write_text(json.dumps({"stage": stage, "epoch": epoch + 1}))
+                self._checkpoint(heatmap, {"stage": stage, "epoch": epoch + 1})
                 if epoch_end is not None:
                     epoch_end(stage, epoch, heatmap)
             state = {"stage": "image" if stage == "patch" else "done", "epoch": 0}
-            self._state_path().write_text(json.dumps(state))
-            heatmap.save_weights(self._weights_path())
-        heatmap.save_weights(final)
+            self._checkpoint(heatmap, state)
+        _save_atomically(heatmap, final)
         return heatmap
+
+    def _checkpoint(self, heatmap: Any, state: dict[str, Any]) -> None:
+        """Weights, then the state that names them, each replaced atomically: a kill at any
+        moment leaves a checkpoint that loads."""
+        _save_atomically(heatmap, self._weights_path())
+        temporary = self._state_path().with_suffix(".tmp")
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, self._state_path())
 
     def _steps(self, stage: str, epochs: int) -> int:
         if stage == "patch":
@@ -384,6 +397,12 @@ class Trainer:
             loss=[_pooled_loss, _make_cell_loss(self.options.cell_weight)],
         )
         return model
+
+
+def _save_atomically(model: Any, path: Path) -> None:
+    temporary = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
+    model.save_weights(temporary)
+    os.replace(temporary, path)
 
 
 def _Schedule(peak: float, total: int, warmup: int, offset: int) -> Any:  # noqa: N802 - a class factory

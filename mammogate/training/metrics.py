@@ -159,25 +159,43 @@ def expected_calibration_error(labels: ArrayLike, probabilities: ArrayLike, bins
 
 def fit_platt(logits: ArrayLike, labels: ArrayLike, *, iterations: int = 100) -> tuple[float, float]:
     """(slope, intercept) maximising the likelihood of sigmoid(slope * logit + intercept), with
-    Platt's target smoothing ((n+ + 1)/(n+ + 2), 1/(n- + 2)) so separable data stay finite."""
+    Platt's target smoothing ((n+ + 1)/(n+ + 2), 1/(n- + 2)) so separable data stay finite.
+
+    Newton's method on standardised logits with step halving (the likelihood never drops), so
+    saturated starting points converge; the slope is kept positive (a model that ranks
+    backwards gets a flat, prevalence-only calibration rather than an inverted one)."""
     x = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
+    if len(x) == 0 or y.min() == y.max():
+        raise ValueError("Platt scaling needs both classes")
+    centre, spread = float(x.mean()), float(x.std()) or 1.0
+    z = (x - centre) / spread
     n_pos, n_neg = y.sum(), len(y) - y.sum()
     target = np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-    a, b = 1.0, 0.0
+
+    def loss(w: np.ndarray) -> float:
+        t = w[0] * z + w[1]
+        return float(np.sum(np.logaddexp(0, t) - target * t))
+
+    w = np.array([0.0, float(np.log(target.mean() / (1 - target.mean())))])
+    current = loss(w)
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(a * x + b, -60, 60)))
-        gradient = np.array([np.sum((p - target) * x), np.sum(p - target)])
-        w = p * (1 - p) + 1e-12
-        hessian = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
-        try:
-            step = np.linalg.solve(hessian + 1e-9 * np.eye(2), gradient)
-        except np.linalg.LinAlgError:
+        p = 1 / (1 + np.exp(-np.clip(w[0] * z + w[1], -60, 60)))
+        gradient = np.array([np.sum((p - target) * z), np.sum(p - target)])
+        h = p * (1 - p) + 1e-12
+        hessian = np.array([[np.sum(h * z * z), np.sum(h * z)], [np.sum(h * z), np.sum(h)]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        scale = 1.0
+        while scale > 1e-6 and loss(w - scale * step) > current:
+            scale /= 2
+        w = w - scale * step
+        improved = loss(w)
+        if current - improved < 1e-12:
             break
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-10:
-            break
-    return float(a), float(b)
+        current = improved
+    slope = max(float(w[0]), 1e-6) / spread
+    intercept = float(w[1]) - slope * centre if w[0] > 1e-6 else float(w[1])
+    return slope, intercept
 
 
 def binary_summary(
@@ -192,8 +210,10 @@ def binary_summary(
         summary["auc_ci95"] = list(auc_ci(y, s, groups, n_boot=n_boot))
         summary["sensitivity_at_90_specificity"] = sensitivity_at_specificity(y, s, 0.9)[0]
         summary["specificity_at_90_sensitivity"] = specificity_at_sensitivity(y, s, 0.9)[0]
-    else:
-        summary["auc_ci95"] = [float("nan"), float("nan")]
+    else:  # one class only: the same keys, without numbers
+        summary["auc_ci95"] = [None, None]
+        summary["sensitivity_at_90_specificity"] = None
+        summary["specificity_at_90_sensitivity"] = None
     return summary
 
 

@@ -41,6 +41,8 @@ from mammogate.training.evaluation import (
     Predictions,
     by_source,
     choose_operating_points,
+    json_safe,
+    nested_operating_points,
     subset,
     summarise,
 )
@@ -120,14 +122,14 @@ def _predict_fold(heatmap: Any, arrays: GridArrays, indices: np.ndarray, cells: 
     from mammogate.inference.scoring import pooled_logits
 
     pooled = np.stack([pooled_logits(logits[i], cells[index] > 0) for i, index in enumerate(indices)])
-    return {"indices": indices, "pooled": pooled.astype(np.float32), "maps": logits[..., 0].astype(np.float16)}
+    return {"indices": indices, "pooled": pooled.astype(np.float32), "maps": logits.astype(np.float16)}
 
 
 def cross_validate(config: TrainConfig, arrays: GridArrays, folds: np.ndarray) -> tuple[Predictions, list[Path]]:
     """Fit one network per fold and predict its held-out images; resumable."""
     cells = scoring_cells(arrays.masks)
     pooled = np.zeros((len(arrays), len(CHANNELS)), dtype=np.float32)
-    maps = np.zeros((len(arrays), *cells.shape[1:]), dtype=np.float32)
+    maps = np.zeros((len(arrays), *cells.shape[1:], len(CHANNELS)), dtype=np.float32)
     weights: list[Path] = []
     for fold in range(config.folds):
         fold_dir = config.work_dir / f"fold{fold}"
@@ -147,7 +149,7 @@ def cross_validate(config: TrainConfig, arrays: GridArrays, folds: np.ndarray) -
             }))
             logger.info("fold %d/%d done in %.0f s", fold + 1, config.folds, time.perf_counter() - started)
         with np.load(done) as data:
-            if not np.array_equal(data["indices"], test_index):
+            if not np.array_equal(data["indices"], test_index) or data["maps"].ndim != 4:
                 raise DatasetError(f"{done} was made from other data: delete {config.work_dir} and train again")
             pooled[test_index] = data["pooled"]
             maps[test_index] = data["maps"].astype(np.float32)
@@ -199,16 +201,6 @@ def _real(records: Sequence[Any]) -> np.ndarray:
     return np.array([r.source != "synthetic" for r in records])
 
 
-def _round(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_round(v) for v in value]
-    return value
-
-
 def train(config: TrainConfig) -> Path:
     """Cross-validate, export the ensemble bundle to ``config.out`` and check it; returns its path."""
     from mammogate.inference.tf_runtime import tensorflow
@@ -224,11 +216,14 @@ def train(config: TrainConfig) -> Path:
     if len(arrays) < 2 * config.folds:
         raise DatasetError(f"{len(arrays)} usable images are too few for {config.folds} folds")
     folds = patient_folds(arrays.records, config.folds, config.seed)
+    real = _real(arrays.records)
+    malignant = np.array([r.malignant for r in arrays.records])
+    # calibration and operating points come from the real images when they hold both classes
+    calibration_rows = real if len(set(malignant[real])) == 2 else np.ones(len(arrays), dtype=bool)
+    if len(set(malignant[calibration_rows])) < 2:
+        raise DatasetError("the data sets hold no image with a cancer, or none without: nothing to learn or calibrate")
     predictions, weights = cross_validate(config, arrays, folds)
 
-    real = _real(arrays.records)
-    calibration_rows = real if real.any() else np.ones(len(arrays), dtype=bool)
-    malignant = np.array([r.malignant for r in arrays.records])
     abnormal = np.array([r.abnormal for r in arrays.records])
     slope, intercept = fit_platt(predictions.pooled[calibration_rows, 0], malignant[calibration_rows])
     lesion_slope, lesion_intercept = fit_platt(predictions.pooled[calibration_rows, 1], abnormal[calibration_rows])
@@ -237,6 +232,7 @@ def train(config: TrainConfig) -> Path:
     calibrated_rows = subset(predictions, calibration_rows)
     probabilities = calibration.probability(calibrated_rows.pooled[:, 0])
     points = choose_operating_points(calibrated_rows.records, probabilities)
+    held_out_points = nested_operating_points(calibrated_rows.records, probabilities, folds[calibration_rows])
     default = next(p for p in points if p["name"] == DEFAULT_OPERATING_POINT)
 
     metrics: dict[str, Any] = {}
@@ -254,7 +250,7 @@ def train(config: TrainConfig) -> Path:
     export_ensemble(weights, rows, columns, config.fit.widths, out / MODEL_FILE)
     (out / "NOTICE").write_text(_notice(datasets), encoding="utf-8")
     (out / TRAINING_IMAGES_FILE).write_text(
-        "".join(f"{r.content_hash}  {r.uid}\n" for r in arrays.records if r.content_hash), encoding="utf-8"
+        "".join(f"{r.content_hash or '-'}  {r.uid}\n" for r in arrays.records), encoding="utf-8"
     )
     fold_seconds = [
         json.loads((config.work_dir / f"fold{f}" / "fold.json").read_text()).get("seconds")
@@ -290,6 +286,10 @@ def train(config: TrainConfig) -> Path:
         },
         "operating_point": {**default, "chosen_on": "out-of-fold predictions of the real training images, patient level (a patient's maximum)"},
         "operating_points": points,
+        "operating_points_on_unseen_folds": {
+            "method": "per fold: points chosen on the other folds' out-of-fold predictions, applied to this fold; pooled",
+            "points": json_safe(held_out_points),
+        },
         "training_data": {
             "datasets": [{"spec": d.spec, "name": d.name, **d.counts()} for d in datasets],
             "images_used": len(arrays),
@@ -301,7 +301,7 @@ def train(config: TrainConfig) -> Path:
             "seconds_per_fold": fold_seconds,
             "training_seconds": round(time.perf_counter() - started, 1),
         },
-        "cross_validation": _round(metrics),
+        "cross_validation": json_safe(metrics),
         "evaluation": {},
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         "framework": {"keras": keras.__version__},
@@ -313,7 +313,7 @@ def train(config: TrainConfig) -> Path:
     if config.synthetic_check_studies:
         from mammogate.training.synthetic_check import evaluate_synthetic
 
-        metadata["evaluation"]["held_out_synthetic"] = _round(evaluate_synthetic(out, config.synthetic_check_studies))
+        metadata["evaluation"]["held_out_synthetic"] = json_safe(evaluate_synthetic(out, config.synthetic_check_studies))
         write_model_json(out, metadata)
     load_bundle(out)
     logger.info("bundle written to %s in %.0f s", out, time.perf_counter() - started)

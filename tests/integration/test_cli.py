@@ -90,6 +90,15 @@ def test_serve_refuses_a_tampered_model_bundle(tmp_path: Path) -> None:
     assert not (node.root / "var" / "mammogate.sqlite3").exists(), "refused before opening anything"
 
 
+def test_serve_refuses_an_operating_point_the_bundle_does_not_have(tmp_path: Path) -> None:
+    node = Node(tmp_path / "node", extra_env={"MAMMOGATE_MODEL__OPERATING_POINT": "sensitivity_99"})
+    node.write_config()
+    result = subprocess.run([*node.executable, "serve", "--config", str(node.config_path)],
+                            capture_output=True, text=True, timeout=120, env=node.env())
+    assert result.returncode == 1
+    assert "'sensitivity_99'" in result.stderr and "balanced" in result.stderr
+
+
 def test_allow_list_rule_is_checked_against_the_database_that_enforces_it(tmp_path: Path) -> None:
     node = Node(tmp_path)
     node.write_config()

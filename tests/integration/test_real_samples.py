@@ -76,3 +76,62 @@ def test_stereotactic_image_is_skipped_with_a_reason(analyzer: Analyzer) -> None
     assert result.images == () and result.exam_score is None
     (skipped,) = result.skipped
     assert not skipped.failed and skipped.reason
+
+
+def _every_mark(analyzer: Analyzer) -> Analyzer:
+    """The shipped model with its threshold at 0: every mark it could ever make, up to 10 per image."""
+    import dataclasses
+
+    return Analyzer(dataclasses.replace(analyzer.bundle, operating_point=0.0), max_findings_per_image=10)
+
+
+def test_no_mark_of_the_shipped_model_on_the_cbis_film_labels(analyzer: Analyzer) -> None:
+    from tests.unit.imaging.test_breast import CBIS_LABELS
+
+    probe = _every_mark(analyzer)
+    folder = shared_data_dir() / "dicom" / "cbis_ddsm"
+    for name, boxes in CBIS_LABELS.items():
+        result = probe.analyze_study([folder / name])
+        (image,) = result.images
+        assert image.findings
+        for finding in image.findings:
+            column, row = finding.center
+            for row0, row1, column0, column1 in boxes:
+                near = row0 - 150 <= row <= row1 + 150 and column0 - 150 <= column <= column1 + 150
+                assert not near, f"{name}: a mark at {finding.center} on the film label"
+
+
+def test_no_mark_of_the_shipped_model_outside_the_breast_on_any_real_sample(analyzer: Analyzer) -> None:
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    from mammogate.imaging import display_image
+    from mammogate.imaging.breast import segment_breast
+    from mammogate.imaging.prepare import prepare_picture
+    from mammogate.inference import postprocess, predict
+
+    probe = _every_mark(analyzer)
+    bundle = probe.bundle
+
+    def inside(display: np.ndarray, rows: int, centres: list[tuple[float, float]]) -> None:
+        region = segment_breast(display)
+        mask = ndimage.binary_dilation(region.mask, iterations=2)  # the cell grid's coarseness
+        scale = region.mask.shape[0] / rows
+        for column, row in centres:
+            assert mask[min(int(row * scale), mask.shape[0] - 1), min(int(column * scale), mask.shape[1] - 1)], (column, row)
+
+    for path in _samples():
+        result = probe.analyze_study([path])
+        ds = pydicom.dcmread(path)
+        inside(display_image(ds, max_rows=1024), int(ds.Rows), [f.center for f in result.findings])
+    pictures = sorted((shared_data_dir() / "png_unlabelled").glob("*.png"))
+    pictures += sorted((shared_data_dir() / "mias").glob("mdb0[0-4]*.png"))
+    pictures += sorted((shared_data_dir() / "kaggle_bcd640").glob("10*.jpg"))[:20]
+    for path in pictures:
+        pixels = np.asarray(Image.open(path).convert("L"))
+        prepared = prepare_picture(pixels, bundle.input_rows, bundle.input_columns)
+        logits = predict(probe.model, [prepared.grid])[0]
+        scored = postprocess(logits, prepared, 0.0, bundle.calibration, sharpness=bundle.sharpness, max_findings=10)
+        display = 1.0 - pixels / 255.0 if prepared.inverted else pixels / 255.0
+        inside(display.astype(np.float32), pixels.shape[0], [f.center for f in scored.findings])

@@ -224,3 +224,20 @@ def test_padding_does_not_set_the_intensity_range(range_limit: int | None) -> No
     assert tissue.min() == pytest.approx(0.0, abs=1e-6)  # 6000: least dense (MONOCHROME1)
     assert tissue.max() == pytest.approx(1.0, abs=1e-6)  # 2000: densest
     assert np.all(image[:, 30:] == 0.0)
+
+
+def test_overlay_of_a_reduced_image_keeps_its_aspect_and_marks() -> None:
+    import io
+
+    from PIL import Image
+
+    from mammogate.imaging import render_overlay_png
+
+    reduced = np.zeros((1365, 1109), np.float32)  # a 4096 x 3328 image reduced by 3
+    png = render_overlay_png(reduced, None, [(3000.0, 2000.0)], original_rows=4096)
+    picture = Image.open(io.BytesIO(png))
+    assert picture.size == (416, 512)
+    pixels = np.asarray(picture)
+    column, row = round(3000 * 512 / 4096), round(2000 * 512 / 4096)
+    ring = pixels[row - 20 : row + 20, column - 20 : column + 20]
+    assert (ring[..., 0] > 200).any() and (ring[..., 2] < 50).any()  # the yellow ring is there

@@ -82,3 +82,27 @@ def test_rotated_images_are_refused_rather_than_guessed(orientation: list[str], 
             normalise_laterality(image, ds)
     else:
         assert isinstance(chest_wall_on_right(ds, image), bool)
+
+
+@pytest.mark.parametrize("chest_wall_right", [False, True])
+def test_a_point_maps_back_exactly_through_a_block_reduction_and_a_crop(chest_wall_right: bool) -> None:
+    from mammogate.imaging.display import block_mean
+
+    rows, columns, factor = 4000, 3202, 3  # 3202 is not a multiple of 3: a column is dropped
+    original = np.zeros((rows, columns), np.float32)
+    original[1000:3000, :1500] = 0.5
+    original[2100:2106, 700:706] = 1.0  # a dot centred at (703, 2103)
+    if chest_wall_right:
+        original = original[:, ::-1].copy()
+    dot = (columns - 703.0, 2103.0) if chest_wall_right else (703.0, 2103.0)
+    reduced = block_mean(original, factor)
+    normalised, flipped = normalise_laterality(reduced)
+    crop = (300, 0, 1050, 520)
+    grid, transform = to_model_grid(
+        normalised, 640, 384, flipped=flipped, crop=crop, original_shape=(rows, columns), reduction=factor
+    )
+    back = transform.to_original(*transform.to_grid(*dot))
+    assert back == pytest.approx(dot, abs=1e-6)
+    y, x = np.unravel_index(np.argmax(grid), grid.shape)
+    found = transform.to_original(x + 0.5, y + 0.5)
+    assert abs(found[0] - dot[0]) <= 1 / transform.scale_x and abs(found[1] - dot[1]) <= 1 / transform.scale_y

@@ -90,3 +90,15 @@ def test_bundle_of_the_old_heatmap_kind_is_refused_with_the_reason(tmp_path: Pat
     (bundle / "model.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(BundleError, match="not a logit-map bundle"):
         load_bundle(bundle)
+
+
+def test_an_operating_point_is_chosen_by_name(shipped_bundle: ModelBundle) -> None:
+    from mammogate.inference.bundle import with_operating_point
+
+    points = {p["name"]: p["threshold"] for p in shipped_bundle.metadata["operating_points"]}
+    sensitive = with_operating_point(shipped_bundle, "sensitivity_90")
+    assert sensitive.operating_point == points["sensitivity_90"] < points["specificity_90"]
+    assert sensitive.model_info.operating_point == points["sensitivity_90"]
+    assert with_operating_point(shipped_bundle, "") is shipped_bundle
+    with pytest.raises(BundleError, match="balanced, sensitivity_90, specificity_90"):
+        with_operating_point(shipped_bundle, "nonsense")

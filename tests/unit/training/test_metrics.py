@@ -99,3 +99,17 @@ def test_froc_counts_a_lesion_once_and_false_marks_per_image() -> None:
     assert (1 / 3, 2 / 3) in points  # at 0.6: two lesions, one false mark in three images
     assert metrics.sensitivity_at_false_marks(points, 0.5) == pytest.approx(2 / 3)
     assert max(s for _, s in points) == pytest.approx(2 / 3)  # lesion 2 is never found
+
+
+def test_platt_scaling_converges_from_saturated_logits() -> None:
+    rng = np.random.default_rng(8)
+    logits = np.concatenate([rng.normal(-5, 1, 300), rng.normal(-3, 1, 100)])
+    labels = np.concatenate([np.zeros(300), np.ones(100)])
+    slope, intercept = metrics.fit_platt(logits, labels)
+    model = LogisticRegression(C=1e9, max_iter=1000).fit(logits[:, None], labels)
+    assert slope == pytest.approx(model.coef_[0, 0], rel=0.05)
+    assert intercept == pytest.approx(model.intercept_[0], rel=0.05)
+    backwards = metrics.fit_platt(-logits, labels)
+    assert backwards[0] > 0  # never an inverted calibration
+    with pytest.raises(ValueError, match="both classes"):
+        metrics.fit_platt(logits, np.zeros(400))

@@ -151,6 +151,8 @@ def test_round_trip_from_data_sets_to_a_bundle_the_node_serves(tmp_path: Path) -
     # evaluating on its own training images is refused unless asked for
     with pytest.raises(DatasetError, match="training data"):
         evaluate(out, [f"csv:{mine}"], tmp_path / "report", progress=False)
+    with pytest.raises(DatasetError, match="training data"):  # synthetic images are known by their seeds
+        evaluate(out, ["synthetic:4"], tmp_path / "report", progress=False)
     report = evaluate(out, [f"csv:{mine}"], tmp_path / "report", include_training_images=True, progress=False, n_boot=50)
     assert report["images_left_out"]["in_training_data_but_scored"] == {"mine": 8}
     # a second run with the same work folder reuses every fold: nothing is trained again
@@ -158,3 +160,20 @@ def test_round_trip_from_data_sets_to_a_bundle_the_node_serves(tmp_path: Path) -
     train(config_from_args(args))
     after = {p: p.stat().st_mtime for p in (tmp_path / ".bundle.work").glob("fold*/final.weights.h5")}
     assert before == after and len(before) == 2
+
+
+def test_patches_centred_on_a_lesion_hold_it_whatever_the_augmentation(tiny_arrays, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    located = [i for i in range(len(tiny_arrays)) if len(tiny_arrays.lesions[i])]
+    trainer = Trainer(tiny_arrays, np.arange(len(tiny_arrays)), FitOptions(patch_batch_size=4), tmp_path)
+    trainer.rows, trainer.columns = tiny_arrays.images.shape[1:]
+    from mammogate.training import fit
+
+    patch = fit.PATCH
+    fit.PATCH = 64  # the tiny 128 x 96 grid
+    try:
+        for seed in range(8):
+            centres = [(i, float(tiny_arrays.lesions[i][0, 0]), float(tiny_arrays.lesions[i][0, 1])) for i in located]
+            batch = trainer._patch_batch(centres, np.random.default_rng(seed))
+            assert np.all(batch.pooled_true[:, 1] == 1.0), seed  # every crop holds its lesion
+    finally:
+        fit.PATCH = patch
