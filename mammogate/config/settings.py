@@ -65,6 +65,15 @@ class DicomSettings(_Section):
     network_timeout: float = Field(60.0, gt=0)
     maximum_pdu_size: int = Field(0, ge=0)  # 0: unlimited
     maximum_associations: int = Field(10, ge=1)
+    # Bounded reads (checked before anything is inflated or decoded). The defaults take the
+    # largest real mammograms: 5k x 4k 16-bit projections, digitised film at 50 um, and
+    # tomosynthesis of about 100 slices of 3328 x 2560.
+    max_dataset_bytes: int = Field(1_610_612_736, ge=1024)  # encoded, and inflated if Deflated
+    max_pixel_bytes: int = Field(1_610_612_736, ge=1024)  # Rows x Columns x frames x bits / 8
+    max_rows_columns: int = Field(8192, ge=64)
+    max_frames: int = Field(512, ge=1)
+    max_elements: int = Field(100_000, ge=100)
+    max_sequence_depth: int = Field(16, ge=2)
     # A half-received file (".incoming-*.tmp") a crash left in the spool is removed at start
     # once it is this old: older than any C-STORE still in flight on a node sharing the spool.
     stale_incoming_seconds: float = Field(3600.0, ge=0)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from io import BytesIO
 from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     HTJ2K,
@@ -39,7 +37,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mammogate.config import Settings
+from mammogate.config.settings import DicomSettings
 from mammogate.db import AllowedPeer, AuditEntry, Database, Instance, Job, Study, utcnow
+from mammogate.dicom_node.limits import LimitExceeded, read_bounded
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,17 @@ class StoreRefused(Exception):
         self.reason = reason
 
 
-def parse_dataset(data: bytes) -> Dataset:
-    """The received Part-10 bytes as a dataset, parsed through the pixel data."""
+def parse_dataset(data: bytes, limits: DicomSettings) -> Dataset:
+    """The received Part-10 bytes as a dataset, parsed through the pixel data (not decoded),
+    within the limits of ``dicom_node.limits``."""
     try:
-        ds = pydicom.dcmread(BytesIO(data), force=False)
+        ds = read_bounded(data, limits)
         for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality"):
             ds.get(keyword)
         for keyword in PIXEL_KEYWORDS:
             ds.get(keyword)
+    except LimitExceeded as exc:
+        raise StoreRefused(CANNOT_UNDERSTAND, str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 -- pydicom raises many types on bad input
         raise StoreRefused(
             CANNOT_UNDERSTAND, f"dataset does not parse: {type(exc).__name__}: {exc}"
@@ -154,11 +157,11 @@ def check_dataset(ds: Dataset, sop_class_uid: str, sop_instance_uid: str) -> Non
 
 
 def _laterality(ds: Dataset) -> str:
-    return str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")[:2]
+    return _text(ds, "ImageLaterality", 2) or _text(ds, "Laterality", 2)
 
 
 def _view(ds: Dataset) -> str:
-    return str(ds.get("ViewPosition", "") or "")[:16]
+    return _text(ds, "ViewPosition", 16)
 
 
 class StoreService:
@@ -192,7 +195,7 @@ class StoreService:
         sop_class_uid = str(request.AffectedSOPClassUID or "")
         try:
             data = event.encoded_dataset(include_meta=True)
-            ds = parse_dataset(data)
+            ds = parse_dataset(data, self.settings.dicom)
             check_dataset(ds, sop_class_uid, sop_uid)
             return self._store(ds, data, calling_ae)
         except StoreRefused as refused:

@@ -1,0 +1,170 @@
+"""Hostile and broken datasets against the SCP over real associations: every size is bounded
+before anything is inflated or decoded, each refusal says why, and the node keeps storing."""
+
+from __future__ import annotations
+
+import resource
+import zlib
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+from tests.integration.test_scp import MG_FOR_PRESENTATION, RunningScp, _dataset, _send, any_db_scp  # noqa: F401
+from tests.integration.test_scp import study_files  # noqa: F401
+
+
+@pytest.fixture
+def scp(tmp_path: Path) -> Iterator[RunningScp]:
+    running = RunningScp(tmp_path / "node", allowed=[])
+    try:
+        yield running
+    finally:
+        running.scp.stop()
+        running.db.dispose()
+
+
+def _deflated_bomb(path: Path, rows: int, columns: int, pixel_bytes: int) -> Path:
+    """A Deflated Explicit VR file declaring rows x columns 16-bit pixels, its Pixel Data
+    ``pixel_bytes`` zeros: streamed through zlib, so the file is small and never inflated here."""
+    ds = _dataset(MG_FOR_PRESENTATION, "MG", pixels=False)
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation, ds.SamplesPerPixel, ds.PhotometricInterpretation = 0, 1, "MONOCHROME2"
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    head = BytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, ds.file_meta, enforce_standard=True)
+    body = BytesIO()
+    from pydicom.filebase import DicomFileLike
+
+    writer = DicomFileLike(body)
+    writer.is_little_endian, writer.is_implicit_VR = True, False
+    write_dataset(writer, ds)
+    body.write(b"\xe0\x7f\x10\x00OW\x00\x00" + pixel_bytes.to_bytes(4, "little"))
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    chunks = [deflater.compress(body.getvalue())]
+    zeros = bytes(1 << 24)
+    left = pixel_bytes
+    while left:
+        piece = min(left, len(zeros))
+        chunks.append(deflater.compress(zeros[:piece]))
+        left -= piece
+    chunks.append(deflater.flush())
+    path.write_bytes(head.getvalue() + b"".join(chunks))
+    return path
+
+
+SENDER = """
+import sys
+from pynetdicom import AE
+ae = AE(ae_title="MODALITY")
+ae.add_requested_context(sys.argv[3], sys.argv[4])
+assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="MAMMOGATE")
+status = assoc.send_c_store(sys.argv[2])
+assoc.release()
+print(f"{int(status.Status):04X}|{status.get('ErrorComment', '')}")
+"""
+
+
+def _send_file(scp: RunningScp, path: Path, syntax: str) -> tuple[int, str]:
+    """Send a file from another process (its memory is not this test's), as a modality would;
+    (status, error comment)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", SENDER, str(scp.port), str(path), MG_FOR_PRESENTATION, syntax],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    code, _, comment = run.stdout.strip().splitlines()[-1].partition("|")
+    return int(code, 16), comment
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_a_deflated_bomb_is_refused_before_it_is_inflated(scp: RunningScp, tmp_path: Path, study_files: list[Path]) -> None:  # noqa: F811
+    bomb = _deflated_bomb(tmp_path / "bomb.dcm", 20000, 25000, 20000 * 25000 * 2)
+    assert bomb.stat().st_size < 2_000_000  # under 2 MB on the wire, 1 GB inflated
+    before = _peak_rss_mb()
+    status, comment = _send_file(scp, bomb, DeflatedExplicitVRLittleEndian)
+    assert status == 0xC000
+    assert "max_rows_columns" in comment
+    assert _peak_rss_mb() - before < 300, "the bomb was inflated"
+    assert scp.instances() == []
+    refused = scp.audit("c-store-refused")
+    assert refused and "dicom.max_rows_columns" in refused[0].detail
+    assert scp.storescu(*study_files).returncode == 0 and len(scp.instances()) == 4
+
+
+def test_a_deflated_dataset_that_inflates_past_the_limit_is_cut_short(tmp_path: Path) -> None:
+    from mammogate.config import load_settings
+    from mammogate.dicom_node.limits import LimitExceeded, read_bounded
+
+    settings = load_settings(None, dicom={"max_dataset_bytes": 8_000_000}).dicom
+    bomb = _deflated_bomb(tmp_path / "bomb.dcm", 2048, 2048, 2048 * 2048 * 2)  # geometry allowed
+    with pytest.raises(LimitExceeded, match="inflates past dicom.max_dataset_bytes"):
+        read_bounded(bomb.read_bytes(), settings)
+    small = _deflated_bomb(tmp_path / "small.dcm", 64, 64, 64 * 64 * 2)
+    ds = read_bounded(small.read_bytes(), settings)  # within the limits: parsed as usual
+    assert (ds.Rows, len(ds.PixelData)) == (64, 64 * 64 * 2)
+
+
+def test_pixel_data_cut_off_inside_is_refused_not_stored(scp: RunningScp, tmp_path: Path, study_files: list[Path]) -> None:  # noqa: F811
+    ds = pydicom.dcmread(study_files[0])
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+    cut = tmp_path / "cut.dcm"
+    ds.save_as(cut, enforce_file_format=True)
+    status, comment = _send_file(scp, cut, ExplicitVRLittleEndian)
+    assert status == 0xC000 and "cut off" in comment
+    assert scp.instances() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda ds: setattr(ds, "NumberOfFrames", 40000), "max_frames"),
+        (lambda ds: setattr(ds, "Rows", 9000), "max_rows_columns"),
+        (lambda ds: setattr(ds, "BitsAllocated", 12), "Bits Allocated"),
+    ],
+)
+def test_impossible_geometry_is_refused_with_the_setting_named(scp: RunningScp, change, reason: str) -> None:  # type: ignore[no-untyped-def]
+    ds = _dataset(MG_FOR_PRESENTATION, "MG")
+    change(ds)
+    status = _send(scp, ds, MG_FOR_PRESENTATION)
+    assert status.Status == 0xC000 and reason in status.ErrorComment
+    assert scp.instances() == []
+
+
+def test_sequences_nested_too_deep_are_refused(scp: RunningScp) -> None:
+    ds = _dataset(MG_FOR_PRESENTATION, "MG")
+    inner = Dataset()
+    inner.CodeValue = "1"
+    for _ in range(40):
+        outer = Dataset()
+        outer.ContentSequence = [inner]
+        inner = outer
+    ds.ContentSequence = [inner]
+    status = _send(scp, ds, MG_FOR_PRESENTATION)
+    assert status.Status == 0xC000 and "max_sequence_depth" in status.ErrorComment
+
+
+def test_a_nul_inside_view_or_laterality_is_stored_on_every_database(
+    any_db_scp: RunningScp, study_files: list[Path], tmp_path: Path  # noqa: F811
+) -> None:
+    ds = pydicom.dcmread(study_files[0])
+    ds.ViewPosition = "C\x00C"
+    ds.ImageLaterality = "R\x00"
+    odd = tmp_path / "odd.dcm"
+    ds.save_as(odd, enforce_file_format=True)
+    result = any_db_scp.storescu(odd)
+    assert result.returncode == 0 and "Error" not in result.stdout + result.stderr
+    (row,) = any_db_scp.instances()
+    assert (row.view, row.laterality) == ("CC", "R")
