@@ -256,6 +256,18 @@ class WebSession(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class SignInThrottle(Base):
+    """Recent failed sign-ins of one account (``user:NAME``) or client address
+    (``addr:ADDRESS``), and until when it is locked (see ``mammogate.web.throttle``)."""
+
+    __tablename__ = "sign_in_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_log"
 

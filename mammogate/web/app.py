@@ -18,7 +18,7 @@ from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 from sqlalchemy.orm import Session
 
-from mammogate.config.settings import Settings
+from mammogate.config.settings import Settings, WebSettings
 from mammogate.db import Database
 from mammogate.web.auth import AuthController, PortalUser, make_user_loader
 from mammogate.web.controllers import (
@@ -103,6 +103,9 @@ def create_app(settings: Settings, db: Database) -> Litestar:
     def provide_data_dir() -> Path:
         return settings.data_dir
 
+    def provide_web_settings() -> WebSettings:
+        return settings.web
+
     return Litestar(
         route_handlers=[
             AuthController,
@@ -118,6 +121,7 @@ def create_app(settings: Settings, db: Database) -> Litestar:
         dependencies={
             "db_session": Provide(provide_db_session),
             "data_dir": Provide(provide_data_dir, use_cache=True, sync_to_thread=False),
+            "web_settings": Provide(provide_web_settings, use_cache=True, sync_to_thread=False),
         },
         middleware=[session_auth.middleware],
         csrf_config=csrf,

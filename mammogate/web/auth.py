@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -23,13 +24,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mammogate.config.settings import WebSettings
 from mammogate.db import AuditEntry, Database, User, WebSession, utcnow
+from mammogate.web import throttle
 from mammogate.web.errors import ForbiddenError
 
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "radiologist", "viewer")
 LOGIN_FAILED = "Invalid user name or password."
+THROTTLED = "Too many failed sign-ins: try again in {seconds} s."
 
 _hasher = PasswordHasher()
 # Verified against when the user does not exist, so both failures take the same time.
@@ -219,15 +223,33 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: NamedDependency[Session],
+        web_settings: NamedDependency[WebSettings],
         data: URLEncodedBody[LoginForm],
     ) -> Template | Redirect:
         target = safe_next(data.next)
         # A NUL cannot be in a name or a password (and PostgreSQL text cannot hold one).
         username = data.username.replace("\x00", "").strip()[:128]
+        address = request.client.host if request.client else "unknown"
+        keys = throttle.keys_for(username, address)
+        now = utcnow()
+        wait = throttle.wait_seconds(db_session, keys, now)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            db_session.add(AuditEntry(
+                at=now, actor=username, action="sign-in throttled", detail=f"from {address[:64]}",
+            ))
+            log.warning("sign-in throttled for %d s", retry)
+            return Template(
+                "auth/login.html",
+                context={"next": target, "error": THROTTLED.format(seconds=retry), "username": username},
+                status_code=429,
+                headers={"Retry-After": str(retry)},
+            )
         valid = bool(username) and "\x00" not in data.username + data.password
         user = verify_local_user(db_session, username, data.password) if valid else None
         if user is None:
-            db_session.add(AuditEntry(at=utcnow(), actor=username, action="sign-in failed"))
+            db_session.add(AuditEntry(at=now, actor=username, action="sign-in failed", detail=f"from {address[:64]}"))
+            throttle.record_failure(db_session, keys, now, web_settings)
             log.info("sign-in failed")
             request.clear_session()
             return Template(
@@ -235,6 +257,7 @@ class AuthController(Controller):
                 context={"next": target, "error": LOGIN_FAILED, "username": username},
                 status_code=401,
             )
+        throttle.clear(db_session, keys[0])
         user.last_login_at = utcnow()
         db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in"))
         log.info("user %s signed in", user.username)
