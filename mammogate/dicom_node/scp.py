@@ -348,16 +348,6 @@ def allowed_calling_ae_titles(db: Database) -> list[str]:
         return list(session.scalars(select(AllowedPeer.ae_title).order_by(AllowedPeer.ae_title)))
 
 
-def _on_rejected(event: evt.Event) -> None:
-    primitive = event.assoc.acceptor.primitive if event.assoc.acceptor else None
-    log.warning(
-        "association from %s (%s) rejected: %s",
-        event.assoc.requestor.ae_title,
-        event.assoc.requestor.address,
-        getattr(primitive, "reason_str", "see the association policy"),
-    )
-
-
 def _on_requested(event: evt.Event) -> None:
     log.info(
         "association requested by %s from %s:%s",
@@ -397,7 +387,7 @@ class Scp:
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, self.service.handle_echo),
             (evt.EVT_C_STORE, self.service.handle_store),
-            (evt.EVT_REJECTED, _on_rejected),
+            (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_REQUESTED, _on_requested),
         ]
         dicom = self.settings.dicom
@@ -410,6 +400,22 @@ class Scp:
             dicom.ae_title, host, port, ", ".join(self.ae.require_calling_aet) or "any",
         )
         return str(host), int(port)
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        """Log and audit a rejected association: who called, from where, and why."""
+        primitive = event.assoc.acceptor.primitive if event.assoc.acceptor else None
+        reason = str(getattr(primitive, "reason_str", "") or "see the association policy")
+        calling = str(event.assoc.requestor.ae_title)
+        address = str(event.assoc.requestor.address)
+        log.warning("association from %s (%s) rejected: %s", calling, address, reason)
+        try:
+            with self.db.session() as session:
+                session.add(AuditEntry(
+                    at=utcnow(), actor=f"dicom:{calling}"[:128], action="association-rejected",
+                    target=address[:255], detail=reason,
+                ))
+        except SQLAlchemyError:
+            log.exception("could not record the rejected association from %s", address)
 
     def refresh_policy(self) -> None:
         allowed = allowed_calling_ae_titles(self.db)

@@ -87,6 +87,7 @@ def create_app(settings: Settings, db: Database) -> Litestar:
         retrieve_user_handler=make_user_loader(db, web.session_max_age_seconds),
         session_backend_config=session_backend,
         exclude=PUBLIC_PATHS,
+        exclude_http_methods=["OPTIONS"],  # HEAD is a read like GET: the same sign-in applies
     )
     csrf = CSRFConfig(
         secret=derive_key(master_key, "csrf").hex(),

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 from mammogate.config.settings import WebSettings
 from mammogate.db import AuditEntry, Database, User, WebSession, utcnow
 from mammogate.web import throttle
-from mammogate.web.errors import ForbiddenError
+from mammogate.web.errors import MAX_NEXT_LENGTH, ForbiddenError
+from mammogate.web.http import read
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ def _verify(password_hash: str, password: str) -> bool:
 def safe_next(target: str | None) -> str:
     """``target`` if it is a path on this site, else ``/``: never an open redirect."""
     if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if len(target) > MAX_NEXT_LENGTH:
         return "/"
     if "\\" in target or _has_control_characters(target):
         return "/"
@@ -214,7 +217,7 @@ class LoginForm:
 class AuthController(Controller):
     """Sign-in and sign-out. ``/login`` is the one page open to anonymous visitors."""
 
-    @get("/login", sync_to_thread=False)
+    @read("/login", sync_to_thread=False)
     def login_page(self, next_: Annotated[str, QueryParameter(name="next")] = "/") -> Template:
         return Template("auth/login.html", context={"next": safe_next(next_), "error": ""})
 

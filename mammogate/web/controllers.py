@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import File, Template
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mammogate.db import AuditEntry, User, utcnow
 from mammogate.web.auth import admin_only, any_role, user_of
+from mammogate.web.http import read
 from mammogate.web.studies import StudyDetail, StudyPage, list_studies, overlay_for, study_detail
 
 PER_PAGE = 50
@@ -42,7 +43,7 @@ def _record_access(db_session: Session, request: AnyRequest, action: str, target
 class HistoryController(Controller):
     guards = [any_role]
 
-    @get("/", sync_to_thread=True)
+    @read("/", sync_to_thread=True)
     def history(self, request: AnyRequest, db_session: DbSession, page: PageNumber = 1) -> Template:
         result = list_studies(db_session, page, PER_PAGE)
         _record_access(db_session, request, "history viewed", f"page {page}")
@@ -53,7 +54,7 @@ class StudyController(Controller):
     path = "/studies/{study_instance_uid:str}"
     guards = [any_role]
 
-    @get("/", sync_to_thread=True)
+    @read("/", sync_to_thread=True)
     def detail(
         self,
         request: AnyRequest,
@@ -65,7 +66,7 @@ class StudyController(Controller):
         _record_access(db_session, request, "study viewed", study_instance_uid)
         return Template("studies/detail.html", context={"study": study})
 
-    @get("/images/{sop_instance_uid:str}/overlay.png", sync_to_thread=True)
+    @read("/images/{sop_instance_uid:str}/overlay.png", sync_to_thread=True)
     def overlay(
         self,
         request: AnyRequest,
@@ -84,13 +85,13 @@ class ApiController(Controller):
     path = "/api"
     guards = [any_role]
 
-    @get("/studies", sync_to_thread=True)
+    @read("/studies", sync_to_thread=True)
     def studies(self, request: AnyRequest, db_session: DbSession, page: PageNumber = 1) -> StudyPage:
         result = list_studies(db_session, page, PER_PAGE)
         _record_access(db_session, request, "history viewed", f"page {page}")
         return result
 
-    @get("/studies/{study_instance_uid:str}", sync_to_thread=True)
+    @read("/studies/{study_instance_uid:str}", sync_to_thread=True)
     def study(
         self,
         request: AnyRequest,
@@ -117,7 +118,7 @@ class AdminController(Controller):
     path = "/admin"
     guards = [admin_only]
 
-    @get("/", sync_to_thread=True)
+    @read("/", sync_to_thread=True)
     def users(self, db_session: DbSession) -> Template:
         users = [
             UserRow(
@@ -133,7 +134,7 @@ class AdminController(Controller):
         return Template("admin/users.html", context={"users": users})
 
 
-@get("/healthz", sync_to_thread=False, exclude_from_auth=True)
+@read("/healthz", sync_to_thread=False, exclude_from_auth=True)
 def healthz() -> dict[str, Any]:
     """Liveness: the process answers HTTP."""
     return {"status": "ok"}

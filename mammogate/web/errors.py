@@ -55,6 +55,9 @@ _HTTP_TITLES = {
 }
 
 
+MAX_NEXT_LENGTH = 2048  # characters of a return path carried through sign-in
+
+
 def _is_api(request: Request[Any, Any, Any]) -> bool:
     return request.url.path.startswith("/api/") or request.url.path == "/api"
 
@@ -89,6 +92,8 @@ def handle_not_authorized(
     target = request.url.path
     if request.url.query:
         target += "?" + request.url.query
+    if len(target) > MAX_NEXT_LENGTH:  # a page no one links to: start from the history
+        return Redirect("/login", status_code=303)
     return Redirect(f"/login?next={quote(target, safe='')}", status_code=303)
 
 
@@ -122,6 +127,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if "\x00" in request.url.path:  # the static files' path check meets a NUL
+        return _error_response(request, 400, "Bad request", "A path cannot hold a NUL character.")
     log.exception("unexpected error answering %s %s", request.method, request.url.path)
     return _error_response(
         request, 500, "Something went wrong", "The portal could not answer this request."

@@ -108,6 +108,9 @@ def test_store_rejects_unknown_calling_ae(tmp_path: Path, study_files: list[Path
         assert "Association Rejected" in _status_of(refused)
         assert "Calling AE Title Not Recognized" in _status_of(refused)
         assert running.instances() == []
+        (audited,) = running.audit("association-rejected")  # who, from where, why
+        assert audited.actor == "dicom:INTRUDER" and audited.target == "127.0.0.1"
+        assert "calling" in audited.detail.lower()
         accepted = running.storescu(study_files[0], calling="MODALITY")
         assert accepted.returncode == 0, _status_of(accepted)
         assert len(running.instances()) == 1
