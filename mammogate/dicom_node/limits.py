@@ -140,7 +140,7 @@ def read_bounded(data: bytes, settings: DicomSettings) -> Dataset:
     check_encoded_size(data, settings)
     inflated = inflate_bounded(data, settings)
     if inflated is None:
-        ds = dcmread(BytesIO(data), force=False)
+        ds: Dataset = dcmread(BytesIO(data), force=False)
     else:
         offset, body = inflated
         meta = dcmread(BytesIO(data[:offset]), force=False).file_meta  # the group alone
