@@ -88,8 +88,9 @@ def serve(settings: Settings) -> int:
     from mammogate.dicom_node.senders import SenderLoop
     from mammogate.dicom_node.spool import Spool
     from mammogate.dicom_node.worker import WorkerLoop
-    from mammogate.inference import Analyzer, load_bundle
+    from mammogate.inference import load_bundle
     from mammogate.inference.bundle import with_operating_point
+    from mammogate.inference.isolated import IsolatedAnalyzer
     from mammogate.web.app import create_app
 
     # Refuse a broken or tampered bundle before opening any port.
@@ -108,10 +109,12 @@ def serve(settings: Settings) -> int:
     check_calling_ae_policy(settings, scp.ae.require_calling_aet)
     if settings.web.exposure_warning:
         log.warning("%s", settings.web.exposure_warning)
-    def make_analyzer() -> Analyzer:
-        analyzer = Analyzer(bundle)
-        analyzer.model  # noqa: B018 -- load TensorFlow and the weights now, not at the first study
-        return analyzer
+    def make_analyzer() -> IsolatedAnalyzer:
+        # TensorFlow runs in a watched child process: a poison study costs an attempt, not the node
+        return IsolatedAnalyzer(
+            bundle, max_memory_bytes=settings.worker.max_memory_bytes,
+            timeout_seconds=settings.worker.analysis_timeout_seconds,
+        )
 
     worker = WorkerLoop(
         settings, db, worker_id("worker"), make_analyzer, on_idle=scp.refresh_policy
@@ -177,6 +180,7 @@ def serve(settings: Settings) -> int:
         sender.stopping.set()
         for thread in threads:
             thread.join(timeout=30)
+        worker.stop_model()
         db.dispose()
     if failure or not web.started:
         return 1

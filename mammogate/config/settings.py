@@ -160,6 +160,10 @@ class WorkerSettings(_Section):
     lease_seconds: float = Field(600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     retry_seconds: float = Field(30.0, ge=0)
+    # the analysis process (one per worker) is stopped when it exceeds either; the attempt
+    # fails with the reason, the study fails after max_attempts
+    max_memory_bytes: int = Field(4 * 2**30, ge=256 * 2**20)
+    analysis_timeout_seconds: float = Field(300.0, gt=0)
 
 
 class SenderSettings(_Section):

@@ -43,6 +43,7 @@ from mammogate.db.queue import (
     supersede_job,
 )
 from mammogate.imaging import ImagingError, read_dataset
+from mammogate.inference.errors import InferenceError
 from mammogate.inference.results import StudyResult
 from mammogate.reporting import ReportingError
 from mammogate.reporting.cad_sr import build_mammography_cad_sr, save_report
@@ -75,9 +76,25 @@ class WorkerLoop:
         self.stopping = threading.Event()
 
     def start_model(self) -> None:
+        """Make the analyzer and load its model now rather than at the first study. A model
+        that cannot load (its process exceeds a limit) is not fatal: each study's attempt then
+        fails with the reason, and the node keeps receiving."""
         started = time.monotonic()
         self.analyzer = self.analyzer_factory()
+        start = getattr(self.analyzer, "start", None)
+        if callable(start):
+            try:
+                start()
+            except InferenceError as exc:
+                log.critical("worker %s: the model did not load: %s", self.worker_id, exc)
+                return
         log.info("worker %s: model ready in %.1f s", self.worker_id, time.monotonic() - started)
+
+    def stop_model(self) -> None:
+        """Stop the analysis process, if the analyzer runs one."""
+        stop = getattr(self.analyzer, "stop", None)
+        if callable(stop):
+            stop()
 
     def run(self) -> None:
         if self.analyzer is None:
@@ -122,7 +139,8 @@ class WorkerLoop:
             claimed.updated_at = utcnow()
         try:
             self._analyze(job_id, study_id)
-        except (ImagingError, ReportingError, OSError) as exc:
+        except (ImagingError, ReportingError, InferenceError, OSError) as exc:
+            # InferenceError: the analysis process exceeded its memory or time, or died
             self._job_failed(job_id, study_id, str(exc))
         except SQLAlchemyError as exc:
             log.exception("analysis job %d: database error", job_id)

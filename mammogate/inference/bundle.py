@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mammogate.inference.errors import BundleError, InferenceError  # noqa: F401 -- re-exported
 from mammogate.inference.results import ModelInfo
 from mammogate.inference.scoring import DEFAULT_SHARPNESS, Calibration
 
@@ -24,14 +25,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "mammogate-cnn"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "model.json"
-
-
-class InferenceError(Exception):
-    """Base of the errors raised by ``mammogate.inference``."""
-
-
-class BundleError(InferenceError):
-    """The model bundle is missing, malformed, or its model file fails the sha256 check."""
 
 
 def file_sha256(path: Path, algorithm: str = "sha256") -> str:
