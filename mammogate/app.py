@@ -120,14 +120,26 @@ def serve(settings: Settings) -> int:
         settings, db, worker_id("worker"), make_analyzer, on_idle=scp.refresh_policy
     )
     sender = SenderLoop(settings, db, worker_id("sender"))
+    grace = settings.node.stop_grace_seconds
+
+    def out_of_time() -> None:
+        log.critical("not stopped %g s after the signal (node.stop_grace_seconds): exiting now", grace)
+        logging.shutdown()
+        os._exit(1)
+
+    deadline = threading.Timer(grace, out_of_time)
+    deadline.daemon = True
+
     class WebServer(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             # The node, not uvicorn, owns the signals: a graceful stop of every role, then a
             # normal exit (uvicorn would re-raise the signal after its own shutdown).
             def stop(signum: int, _frame: object) -> None:
-                log.info("signal %d: stopping", signum)
+                log.info("signal %d: stopping (at most %g s)", signum, grace)
                 self.should_exit = True
+                if deadline.ident is None:  # the first signal starts the clock
+                    deadline.start()
 
             previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
@@ -144,6 +156,7 @@ def serve(settings: Settings) -> int:
             log_config=None,
             access_log=False,
             lifespan="on",
+            timeout_graceful_shutdown=max(1, int(grace / 2)),
         )
     )
     failure: list[BaseException] = []
@@ -182,6 +195,7 @@ def serve(settings: Settings) -> int:
             thread.join(timeout=30)
         worker.stop_model()
         db.dispose()
+        deadline.cancel()
     if failure or not web.started:
         return 1
     return 0

@@ -43,6 +43,9 @@ class _Section(BaseModel):
 class NodeSettings(_Section):
     data_dir: Path = Path("var")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # after SIGTERM/SIGINT the node stops gracefully within this, else exits anyway (what was
+    # committed stays; a study in analysis is analysed again after the restart)
+    stop_grace_seconds: float = Field(30.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

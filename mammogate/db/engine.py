@@ -49,12 +49,19 @@ class Database:
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
+        # Reads get an engine of their own: on SQLite its transactions begin DEFERRED, so a
+        # portal page never takes the write lock that the SCP's commits need (WAL: readers and
+        # one writer run side by side). On PostgreSQL it is the same engine.
+        self.read_engine: Engine = create_engine(url, **kwargs) if self.is_sqlite else self.engine
         if self.is_sqlite:
-            self._configure_sqlite(busy_timeout_seconds)
+            self._configure_sqlite(self.engine, busy_timeout_seconds, "BEGIN IMMEDIATE")
+            self._configure_sqlite(self.read_engine, busy_timeout_seconds, "BEGIN DEFERRED")
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
 
-    def _configure_sqlite(self, busy_timeout_seconds: float) -> None:
-        @event.listens_for(self.engine, "connect")
+    @staticmethod
+    def _configure_sqlite(engine: Engine, busy_timeout_seconds: float, begin: str) -> None:
+        @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             cur = dbapi_connection.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -63,14 +70,21 @@ class Database:
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
-        @event.listens_for(self.engine, "begin")
+        @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(begin)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A read-only transaction (SQLite: deferred, no write lock; never write in it: use
+        ``session()`` for that). Rolled back when the block ends."""
+        with self.read_sessions() as session:  # closing it rolls the transaction back
             yield session
 
     def migrate(self) -> None:
@@ -92,3 +106,4 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()

@@ -98,8 +98,13 @@ def create_app(settings: Settings, db: Database) -> Litestar:
     )
 
     def provide_db_session() -> Iterator[Session]:
-        with db.session() as session:
+        # pages read in a read-only transaction: on SQLite no write lock, so the SCP's commits
+        # never wait behind the portal; writes (audit, sign-in) take short ones of their own
+        with db.read_session() as session:
             yield session
+
+    def provide_db() -> Database:
+        return db
 
     def provide_data_dir() -> Path:
         return settings.data_dir
@@ -121,6 +126,7 @@ def create_app(settings: Settings, db: Database) -> Litestar:
         ],
         dependencies={
             "db_session": Provide(provide_db_session),
+            "db": Provide(provide_db, use_cache=True, sync_to_thread=False),
             "data_dir": Provide(provide_data_dir, use_cache=True, sync_to_thread=False),
             "web_settings": Provide(provide_web_settings, use_cache=True, sync_to_thread=False),
         },

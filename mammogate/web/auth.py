@@ -97,16 +97,29 @@ def create_local_user(db: Database, username: str, role: str, password: str) -> 
     return user
 
 
-def verify_local_user(session: Session, username: str, password: str) -> User | None:
-    """The enabled local user whose password this is, else None (same cost either way)."""
+def check_local_password(session: Session, username: str, password: str) -> User | None:
+    """The enabled local user whose password this is, else None (same cost either way).
+    Reads only: safe in a read-only transaction."""
     user = session.scalar(select(User).where(User.username == username.strip()))
     if user is None or user.disabled or not user.password_hash:
         _verify(_DUMMY_HASH, password)
         return None
     if not _verify(user.password_hash, password):
         return None
-    if _hasher.check_needs_rehash(user.password_hash):
+    return user
+
+
+def _rehash_if_needed(user: User, password: str) -> None:
+    if user.password_hash and _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
+
+
+def verify_local_user(session: Session, username: str, password: str) -> User | None:
+    """``check_local_password``, and the hash renewed when its parameters are outdated (the
+    session must be a writing one)."""
+    user = check_local_password(session, username, password)
+    if user is not None:
+        _rehash_if_needed(user, password)
     return user
 
 
@@ -164,7 +177,7 @@ def make_user_loader(
             return None
         if not isinstance(session_id, str) or time.time() - signed_in_at > max_age_seconds:
             return None
-        with db.session() as session:
+        with db.read_session() as session:
             sign_in = session.get(WebSession, session_id)
             if sign_in is None or sign_in.revoked_at is not None or sign_in.user_id != user_id:
                 return None
@@ -226,9 +239,12 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: NamedDependency[Session],
+        db: NamedDependency[Database],
         web_settings: NamedDependency[WebSettings],
         data: URLEncodedBody[LoginForm],
     ) -> Template | Redirect:
+        """Checks (throttle, password) in the request's read-only transaction, outside the
+        write lock; then one short write transaction records the outcome."""
         target = safe_next(data.next)
         # A NUL cannot be in a name or a password (and PostgreSQL text cannot hold one).
         username = data.username.replace("\x00", "").strip()[:128]
@@ -238,9 +254,10 @@ class AuthController(Controller):
         wait = throttle.wait_seconds(db_session, keys, now)
         if wait > 0:
             retry = max(1, math.ceil(wait))
-            db_session.add(AuditEntry(
-                at=now, actor=username, action="sign-in throttled", detail=f"from {address[:64]}",
-            ))
+            with db.session() as writing:
+                writing.add(AuditEntry(
+                    at=now, actor=username, action="sign-in throttled", detail=f"from {address[:64]}",
+                ))
             log.warning("sign-in throttled for %d s", retry)
             return Template(
                 "auth/login.html",
@@ -249,10 +266,11 @@ class AuthController(Controller):
                 headers={"Retry-After": str(retry)},
             )
         valid = bool(username) and "\x00" not in data.username + data.password
-        user = verify_local_user(db_session, username, data.password) if valid else None
-        if user is None:
-            db_session.add(AuditEntry(at=now, actor=username, action="sign-in failed", detail=f"from {address[:64]}"))
-            throttle.record_failure(db_session, keys, now, web_settings)
+        checked = check_local_password(db_session, username, data.password) if valid else None
+        if checked is None:
+            with db.session() as writing:
+                writing.add(AuditEntry(at=now, actor=username, action="sign-in failed", detail=f"from {address[:64]}"))
+                throttle.record_failure(writing, keys, now, web_settings)
             log.info("sign-in failed")
             request.clear_session()
             return Template(
@@ -260,24 +278,34 @@ class AuthController(Controller):
                 context={"next": target, "error": LOGIN_FAILED, "username": username},
                 status_code=401,
             )
-        throttle.clear(db_session, keys[0])
-        user.last_login_at = utcnow()
-        db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in"))
-        log.info("user %s signed in", user.username)
-        _end_sign_in(db_session, request)  # signing in over another sign-in ends that one
         session_id = secrets.token_hex(32)
-        db_session.add(WebSession(id=session_id, user_id=user.id, created_at=utcnow()))
+        with db.session() as writing:
+            user = writing.get(User, checked.id)
+            if user is None or user.disabled:  # disabled between the check and now
+                request.clear_session()
+                return Template(
+                    "auth/login.html", context={"next": target, "error": LOGIN_FAILED, "username": username},
+                    status_code=401,
+                )
+            _rehash_if_needed(user, data.password)
+            throttle.clear(writing, keys[0])
+            user.last_login_at = utcnow()
+            writing.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in"))
+            _end_sign_in(writing, request)  # signing in over another sign-in ends that one
+            writing.add(WebSession(id=session_id, user_id=user.id, created_at=utcnow()))
+        log.info("user %s signed in", checked.username)
         request.set_session(
-            {"sid": session_id, "user_id": user.id, "signed_in_at": int(time.time())}
+            {"sid": session_id, "user_id": checked.id, "signed_in_at": int(time.time())}
         )
         return Redirect(target, status_code=303)
 
     @post("/logout", sync_to_thread=True)
     def logout(
-        self, request: Request[Any, Any, Any], db_session: NamedDependency[Session]
+        self, request: Request[Any, Any, Any], db: NamedDependency[Database]
     ) -> Redirect:
         user = user_of(request)
-        if user is not None:
-            db_session.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-out"))
-        _end_sign_in(db_session, request)
+        with db.session() as writing:
+            if user is not None:
+                writing.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-out"))
+            _end_sign_in(writing, request)
         return Redirect("/login", status_code=303)

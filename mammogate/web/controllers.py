@@ -14,39 +14,43 @@ from litestar.response import File, Template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammogate.db import AuditEntry, User, utcnow
+from mammogate.db import AuditEntry, Database, User, utcnow
 from mammogate.web.auth import admin_only, any_role, user_of
 from mammogate.web.http import read
 from mammogate.web.studies import StudyDetail, StudyPage, list_studies, overlay_for, study_detail
 
 PER_PAGE = 50
 PageNumber = Annotated[int, QueryParameter(name="page", ge=1, le=1_000_000)]
-DbSession = NamedDependency[Session]
+DbSession = NamedDependency[Session]  # the request's read-only transaction
+Db = NamedDependency[Database]  # for the short write transactions (audit rows)
 DataDir = NamedDependency[Path]
 AnyRequest = Request[Any, Any, Any]
 
 
-def _record_access(db_session: Session, request: AnyRequest, action: str, target: str) -> None:
-    """Who looked at patient data, and which: committed with the request's transaction."""
+def _record_access(db: Database, request: AnyRequest, action: str, target: str) -> None:
+    """Who looked at patient data, and which: one short write transaction of its own (the
+    page itself was read in a read-only one)."""
     user = user_of(request)
-    db_session.add(
-        AuditEntry(
-            at=utcnow(),
-            actor=user.username if user else "",
-            action=action,
-            target=target,
-            detail=request.url.path,
+    with db.session() as writing:
+        writing.add(
+            AuditEntry(
+                at=utcnow(),
+                actor=user.username if user else "",
+                action=action,
+                target=target,
+                detail=request.url.path,
+            )
         )
-    )
 
 
 class HistoryController(Controller):
     guards = [any_role]
 
     @read("/", sync_to_thread=True)
-    def history(self, request: AnyRequest, db_session: DbSession, page: PageNumber = 1) -> Template:
+    def history(self, request: AnyRequest, db_session: DbSession,
+        db: Db, page: PageNumber = 1) -> Template:
         result = list_studies(db_session, page, PER_PAGE)
-        _record_access(db_session, request, "history viewed", f"page {page}")
+        _record_access(db, request, "history viewed", f"page {page}")
         return Template("studies/history.html", context={"result": result})
 
 
@@ -59,11 +63,12 @@ class StudyController(Controller):
         self,
         request: AnyRequest,
         db_session: DbSession,
+        db: Db,
         data_dir: DataDir,
         study_instance_uid: FromPath[str],
     ) -> Template:
         study = study_detail(db_session, study_instance_uid, data_dir)
-        _record_access(db_session, request, "study viewed", study_instance_uid)
+        _record_access(db, request, "study viewed", study_instance_uid)
         return Template("studies/detail.html", context={"study": study})
 
     @read("/images/{sop_instance_uid:str}/overlay.png", sync_to_thread=True)
@@ -71,13 +76,14 @@ class StudyController(Controller):
         self,
         request: AnyRequest,
         db_session: DbSession,
+        db: Db,
         data_dir: DataDir,
         study_instance_uid: FromPath[str],
         sop_instance_uid: FromPath[str],
     ) -> File:
         path = overlay_for(db_session, study_instance_uid, sop_instance_uid, data_dir)
         # the overlay is the patient's image: as much patient data as the detail page
-        _record_access(db_session, request, "image viewed", study_instance_uid)
+        _record_access(db, request, "image viewed", study_instance_uid)
         return File(path, media_type="image/png", content_disposition_type="inline")
 
 
@@ -86,9 +92,10 @@ class ApiController(Controller):
     guards = [any_role]
 
     @read("/studies", sync_to_thread=True)
-    def studies(self, request: AnyRequest, db_session: DbSession, page: PageNumber = 1) -> StudyPage:
+    def studies(self, request: AnyRequest, db_session: DbSession,
+        db: Db, page: PageNumber = 1) -> StudyPage:
         result = list_studies(db_session, page, PER_PAGE)
-        _record_access(db_session, request, "history viewed", f"page {page}")
+        _record_access(db, request, "history viewed", f"page {page}")
         return result
 
     @read("/studies/{study_instance_uid:str}", sync_to_thread=True)
@@ -96,11 +103,12 @@ class ApiController(Controller):
         self,
         request: AnyRequest,
         db_session: DbSession,
+        db: Db,
         data_dir: DataDir,
         study_instance_uid: FromPath[str],
     ) -> StudyDetail:
         result = study_detail(db_session, study_instance_uid, data_dir)
-        _record_access(db_session, request, "study viewed", study_instance_uid)
+        _record_access(db, request, "study viewed", study_instance_uid)
         return result
 
 
