@@ -66,8 +66,11 @@ class DicomSettings(_Section):
     acse_timeout: float = Field(30.0, gt=0)
     dimse_timeout: float = Field(60.0, gt=0)
     network_timeout: float = Field(60.0, gt=0)
-    maximum_pdu_size: int = Field(0, ge=0)  # 0: unlimited
+    maximum_pdu_size: int = Field(4 * 2**20, ge=4096, le=2**30)  # announced, and enforced
     maximum_associations: int = Field(10, ge=1)
+    maximum_associations_per_host: int = Field(8, ge=1)
+    max_connections: int = Field(200, ge=1)  # open TCP connections, requested or not
+    association_request_seconds: float = Field(5.0, gt=0)  # for the A-ASSOCIATE-RQ to arrive
     # Bounded reads (checked before anything is inflated or decoded). The defaults take the
     # largest real mammograms: 5k x 4k 16-bit projections, digitised film at 50 um, and
     # tomosynthesis of about 100 slices of 3328 x 2560.

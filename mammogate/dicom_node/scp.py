@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+import threading
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -31,7 +32,6 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from mammogate.config import Settings
 from mammogate.config.settings import DicomSettings
 from mammogate.db import AllowedPeer, AuditEntry, Database, Instance, Job, Study, utcnow
+from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
 from mammogate.dicom_node.limits import LimitExceeded, read_bounded
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
 
@@ -364,7 +365,9 @@ def build_ae(settings: Settings, allowed: list[str]) -> AE:
     ae.dimse_timeout = dicom.dimse_timeout
     ae.network_timeout = dicom.network_timeout
     ae.maximum_pdu_size = dicom.maximum_pdu_size
-    ae.maximum_associations = dicom.maximum_associations
+    # the association limits are the guard's (which counts requested associations only);
+    # pynetdicom's own count includes silent connections, so it is set out of the way
+    ae.maximum_associations = dicom.max_connections + 1
     ae.require_called_aet = True
     ae.require_calling_aet = allowed
     ae.add_supported_context("1.2.840.10008.1.1")  # Verification
@@ -381,7 +384,7 @@ class Scp:
         self.db = db
         self.service = StoreService(settings, db, spool)
         self.ae = build_ae(settings, allowed_calling_ae_titles(db))
-        self.server: ThreadedAssociationServer | None = None
+        self.server: GuardedServer | None = None
 
     def start(self) -> tuple[str, int]:
         handlers: list[Any] = [
@@ -391,8 +394,21 @@ class Scp:
             (evt.EVT_REQUESTED, _on_requested),
         ]
         dicom = self.settings.dicom
-        server = self.ae.start_server((dicom.bind, dicom.port), block=False, evt_handlers=handlers)
-        assert server is not None
+        server = cast(GuardedServer, self.ae.make_server(
+            (dicom.bind, dicom.port), evt_handlers=handlers, server_class=GuardedServer,
+            request_handler=GuardedRequestHandler,
+        ))
+        server.limits = AssociationLimits(
+            maximum_associations=dicom.maximum_associations,
+            maximum_associations_per_host=dicom.maximum_associations_per_host,
+            max_connections=dicom.max_connections,
+            association_request_seconds=dicom.association_request_seconds,
+            network_timeout=dicom.network_timeout,
+            maximum_pdu_size=dicom.maximum_pdu_size,
+        )
+        server.on_refused_connection = self._on_refused_connection  # type: ignore[method-assign]  # the SCP audits
+        self.ae._servers.append(server)  # as start_server does: the server's shutdown unregisters it
+        threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
         self.server = server
         host, port = server.server_address[:2]
         log.info(
@@ -401,21 +417,26 @@ class Scp:
         )
         return str(host), int(port)
 
+    def _on_refused_connection(self, host: str) -> None:
+        self._audit("connection-refused", "dicom:", host, f"dicom.max_connections ({self.settings.dicom.max_connections}) open")
+
+    def _audit(self, action: str, actor: str, target: str, detail: str) -> None:
+        try:
+            with self.db.session() as session:
+                session.add(AuditEntry(at=utcnow(), actor=actor[:128], action=action, target=target[:255], detail=detail))
+        except SQLAlchemyError:
+            log.exception("could not record %s from %s", action, target)
+
     def _on_rejected(self, event: evt.Event) -> None:
         """Log and audit a rejected association: who called, from where, and why."""
         primitive = event.assoc.acceptor.primitive if event.assoc.acceptor else None
-        reason = str(getattr(primitive, "reason_str", "") or "see the association policy")
+        reason = getattr(event.assoc, "guard_reason", "") or str(
+            getattr(primitive, "reason_str", "") or "see the association policy"
+        )
         calling = str(event.assoc.requestor.ae_title)
         address = str(event.assoc.requestor.address)
         log.warning("association from %s (%s) rejected: %s", calling, address, reason)
-        try:
-            with self.db.session() as session:
-                session.add(AuditEntry(
-                    at=utcnow(), actor=f"dicom:{calling}"[:128], action="association-rejected",
-                    target=address[:255], detail=reason,
-                ))
-        except SQLAlchemyError:
-            log.exception("could not record the rejected association from %s", address)
+        self._audit("association-rejected", f"dicom:{calling}", address, reason)
 
     def refresh_policy(self) -> None:
         allowed = allowed_calling_ae_titles(self.db)

@@ -168,3 +168,99 @@ def test_a_nul_inside_view_or_laterality_is_stored_on_every_database(
     assert result.returncode == 0 and "Error" not in result.stdout + result.stderr
     (row,) = any_db_scp.instances()
     assert (row.view, row.laterality) == ("CC", "R")
+
+
+def test_idle_sockets_and_trickling_senders_never_keep_a_modality_out(tmp_path: Path, study_files: list[Path]) -> None:  # noqa: F811
+    import socket
+    import threading
+    import time
+
+    running = RunningScp(tmp_path / "node", allowed=[], association_request_seconds=2, network_timeout=3)
+    stop = threading.Event()
+    try:
+        idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(100)]
+
+        def trickle() -> None:  # the start of an A-ASSOCIATE-RQ, a byte at a time
+            with socket.create_connection(("127.0.0.1", running.port)) as sock:
+                for byte in b"\x01\x00\x00\x00\x00\xcd\x00\x01":
+                    if stop.is_set():
+                        return
+                    try:
+                        sock.sendall(bytes([byte]))
+                    except OSError:
+                        return  # closed by the node: what we want
+                    time.sleep(0.7)
+
+        tricklers = [threading.Thread(target=trickle, daemon=True) for _ in range(10)]
+        for thread in tricklers:
+            thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        stored = running.storescu(*study_files)
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        assert time.monotonic() - started < 10 and len(running.instances()) == 4
+        # the silent connections are closed once association_request_seconds has passed
+        time.sleep(3)
+        closed = 0
+        for sock in idle:
+            sock.settimeout(2)
+            try:
+                closed += sock.recv(16) == b""
+            except OSError:
+                closed += 1
+            sock.close()
+        assert closed == 100
+        for thread in tricklers:
+            thread.join(10)
+            assert not thread.is_alive()
+        assert running.echoscu().returncode == 0
+    finally:
+        stop.set()
+        running.scp.stop()
+        running.db.dispose()
+
+
+def test_a_pdu_longer_than_announced_closes_the_association_without_reading_it(scp: RunningScp) -> None:
+    import time
+
+    from pynetdicom import AE
+
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MG_FOR_PRESENTATION, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="MAMMOGATE")
+    assert assoc.is_established
+    before = _peak_rss_mb()
+    raw = assoc.dul.socket.socket  # type: ignore[union-attr]
+    raw.sendall(b"\x04\x00" + (0xFFFFFFF0).to_bytes(4, "big") + b"\x00" * 65536)  # "4 GB follow"
+    deadline = time.monotonic() + 10
+    while assoc.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not assoc.is_established, "the node kept reading a 4 GB PDU"
+    assert _peak_rss_mb() - before < 100
+    assert scp.echoscu().returncode == 0
+
+
+def test_associations_over_the_per_host_limit_are_rejected_as_local_limit_exceeded(tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    running = RunningScp(tmp_path / "node", allowed=[], maximum_associations_per_host=2)
+    held = []
+    try:
+        for _ in range(2):
+            ae = AE(ae_title="MODALITY")
+            ae.add_requested_context(MG_FOR_PRESENTATION)
+            held.append(ae.associate("127.0.0.1", running.port, ae_title="MAMMOGATE"))
+        assert all(a.is_established for a in held)
+        ae = AE(ae_title="EXTRA")
+        ae.add_requested_context(MG_FOR_PRESENTATION)
+        third = ae.associate("127.0.0.1", running.port, ae_title="MAMMOGATE")
+        assert third.is_rejected
+        primitive = third.acceptor.primitive
+        assert (primitive.result, primitive.diagnostic) == (0x02, 0x02)  # transient, local limit exceeded
+        rejected = running.audit("association-rejected")
+        assert rejected and "maximum_associations_per_host (2)" in rejected[-1].detail
+    finally:
+        for assoc in held:
+            assoc.release()
+        running.scp.stop()
+        running.db.dispose()

@@ -26,11 +26,11 @@ from tests.shared_data import shared_data_dir
 
 
 class RunningScp:
-    def __init__(self, root: Path, allowed: list[str], database_url: str = ""):
+    def __init__(self, root: Path, allowed: list[str], database_url: str = "", **dicom: object):
         self.port = free_port()
         self.settings = load_settings(
             None, node={"data_dir": str(root)}, database={"url": database_url},
-            dicom={"port": self.port, "allowed_calling_ae_titles": allowed, "settle_seconds": 60},
+            dicom={"port": self.port, "allowed_calling_ae_titles": allowed, "settle_seconds": 60, **dicom},
         )
         self.db: Database = open_database(self.settings)
         self.scp = Scp(self.settings, self.db, Spool(self.settings.spool_dir))

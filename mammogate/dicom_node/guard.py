@@ -1,0 +1,174 @@
+"""Association guard: no connection, idle association or slow sender can hold the DICOM service.
+
+pynetdicom counts every open connection as an association, starts a thread for it and reads a
+PDU byte by byte for as long as its sender trickles; these classes put bounds on that:
+
+- ``GuardedServer`` refuses (closes) a connection beyond ``dicom.max_connections`` at once;
+- a connection that has not sent its A-ASSOCIATE-RQ within ``dicom.association_request_seconds``
+  is closed (the ARTIM timer, and the read deadline below);
+- ``GuardedACSE`` counts only associations whose peer has sent an A-ASSOCIATE-RQ towards
+  ``dicom.maximum_associations``, and those of one host towards
+  ``dicom.maximum_associations_per_host``: above either, A-ASSOCIATE-RJ "local limit exceeded"
+  (rejected-transient, so the sender tries again later). A flood of silent sockets therefore
+  never takes the slots of real modalities;
+- ``GuardedSocket`` refuses a PDU longer than the maximum PDU the node announced (plus the
+  P-DATA item headers) before reading it, and gives a whole PDU ``dicom.network_timeout`` to
+  arrive (``association_request_seconds`` before the association is requested): one byte every
+  few seconds does not keep a connection alive;
+- established associations idle for ``dicom.network_timeout`` are dropped (pynetdicom's idle
+  timer).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.acse import ACSE
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+log = logging.getLogger(__name__)
+
+ASSOCIATION_PDU_LIMIT = 1 << 20  # A-ASSOCIATE-RQ and other non-data PDUs: far below this
+PDU_HEADER_SLACK = 1024  # P-DATA item headers on top of the announced maximum
+
+
+@dataclass(frozen=True)
+class AssociationLimits:
+    maximum_associations: int
+    maximum_associations_per_host: int
+    max_connections: int
+    association_request_seconds: float
+    network_timeout: float
+    maximum_pdu_size: int  # what the node announces; 0 would be unlimited
+
+
+def _requested(assoc: Any) -> bool:
+    """Whether the peer of an association has sent its A-ASSOCIATE-RQ."""
+    return getattr(assoc.requestor, "primitive", None) is not None
+
+
+class GuardedSocket(AssociationSocket):
+    """An association socket with a PDU size bound and a per-PDU read deadline."""
+
+    limits: AssociationLimits
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        requested = _requested(self._assoc)
+        if requested:
+            bound = self.limits.maximum_pdu_size + PDU_HEADER_SLACK
+        else:  # nothing but an A-ASSOCIATE-RQ can come yet
+            bound = ASSOCIATION_PDU_LIMIT
+        if nr_bytes > bound:
+            raise OSError(f"a PDU of {nr_bytes} bytes exceeds the maximum of {bound}")
+        deadline = time.monotonic() + (
+            self.limits.network_timeout if requested else self.limits.association_request_seconds
+        )
+        assert self.socket is not None
+        previous = self.socket.gettimeout()
+        data = bytearray()
+        try:
+            while len(data) < nr_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{nr_bytes} bytes not received in time ({len(data)} came)")
+                self.socket.settimeout(left)
+                chunk = self.socket.recv(min(65536, nr_bytes - len(data)))
+                if not chunk:
+                    return data
+                data.extend(chunk)
+        finally:
+            self.socket.settimeout(previous)
+        return data
+
+
+class GuardedACSE(ACSE):
+    """Rejects an association over the node's limits, counting requested associations only."""
+
+    limits: AssociationLimits
+
+    def _negotiate_as_acceptor(self) -> None:
+        host = str(self.assoc.requestor.address)
+        others = [
+            a for a in self.assoc.ae.active_associations
+            if a is not self.assoc and a.is_acceptor and _requested(a)
+        ]
+        same_host = [a for a in others if str(a.requestor.address) == host]
+        reason = ""
+        if len(others) >= self.limits.maximum_associations:
+            reason = f"dicom.maximum_associations ({self.limits.maximum_associations}) reached"
+        elif len(same_host) >= self.limits.maximum_associations_per_host:
+            reason = f"dicom.maximum_associations_per_host ({self.limits.maximum_associations_per_host}) reached for {host}"
+        if not reason:
+            super()._negotiate_as_acceptor()
+            return
+        self.requestor.ae_title = self.requestor.primitive.calling_ae_title  # type: ignore[union-attr]
+        log.warning("association from %s rejected: %s", host, reason)
+        self.assoc.guard_reason = reason  # type: ignore[attr-defined]
+        self.send_reject(0x02, 0x03, 0x02)  # rejected-transient, provider (presentation), local limit exceeded
+        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+        self.assoc.kill()
+
+
+class GuardedRequestHandler(RequestHandler):
+    def handle(self) -> None:
+        server: GuardedServer = self.server  # type: ignore[assignment]
+        if len(server.active_associations) >= server.limits.max_connections:
+            log.warning(
+                "connection from %s closed: dicom.max_connections (%d) open",
+                self.client_address[0], server.limits.max_connections,
+            )
+            server.on_refused_connection(str(self.client_address[0]))
+            try:
+                self.request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                log.debug("connection from %s already closed", self.client_address[0])
+            return
+        super().handle()
+
+    def _create_association(self) -> Any:
+        """pynetdicom's ``RequestHandler._create_association`` with the guarded socket and ACSE
+        (a socket wrapper announces the connection as it is made, so it is made once)."""
+        from copy import deepcopy
+        from datetime import datetime
+
+        from pynetdicom._globals import MODE_ACCEPTOR
+        from pynetdicom.association import Association
+
+        server: GuardedServer = self.server  # type: ignore[assignment]
+        assoc = Association(self.ae, MODE_ACCEPTOR)
+        assoc._server = server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        guarded = GuardedSocket.__new__(GuardedSocket)
+        guarded.limits = server.limits
+        GuardedSocket.__init__(guarded, assoc, client_socket=self.request)
+        assoc.set_socket(guarded)
+        assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
+        assoc.acceptor.ae_title = server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event in server._handlers:
+            if event.is_intervention and server._handlers[event]:
+                assoc.bind(event, *server._handlers[event])
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in server._handlers[event]:
+                    assoc.bind(event, handler[0], handler[1])  # type: ignore[index]
+        acse = GuardedACSE(assoc)
+        acse.limits = server.limits
+        assoc.acse = acse
+        assoc.acse_timeout = server.limits.association_request_seconds  # ARTIM: the request must come soon
+        return assoc
+
+
+class GuardedServer(ThreadedAssociationServer):
+    limits: AssociationLimits
+
+    def on_refused_connection(self, host: str) -> None:
+        """Called for a connection closed over ``max_connections`` (the SCP audits it)."""
