@@ -274,6 +274,13 @@ class Node:
             capture_output=True, text=True, timeout=120,
         )
 
+    def echoscu(self, calling: str = "MODALITY") -> subprocess.CompletedProcess[str]:
+        require_tool(ECHOSCU)
+        return subprocess.run(
+            [ECHOSCU, "-aet", calling, "-aec", self.ae_title, "127.0.0.1", str(self.dicom_port)],
+            capture_output=True, text=True, timeout=30,
+        )
+
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10)
 

@@ -15,8 +15,14 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from tests.integration.test_scp import MG_FOR_PRESENTATION, RunningScp, _dataset, _send, any_db_scp  # noqa: F401
-from tests.integration.test_scp import study_files  # noqa: F401
+from tests.integration.test_scp import (  # noqa: F401
+    MG_FOR_PRESENTATION,
+    RunningScp,
+    _dataset,
+    _send,
+    any_db_scp,
+    study_files,  # noqa: F401
+)
 
 
 @pytest.fixture
