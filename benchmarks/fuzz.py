@@ -32,12 +32,15 @@ from tests.peers import Node, Orthanc, wait_until  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--model", type=Path, default=None, help="model bundle (default: the shipped one)")
     args = parser.parse_args()
     os.environ.setdefault("TCP_NODELAY", "1")  # Orthanc (DCMTK inside) leaves Nagle on otherwise
     with tempfile.TemporaryDirectory(prefix="mammogate-fuzz-") as tmp:
         root = Path(tmp)
-        node = Node(root / "node", settle_seconds=1, extra_env={
-            "MAMMOGATE_DICOM__NETWORK_TIMEOUT": "2", "MAMMOGATE_DICOM__ASSOCIATION_REQUEST_SECONDS": "2"})
+        env = {"MAMMOGATE_DICOM__NETWORK_TIMEOUT": "1", "MAMMOGATE_DICOM__ASSOCIATION_REQUEST_SECONDS": "1"}
+        if args.model is not None:
+            env["MAMMOGATE_MODEL__BUNDLE"] = str(args.model.resolve())
+        node = Node(root / "node", settle_seconds=1, extra_env=env)
         orthanc = Orthanc(root / "orthanc")
         (root / "cases").mkdir()
         node.start()

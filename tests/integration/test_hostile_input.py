@@ -14,7 +14,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from sqlalchemy import func, select
 
+from mammogate.db import Database, Report, Study
+from mammogate.training.synthetic import make_study
 from tests.integration.test_scp import (  # noqa: F401
     MG_FOR_PRESENTATION,
     RunningScp,
@@ -23,6 +26,8 @@ from tests.integration.test_scp import (  # noqa: F401
     any_db_scp,
     study_files,  # noqa: F401
 )
+from tests.peers import Node, wait_until
+from tests.tiny_bundle import write_tiny_bundle
 
 
 @pytest.fixture
@@ -270,3 +275,37 @@ def test_associations_over_the_per_host_limit_are_rejected_as_local_limit_exceed
             assoc.release()
         running.scp.stop()
         running.db.dispose()
+
+
+def test_a_study_of_1x1_images_is_not_analysed_and_sends_no_result(tmp_path: Path) -> None:
+    """Finding 5: a 1x1 "mammogram" once got a "not flagged" CAD SR. Now the study ends
+    skipped, saying why, with no report and nothing for the PACS."""
+    study = make_study(seed=61, lesion=False, rows=96, columns=80)
+    files = []
+    for number, ds in enumerate(study.datasets):
+        ds.Rows = ds.Columns = 1
+        ds.PixelData = b"\x00\x08"
+        files.append(tmp_path / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    node = Node(tmp_path / "node", settle_seconds=1, destinations=[
+        {"name": "pacs", "kind": "dimse", "ae_title": "NOWHERE", "host": "127.0.0.1", "port": 9}],
+        extra_env={"MAMMOGATE_MODEL__BUNDLE": str(write_tiny_bundle(tmp_path / "bundle"))})
+    node.start()
+    try:
+        assert node.storescu(*files).returncode == 0
+        db = Database(f"sqlite:///{node.root / 'var' / 'mammogate.sqlite3'}")
+        try:
+            def finished() -> Study | None:
+                with db.session() as session:
+                    found = session.scalar(select(Study).where(Study.study_instance_uid == study.study_instance_uid))
+                    return found if found is not None and found.state not in ("receiving", "queued", "processing") else None
+
+            ended = wait_until(finished, 120, "the study of 1x1 images to be dealt with")
+            assert ended.state == "skipped"
+            assert "too small" in (ended.last_error or "")
+            with db.session() as session:
+                assert session.scalar(select(func.count(Report.id))) == 0
+        finally:
+            db.dispose()
+    finally:
+        assert node.stop() == 0
