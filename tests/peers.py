@@ -83,6 +83,7 @@ class Orthanc:
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_config: dict[str, Any] = field(default_factory=dict)  # more Orthanc configuration keys
 
     @property
     def url(self) -> str:
@@ -108,6 +109,7 @@ class Orthanc:
             "HttpServerEnabled": True,
             "StorageCompression": False,
             "DicomAssociationCloseDelay": 0,
+            **self.extra_config,
         }
         cfg = self.root / "orthanc.json"
         cfg.write_text(json.dumps(config))

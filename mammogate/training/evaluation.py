@@ -76,7 +76,7 @@ def localisation(predictions: Predictions, calibration: Calibration, *, malignan
         _, probabilities = probability_map(
             predictions.maps[index][..., channel], predictions.cells[index], calibration, predictions.sharpness
         )
-        peaks = find_peaks(probabilities, max_peaks=MARKS_PER_IMAGE)
+        peaks = find_peaks(probabilities, max_peaks=MARKS_PER_IMAGE, cells=predictions.cells[index])  # as served
         for peak in peaks:
             row, column = int(peak.row), int(peak.column)
             if not predictions.cells[index][min(row, predictions.cells.shape[1] - 1), min(column, predictions.cells.shape[2] - 1)]:
