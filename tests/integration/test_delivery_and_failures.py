@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
+from pydicom.encaps import encapsulate
+from pydicom.uid import RLELossless
 from sqlalchemy import select
 
 from mammogate.db import Database, Delivery, Study
@@ -15,8 +17,12 @@ PASSWORD = "another long passphrase"
 
 
 def _break_pixels(path: Path) -> None:
+    """RLE Lossless whose one fragment is not RLE: the dataset parses and its size is what the
+    header says (the SCP stores it), but the pixels do not decode (the analysis fails)."""
     ds = pydicom.dcmread(path)
-    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3 // 2 * 2]  # parses, does not decode
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([b"\x05\x00\x00\x00" + b"\xff" * 60])  # 5 segments claimed, none there
+    ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -45,7 +51,7 @@ def test_sr_arrives_after_pacs_comes_up_and_undecodable_study_fails_visibly(tmp_
     node.start()
     try:
         assert node.storescu(*[i.path for i in good.images if i.path]).returncode == 0
-        assert node.storescu(*[i.path for i in broken.images if i.path]).returncode == 0
+        assert node.storescu(*[i.path for i in broken.images if i.path], options=("-xr",)).returncode == 0
 
         def pending_after_failures() -> Delivery | None:
             with db.session() as session:

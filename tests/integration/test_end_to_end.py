@@ -14,6 +14,7 @@ from pathlib import Path
 import pydicom
 
 from mammogate.inference import Analyzer, load_bundle
+from mammogate.inference.bundle import with_operating_point
 from mammogate.reporting.cad_sr import read_cad_sr
 from mammogate.training.synthetic import write_study
 from tests.peers import (
@@ -44,7 +45,10 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
     study = write_study(tmp_path / "study", seed=4242, lesion=True)
     paths = [image.path for image in study.images]
     assert len(paths) == 4 and all(p is not None for p in paths)
-    node = Node(tmp_path / "node", destinations=[destination(orthanc)], database_url=database_url)
+    # The most sensitive of the bundle's operating points, so that this lesion study has findings
+    # to carry through (the default, balanced, point does not flag it: the shipped model is weak).
+    node = Node(tmp_path / "node", destinations=[destination(orthanc)], database_url=database_url,
+                extra_env={"MAMMOGATE_MODEL__OPERATING_POINT": "sensitivity_90"})
     node.write_config()
     node.run_cli("user", "add", "dr.curie", "--role", "radiologist", "--password-stdin",
                  stdin=PASSWORD + "\n")
@@ -82,7 +86,7 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
             for item in series.ReferencedSOPSequence
         }
         assert referenced == {image.sop_instance_uid for image in study.images}
-        expected = Analyzer(load_bundle(None)).analyze_study(paths)  # type: ignore[arg-type]
+        expected = Analyzer(with_operating_point(load_bundle(None), "sensitivity_90")).analyze_study(paths)  # type: ignore[arg-type]
         assert expected.findings, "a lesion study must produce findings for this test to bite"
         got = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in contents.findings)
         want = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in expected.findings)
