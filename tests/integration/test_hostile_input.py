@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import resource
 import zlib
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
@@ -31,13 +30,9 @@ from tests.tiny_bundle import write_tiny_bundle
 
 
 @pytest.fixture
-def scp(tmp_path: Path) -> Iterator[RunningScp]:
-    running = RunningScp(tmp_path / "node", allowed=[])
-    try:
-        yield running
-    finally:
-        running.scp.stop()
-        running.db.dispose()
+def scp(any_db_scp: RunningScp) -> RunningScp:  # noqa: F811
+    """Every test of this module runs against an SCP on SQLite and on PostgreSQL."""
+    return any_db_scp
 
 
 def _deflated_bomb(path: Path, rows: int, columns: int, pixel_bytes: int) -> Path:
@@ -277,7 +272,7 @@ def test_associations_over_the_per_host_limit_are_rejected_as_local_limit_exceed
         running.db.dispose()
 
 
-def test_a_study_of_1x1_images_is_not_analysed_and_sends_no_result(tmp_path: Path) -> None:
+def test_a_study_of_1x1_images_is_not_analysed_and_sends_no_result(tmp_path: Path, database_url: str) -> None:
     """Finding 5: a 1x1 "mammogram" once got a "not flagged" CAD SR. Now the study ends
     skipped, saying why, with no report and nothing for the PACS."""
     study = make_study(seed=61, lesion=False, rows=96, columns=80)
@@ -287,13 +282,13 @@ def test_a_study_of_1x1_images_is_not_analysed_and_sends_no_result(tmp_path: Pat
         ds.PixelData = b"\x00\x08"
         files.append(tmp_path / f"{number}.dcm")
         ds.save_as(files[-1], enforce_file_format=True)
-    node = Node(tmp_path / "node", settle_seconds=1, destinations=[
+    node = Node(tmp_path / "node", settle_seconds=1, database_url=database_url, destinations=[
         {"name": "pacs", "kind": "dimse", "ae_title": "NOWHERE", "host": "127.0.0.1", "port": 9}],
         extra_env={"MAMMOGATE_MODEL__BUNDLE": str(write_tiny_bundle(tmp_path / "bundle"))})
     node.start()
     try:
         assert node.storescu(*files).returncode == 0
-        db = Database(f"sqlite:///{node.root / 'var' / 'mammogate.sqlite3'}")
+        db = Database(database_url or f"sqlite:///{node.root / 'var' / 'mammogate.sqlite3'}")
         try:
             def finished() -> Study | None:
                 with db.session() as session:

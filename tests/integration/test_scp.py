@@ -60,16 +60,6 @@ class RunningScp:
 
 
 @pytest.fixture
-def scp(tmp_path: Path) -> Iterator[RunningScp]:
-    running = RunningScp(tmp_path / "node", allowed=[])
-    try:
-        yield running
-    finally:
-        running.scp.stop()
-        running.db.dispose()
-
-
-@pytest.fixture
 def study_files(tmp_path: Path) -> list[Path]:
     study = write_study(tmp_path / "study", seed=77, lesion=False)
     return [image.path for image in study.images if image.path is not None]
