@@ -42,11 +42,18 @@ def sr_in_pacs(orthanc: Orthanc, study_uid: str) -> list[dict[str, object]]:
 def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
     tmp_path: Path, orthanc: Orthanc, database_url: str
 ) -> None:
-    study = write_study(tmp_path / "study", seed=4242, lesion=True)
-    paths = [image.path for image in study.images]
+    # The most sensitive of the bundle's operating points, and the first of ten synthetic lesion
+    # studies the shipped model flags there: this test is about carrying findings through, so it
+    # needs a study that has some (the model is weak and misses many).
+    analyzer = Analyzer(with_operating_point(load_bundle(None), "sensitivity_90"))
+    for seed in range(4242, 4252):
+        study = write_study(tmp_path / f"study-{seed}", seed=seed, lesion=True)
+        paths = [image.path for image in study.images]
+        if analyzer.analyze_study(paths).findings:  # type: ignore[arg-type]
+            break
+    else:
+        raise AssertionError("the shipped model flags none of ten synthetic lesion studies at sensitivity_90")
     assert len(paths) == 4 and all(p is not None for p in paths)
-    # The most sensitive of the bundle's operating points, so that this lesion study has findings
-    # to carry through (the default, balanced, point does not flag it: the shipped model is weak).
     node = Node(tmp_path / "node", destinations=[destination(orthanc)], database_url=database_url,
                 extra_env={"MAMMOGATE_MODEL__OPERATING_POINT": "sensitivity_90"})
     node.write_config()
@@ -86,7 +93,7 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
             for item in series.ReferencedSOPSequence
         }
         assert referenced == {image.sop_instance_uid for image in study.images}
-        expected = Analyzer(with_operating_point(load_bundle(None), "sensitivity_90")).analyze_study(paths)  # type: ignore[arg-type]
+        expected = analyzer.analyze_study(paths)  # type: ignore[arg-type]
         assert expected.findings, "a lesion study must produce findings for this test to bite"
         got = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in contents.findings)
         want = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in expected.findings)
