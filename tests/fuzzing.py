@@ -70,7 +70,8 @@ def malformed_file(draw: Any) -> bytes:
     body = len(data) - start
     if kind == "deflate":
         ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-        head = _encoded(ds)[: _meta_end(_encoded(ds))]
+        encoded = _encoded(ds)
+        head = encoded[: _meta_end(encoded)]
         payload = draw(st.binary(min_size=0, max_size=4096))
         if draw(st.booleans()):
             payload = zlib.compress(payload)[2:-4]  # a raw deflate stream of random content

@@ -12,7 +12,7 @@ import hashlib
 import importlib.resources
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +123,7 @@ def with_operating_point(bundle: ModelBundle, name: str) -> ModelBundle:
         raise BundleError(
             f"model.operating_point {name!r}: the bundle's operating points are {', '.join(sorted(points)) or 'none'}"
         )
-    import dataclasses
-
-    return dataclasses.replace(bundle, operating_point=float(points[name]["threshold"]))
+    return replace(bundle, operating_point=float(points[name]["threshold"]))
 
 
 def model_description(metadata: dict[str, Any]) -> str:
