@@ -10,11 +10,15 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mammogate.config import Settings
 from mammogate.db import Database
 from mammogate.db.queue import expire_leases, lease_holders
-from mammogate.db.seed import seed_if_first_start
+from mammogate.db.seed import config_diff, seed_if_first_start
+
+if TYPE_CHECKING:
+    from mammogate.delivery import Destination
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,29 @@ def open_database(settings: Settings) -> Database:
         if seed_if_first_start(session, settings):
             log.info("first start: peers, destinations and routes seeded from the configuration")
     return db
+
+
+def destination_backends(settings: Settings) -> dict[str, Destination]:
+    """The outbox's backend for each destination kind."""
+    from mammogate.delivery.http import OrthancRestDestination, StowRsDestination
+    from mammogate.dicom_node.scu import DimseDestination
+
+    return {"dimse": DimseDestination(settings), "orthanc": OrthancRestDestination(),
+            "stow": StowRsDestination()}
+
+
+def warn_config_drift(settings: Settings, db: Database) -> list[str]:
+    """The database is the truth at run time; say at start, line by line, where the file
+    differs from it, so an edit of the file is never ignored silently."""
+    with db.read_session() as session:
+        differences = config_diff(session, settings)
+    if differences:
+        log.warning(
+            "the configuration file differs from the database, which is what this node uses "
+            "(`mammogate config diff` shows this, `mammogate config apply` makes the database "
+            "follow the file):\n  %s", "\n  ".join(differences),
+        )
+    return differences
 
 
 def _pid_alive(pid: int) -> bool:
@@ -84,10 +111,10 @@ def serve(settings: Settings) -> int:
     """Run every role in this process until SIGINT/SIGTERM. Returns the exit status."""
     import uvicorn
 
+    from mammogate.analysis import AnalysisWorker
+    from mammogate.delivery.outbox import DeliveryLoop
     from mammogate.dicom_node.scp import Scp
-    from mammogate.dicom_node.senders import SenderLoop
     from mammogate.dicom_node.spool import Spool
-    from mammogate.dicom_node.worker import WorkerLoop
     from mammogate.inference import load_bundle
     from mammogate.inference.bundle import with_operating_point
     from mammogate.inference.isolated import IsolatedAnalyzer
@@ -100,6 +127,7 @@ def serve(settings: Settings) -> int:
     log.info("model bundle %s %s (sha256 %s)", info.name, info.version, info.sha256[:12])
 
     db = open_database(settings)
+    warn_config_drift(settings, db)
     release_leases_of_dead_processes(db)
     spool = Spool(settings.spool_dir)
     swept = spool.sweep_incoming(settings.dicom.stale_incoming_seconds)
@@ -116,10 +144,10 @@ def serve(settings: Settings) -> int:
             timeout_seconds=settings.worker.analysis_timeout_seconds,
         )
 
-    worker = WorkerLoop(
+    worker = AnalysisWorker(
         settings, db, worker_id("worker"), make_analyzer, on_idle=scp.refresh_policy
     )
-    sender = SenderLoop(settings, db, worker_id("sender"))
+    sender = DeliveryLoop(settings, db, worker_id("sender"), destination_backends(settings))
     grace = settings.node.stop_grace_seconds
 
     def out_of_time() -> None:
@@ -189,8 +217,8 @@ def serve(settings: Settings) -> int:
     finally:
         log.info("mammogate stopping")
         scp.stop()
-        worker.stopping.set()
-        sender.stopping.set()
+        worker.stop()
+        sender.stop()
         for thread in threads:
             thread.join(timeout=30)
         worker.stop_model()

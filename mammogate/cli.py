@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mammogate import DISCLAIMER, __version__
 from mammogate.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from mammogate.db import Database
 
 log = logging.getLogger("mammogate")
 
@@ -71,17 +77,160 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config_apply(args: argparse.Namespace) -> int:
+@contextmanager
+def _database(args: argparse.Namespace) -> Iterator[tuple[Settings, Database]]:
+    """The settings and the node's database (migrated; seeded on first start) for a command."""
     settings = _settings(args)
-    _configure_logging("INFO")
+    _configure_logging("WARNING")
     from mammogate.app import open_database
-    from mammogate.db.seed import apply_config
 
     db = open_database(settings)
-    with db.session() as session:
-        apply_config(session, settings)
-    db.dispose()
-    print("configuration applied: peers, destinations and routes now match the file")
+    try:
+        yield settings, db
+    finally:
+        db.dispose()
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry for this uid (a container)
+        return f"cli:uid {os.getuid()}"
+
+
+def cmd_config_apply(args: argparse.Namespace) -> int:
+    from mammogate.db.seed import apply_config
+
+    with _database(args) as (settings, db), db.session() as session:
+        changes = apply_config(session, settings, actor=_actor())
+    for line in changes:
+        print(f"  {line}")
+    print(f"configuration applied ({len(changes)} differences): peers, destinations and routes "
+          "now match the file")
+    return 0
+
+
+def cmd_config_diff(args: argparse.Namespace) -> int:
+    from mammogate.db.seed import config_diff
+
+    with _database(args) as (settings, db), db.read_session() as session:
+        differences = config_diff(session, settings)
+    if not differences:
+        print("the database's peers, destinations and routes match the file")
+        return 0
+    print(f"{len(differences)} differences between the database (what the node uses) and the "
+          "file (`mammogate config apply` makes the database follow the file):")
+    for line in differences:
+        print(f"  {line}")
+    return 1
+
+
+def cmd_route_explain(args: argparse.Namespace) -> int:
+    from mammogate.analysis import explain_files, explain_study, route_rules
+    from mammogate.db.admin import RequestRefused
+    from mammogate.routing import RouteRule, describe
+
+    with _database(args) as (settings, db), db.read_session() as session:
+        if args.file_routes:
+            rules = [RouteRule.from_record(r) for r in settings.routes]
+            source = "the configuration file's routes"
+        else:
+            rules = route_rules(session)
+            source = "the database's routes (what the node uses)"
+        target = Path(args.target)
+        try:
+            if target.exists():
+                verdicts = explain_files([target], rules, calling_ae_title=args.calling_ae_title,
+                                         called_ae_title=settings.dicom.ae_title)
+                print(f"{target}: {source}; calling AE title "
+                      f"{args.calling_ae_title or '(not given)'}; not analysed")
+            else:
+                state, verdicts = explain_study(session, args.target, rules)
+                print(f"study {args.target} ({state}): {source}")
+        except RequestRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(describe(verdicts))
+    return 0
+
+
+def cmd_study_reanalyse(args: argparse.Namespace) -> int:
+    from mammogate.db.admin import RequestRefused, request_reanalysis
+
+    with _database(args) as (_settings_, db):
+        try:
+            with db.session() as session:
+                job = request_reanalysis(session, args.study_uid, actor=_actor())
+                job_id = job.id
+        except RequestRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"analysis of study {args.study_uid} queued (job {job_id}); its results will "
+          "supersede the current ones")
+    return 0
+
+
+def cmd_delivery_resubmit(args: argparse.Namespace) -> int:
+    from mammogate.db.admin import RequestRefused, request_resubmission
+
+    with _database(args) as (_settings_, db):
+        try:
+            with db.session() as session:
+                rows = request_resubmission(
+                    session, actor=_actor(), delivery_ids=args.ids,
+                    study_instance_uid=args.study, dead=args.dead,
+                )
+                ids = [row.id for row in rows]
+        except RequestRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"{len(ids)} deliveries queued again: {', '.join(map(str, ids)) or 'none'}")
+    return 0
+
+
+def cmd_delivery_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from mammogate.db import Delivery, Report, Study
+
+    with _database(args) as (_settings_, db), db.read_session() as session:
+        query = select(Delivery).order_by(Delivery.id)
+        if args.state:
+            query = query.where(Delivery.state == args.state)
+        if args.study:
+            query = (query.join(Report).join(Report.analysis)
+                     .join(Study).where(Study.study_instance_uid == args.study))
+        rows = list(session.scalars(query))
+        print(f"{'id':>6}  {'state':<9} {'att':>3}  {'destination':<16} {'route':<16} object")
+        for row in rows:
+            print(f"{row.id:>6}  {row.state:<9} {row.attempts:>3}  {row.destination.name:<16} "
+                  f"{row.route:<16} {row.report.kind} {row.report.sop_instance_uid}")
+            if row.last_error:
+                print(f"{'':>8}last error: {row.last_error}")
+    return 0
+
+
+def cmd_destination_test(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from mammogate.app import destination_backends
+    from mammogate.db import DestinationRow
+    from mammogate.delivery import SendError, backend_for
+
+    with _database(args) as (settings, db), db.read_session() as session:
+        row = session.scalar(select(DestinationRow).where(DestinationRow.name == args.name))
+        if row is None:
+            names = ", ".join(session.scalars(select(DestinationRow.name))) or "none"
+            print(f"error: no destination {args.name!r} in the database (it has: {names})",
+                  file=sys.stderr)
+            return 1
+        session.expunge(row)
+    try:
+        said = backend_for(destination_backends(settings), row).test(row)
+    except SendError as exc:
+        print(f"{args.name}: FAILED: {exc.reason}")
+        return 1
+    print(f"{args.name}: OK: {said}")
     return 0
 
 
@@ -164,6 +313,63 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration file (they are seeded from it only on first start).",
     ))
     p.set_defaults(func=cmd_config_apply)
+    p = with_config(config_sub.add_parser(
+        "diff", help="show where the file's peers, destinations and routes differ from the "
+        "database's (exit status 1 when they differ)",
+    ))
+    p.set_defaults(func=cmd_config_diff)
+
+    route = sub.add_parser("route", help="routing rules")
+    route_sub = route.add_subparsers(dest="route_command", required=True, metavar="ACTION")
+    p = with_config(route_sub.add_parser(
+        "explain", help="which routes fire for a study or a file, and why, clause by clause",
+        description="Dry-run the routing rules: for a study on this node (by Study Instance "
+        "UID, with its current result) or for DICOM files not sent yet (a file or a folder), "
+        "print each route's verdict and each clause's.",
+    ))
+    p.add_argument("target", metavar="FILE_OR_STUDY_UID", help="a DICOM file or folder, or a "
+                   "Study Instance UID on this node")
+    p.add_argument("--calling-ae-title", default="", help="for files: the AE title that would "
+                   "send them")
+    p.add_argument("--file-routes", action="store_true", help="evaluate the configuration "
+                   "file's routes instead of the database's")
+    p.set_defaults(func=cmd_route_explain)
+
+    study = sub.add_parser("study", help="studies on this node")
+    study_sub = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    p = with_config(study_sub.add_parser(
+        "reanalyse", help="analyse a study again (new model, lost results); the new results "
+        "supersede the current ones and their objects name their predecessors",
+    ))
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.set_defaults(func=cmd_study_reanalyse)
+
+    delivery = sub.add_parser("delivery", help="deliveries of result objects")
+    delivery_sub = delivery.add_subparsers(dest="delivery_command", required=True,
+                                           metavar="ACTION")
+    p = with_config(delivery_sub.add_parser(
+        "resubmit", help="send deliveries again from scratch: by id, all of a study, or all dead",
+    ))
+    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="delivery ids")
+    p.add_argument("--study", metavar="STUDY_UID", help="every delivery of the study's current "
+                   "analysis")
+    p.add_argument("--dead", action="store_true", help="every dead delivery (with --study: of "
+                   "that study)")
+    p.set_defaults(func=cmd_delivery_resubmit)
+    p = with_config(delivery_sub.add_parser("list", help="list deliveries and their last error"))
+    p.add_argument("--study", metavar="STUDY_UID")
+    p.add_argument("--state", choices=("pending", "sending", "delivered", "dead"))
+    p.set_defaults(func=cmd_delivery_list)
+
+    destination = sub.add_parser("destination", help="destinations of result objects")
+    destination_sub = destination.add_subparsers(dest="destination_command", required=True,
+                                                 metavar="ACTION")
+    p = with_config(destination_sub.add_parser(
+        "test", help="check that a destination answers (C-ECHO for DICOM, an HTTP probe for "
+        "Orthanc REST and DICOMweb)",
+    ))
+    p.add_argument("name", help="the destination's name")
+    p.set_defaults(func=cmd_destination_test)
 
     db = sub.add_parser("db", help="database tasks")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -210,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("serve", "user", "config", "db"):
+    if args.command in ("serve", "user", "config", "db", "route", "study", "delivery",
+                        "destination"):
         # The data directory (database, spool, reports, overlays) holds patient data: what
         # these commands create there is readable by this user only.
         os.umask(0o077)

@@ -26,6 +26,7 @@ ECHOSCU = "/usr/bin/echoscu"
 DCIODVFY = "/usr/bin/dciodvfy"
 DSRDUMP = "/usr/bin/dsrdump"
 PIXELMED_JAR = "/usr/share/java/pixelmed.jar"  # Debian libpixelmed-java
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian orthanc-dicomweb
 PG_ADMIN_URL = os.environ.get("MAMMOGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -84,6 +85,8 @@ class Orthanc:
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     extra_config: dict[str, Any] = field(default_factory=dict)  # more Orthanc configuration keys
+    dicomweb: bool = False  # load Debian's DICOMweb plugin (orthanc-dicomweb) at /dicom-web/
+    users: dict[str, str] = field(default_factory=dict)  # HTTP basic auth, when given
 
     @property
     def url(self) -> str:
@@ -100,17 +103,21 @@ class Orthanc:
             "DicomPort": self.dicom_port,
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
             "DicomCheckCalledAet": True,
             "DicomAlwaysAllowStore": True,
             "DicomServerEnabled": True,
-            "Plugins": [],
+            "Plugins": [DICOMWEB_PLUGIN] if self.dicomweb else [],
+            "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
             "StableAge": 1,
             "HttpServerEnabled": True,
             "StorageCompression": False,
             "DicomAssociationCloseDelay": 0,
             **self.extra_config,
         }
+        if self.dicomweb:
+            require_tool(DICOMWEB_PLUGIN)
         cfg = self.root / "orthanc.json"
         cfg.write_text(json.dumps(config))
         log = (self.root / "orthanc.log").open("wb")
@@ -127,7 +134,7 @@ class Orthanc:
                 f"Orthanc exited: {(self.root / 'orthanc.log').read_text()[-2000:]}"
             )
         try:
-            return httpx.get(f"{self.url}/system", timeout=1).status_code == 200
+            return httpx.get(f"{self.url}/system", timeout=1, auth=self.auth).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -141,17 +148,21 @@ class Orthanc:
                 self.process.wait()
         self.process = None
 
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return next(iter(self.users.items())) if self.users else None
+
     def find_instances(self, **query: str) -> list[dict[str, Any]]:
         r = httpx.post(
             f"{self.url}/tools/find",
             json={"Level": "Instance", "Query": query, "Expand": True},
-            timeout=10,
+            timeout=10, auth=self.auth,
         )
         r.raise_for_status()
         return list(r.json())
 
     def instance_file(self, orthanc_id: str) -> bytes:
-        r = httpx.get(f"{self.url}/instances/{orthanc_id}/file", timeout=10)
+        r = httpx.get(f"{self.url}/instances/{orthanc_id}/file", timeout=10, auth=self.auth)
         r.raise_for_status()
         return r.content
 
@@ -162,6 +173,8 @@ class Node:
 
     root: Path
     destinations: list[dict[str, Any]] = field(default_factory=list)
+    # [[routes]] tables; None: one route sending the CAD SR of every study to every destination
+    routes: list[dict[str, Any]] | None = None
     database_url: str = ""
     # Long enough that a slow fsync between two images of one association does not split a study.
     settle_seconds: float = 3.0
@@ -202,9 +215,18 @@ class Node:
         ]
         for d in self.destinations:
             lines += ["[[destinations]]"] + [f"{k} = {json.dumps(v)}" for k, v in d.items()]
-        if self.destinations:
-            lines += ["[[routes]]", f"destinations = {json.dumps([d['name'] for d in self.destinations])}",
-                      'objects = ["cad_sr"]']
+        routes = self.routes
+        if routes is None and self.destinations:
+            routes = [{"destinations": [d["name"] for d in self.destinations],
+                       "objects": ["cad_sr"]}]
+        for route in routes or []:
+            lines.append("[[routes]]")
+            for key, value in route.items():
+                if key == "match":
+                    clauses = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+                    lines.append(f"match = {{ {clauses} }}")
+                else:
+                    lines.append(f"{key} = {json.dumps(value)}")
         self.config_path.write_text("\n".join(lines) + "\n")
         return self.config_path
 

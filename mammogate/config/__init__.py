@@ -7,10 +7,16 @@ Errors:
 """
 
 from mammogate.config.settings import (
+    DESTINATION_KINDS,
+    EXAM_CATEGORIES,
+    TEXT_CLAUSES,
     ConfigError,
     DatabaseSettings,
     Destination,
+    DicomDestinationSettings,
     DicomSettings,
+    HttpDestinationSettings,
+    Match,
     ModelSettings,
     NodeSettings,
     Route,
@@ -22,7 +28,13 @@ from mammogate.config.settings import (
 )
 
 __all__ = [
+    "DESTINATION_KINDS",
+    "EXAM_CATEGORIES",
+    "TEXT_CLAUSES",
     "ConfigError",
+    "DicomDestinationSettings",
+    "HttpDestinationSettings",
+    "Match",
     "DatabaseSettings",
     "Destination",
     "DicomSettings",

@@ -7,9 +7,18 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -176,6 +185,9 @@ class SenderSettings(_Section):
     poll_seconds: float = Field(1.0, gt=0)
     retry_initial_seconds: float = Field(10.0, ge=0)
     retry_max_seconds: float = Field(600.0, ge=0)
+    # each delay is drawn from [(1 - jitter) x, x] of the exponential one, so deliveries that
+    # failed together do not retry together
+    retry_jitter: float = Field(0.25, ge=0, le=1)
     max_attempts: int = Field(20, ge=1)
     lease_seconds: float = Field(300.0, gt=0)
     calling_ae_title: str = ""  # empty: dicom.ae_title
@@ -202,23 +214,210 @@ class SenderSettings(_Section):
         return _check_ae_title(v, "sender.calling_ae_title") if v else v
 
 
-class Destination(_Section):
+class DicomDestinationSettings(_Section):
+    """A DICOM peer that takes the objects by C-STORE."""
+
     name: str = Field(min_length=1, max_length=64)
     kind: Literal["dimse"] = "dimse"
     ae_title: str
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    # DICOM over TLS (PS3.15 B.1): the peer's certificate is verified against tls_ca_file (the
+    # system's CAs when empty) and must name `host`; tls_cert_file and tls_key_file are this
+    # node's client certificate, for peers that require one. Paths to PEM files.
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @field_validator("ae_title")
     @classmethod
     def _ae(cls, v: str) -> str:
         return _check_ae_title(v, "destinations.ae_title")
 
+    @model_validator(mode="after")
+    def _tls(self) -> DicomDestinationSettings:
+        files = {"tls_ca_file": self.tls_ca_file, "tls_cert_file": self.tls_cert_file,
+                 "tls_key_file": self.tls_key_file}
+        given = [key for key, value in files.items() if value]
+        if given and not self.tls:
+            raise ValueError(f"destination {self.name!r}: {', '.join(given)} given but tls is false")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError(f"destination {self.name!r}: a client certificate needs both "
+                             "tls_cert_file and tls_key_file")
+        for key in given:
+            if not Path(files[key]).is_file():
+                raise ValueError(f"destination {self.name!r}: {key} {files[key]!r} is not a file")
+        return self
+
+
+class HttpDestinationSettings(_Section):
+    name: str = Field(min_length=1, max_length=64)
+    url: str
+    # basic authentication: the user name here, the password in the variable named here;
+    # or a bearer token in the variable named by token_env. Never a secret in this file.
+    username: str = ""
+    password_env: str = ""
+    token_env: str = ""
+    timeout_seconds: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"destinations.url: {v!r} is not an http:// or https:// URL")
+        return v.rstrip("/")
+
+    @field_validator("password_env", "token_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if v and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
+            raise ValueError(
+                f"{v!r} is not an environment variable name (password_env and token_env name "
+                "the variable that holds the secret, never the secret itself)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _auth(self) -> HttpDestinationSettings:
+        if self.token_env and (self.username or self.password_env):
+            raise ValueError(
+                f"destination {self.name!r}: give either token_env (bearer) or username and "
+                "password_env (basic), not both"
+            )
+        if bool(self.username) != bool(self.password_env):
+            raise ValueError(
+                f"destination {self.name!r}: basic authentication needs both username and "
+                "password_env"
+            )
+        return self
+
+
+class OrthancDestination(HttpDestinationSettings):
+    """Orthanc's REST API: ``POST {url}/instances`` with the object's bytes."""
+
+    kind: Literal["orthanc"]
+
+
+class StowDestination(HttpDestinationSettings):
+    """A DICOMweb server: STOW-RS ``POST {url}/studies``, multipart/related (PS3.18)."""
+
+    kind: Literal["stow"]
+
+
+DESTINATION_KINDS = ("dimse", "orthanc", "stow")
+
+
+def _destination_kind(value: Any) -> str:
+    kind = value.get("kind", "dimse") if isinstance(value, dict) else getattr(value, "kind", "")
+    return kind if kind in DESTINATION_KINDS else "unknown"
+
+
+class _UnknownDestination(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    kind: str
+    name: str = ""  # never reached: the kind is refused
+
+    @field_validator("kind")
+    @classmethod
+    def _refuse(cls, v: str) -> str:
+        raise ValueError(
+            f"destinations.kind: {v!r} is not a destination kind (one of "
+            f"{', '.join(DESTINATION_KINDS)})"
+        )
+
+
+Destination = Annotated[
+    Annotated[DicomDestinationSettings, Tag("dimse")]
+    | Annotated[OrthancDestination, Tag("orthanc")]
+    | Annotated[StowDestination, Tag("stow")]
+    | Annotated[_UnknownDestination, Tag("unknown")],
+    Discriminator(_destination_kind),
+]
+
+EXAM_CATEGORIES = ("flagged", "not_flagged", "failed", "skipped")
+# match keys that compare text: the key, the DICOM keyword it reads (None: from the association)
+TEXT_CLAUSES: dict[str, str | None] = {
+    "calling_ae_title": None,
+    "called_ae_title": None,
+    "modality": "Modality",
+    "manufacturer": "Manufacturer",
+    "model": "ManufacturerModelName",
+    "institution": "InstitutionName",
+    "station_name": "StationName",
+    "body_part": "BodyPartExamined",
+    "study_description": "StudyDescription",
+}
+
+
+def _patterns(value: Any) -> Any:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values:
+        raise ValueError("give a pattern or a non-empty list of patterns")
+    for pattern in values:
+        if not isinstance(pattern, str):
+            raise ValueError(f"{pattern!r} is not a text pattern")
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from exc
+    return values
+
+
+class Match(_Section):
+    """When a route fires: every clause given must hold (AND); a list inside a clause is any
+    of (OR). Text clauses are glob patterns (``GE*``, case-insensitive) or, prefixed ``re:``,
+    regular expressions (Python syntax, searched in full). An instance attribute that a study's
+    images carry with several values matches when any of them does."""
+
+    calling_ae_title: list[str] | None = None
+    called_ae_title: list[str] | None = None
+    modality: list[str] | None = None
+    manufacturer: list[str] | None = None
+    model: list[str] | None = None
+    institution: list[str] | None = None
+    station_name: list[str] | None = None
+    body_part: list[str] | None = None
+    study_description: list[str] | None = None
+    # on the result: these clauses make a route fire only once the study is analysed
+    exam_category: list[Literal["flagged", "not_flagged", "failed", "skipped"]] | None = None
+    exam_score_min: float | None = Field(None, ge=0, le=1)  # exam score >= this
+    exam_score_max: float | None = Field(None, ge=0, le=1)  # exam score <= this
+
+    @field_validator(*TEXT_CLAUSES, mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return _patterns(v)
+
+    @field_validator("exam_category", mode="before")
+    @classmethod
+    def _categories(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _range(self) -> Match:
+        if (self.exam_score_min is not None and self.exam_score_max is not None
+                and self.exam_score_min > self.exam_score_max):
+            raise ValueError(
+                f"exam_score_min ({self.exam_score_min}) is greater than exam_score_max "
+                f"({self.exam_score_max}): no study could match"
+            )
+        return self
+
+    def clauses(self) -> dict[str, Any]:
+        """The clauses given, in a stable order (what the database stores)."""
+        return self.model_dump(exclude_none=True)
+
 
 class Route(_Section):
-    name: str = ""
+    name: str = Field("", max_length=64)  # empty: route-N by position
+    match: Match = Field(default_factory=Match)  # no clause: every study
     destinations: list[str] = Field(min_length=1)
     objects: list[str] = Field(default_factory=lambda: ["cad_sr"])
+    stop: bool = False  # when this route fires, the routes after it are not evaluated
 
     @field_validator("objects")
     @classmethod
@@ -266,6 +465,11 @@ class Settings(BaseSettings):
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):
             raise ValueError("destinations: names must be unique")
+        for position, route in enumerate(self.routes):
+            route.name = route.name or f"route-{position + 1}"
+        route_names = [r.name for r in self.routes]
+        if len(set(route_names)) != len(route_names):
+            raise ValueError("routes: names must be unique")
         for route in self.routes:
             for name in route.destinations:
                 if name not in names:
@@ -312,8 +516,13 @@ class Settings(BaseSettings):
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        loc = list(err["loc"])
+        if len(loc) > 2 and loc[0] == "destinations" and loc[2] in (*DESTINATION_KINDS, "unknown"):
+            del loc[2]  # the union's tag: not a key the user wrote
+        key = ".".join(str(p) for p in loc) or "(root)"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "not a setting this node knows (misspelt, or from another version?)"
         lines.append(f"  {key}: {msg}")
     return f"invalid configuration ({source}):\n" + "\n".join(lines)
 

@@ -15,6 +15,9 @@ from sqlalchemy import (
     String,
     Text,
 )
+from sqlalchemy import (
+    false as sa_false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -23,7 +26,7 @@ class Base(DeclarativeBase):
 
 
 class Study(Base):
-    """A study as received. state: receiving → queued → processing → done | failed | skipped."""
+    """A study as received. state: a :class:`~mammogate.db.states.StudyState`."""
 
     __tablename__ = "studies"
 
@@ -37,6 +40,7 @@ class Study(Base):
     study_date: Mapped[str] = mapped_column(String(8), default="")
     study_description: Mapped[str] = mapped_column(String(64), default="")
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    called_ae_title: Mapped[str] = mapped_column(String(16), default="", server_default="")
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     first_received_at: Mapped[datetime]
     last_received_at: Mapped[datetime] = mapped_column(index=True)
@@ -73,7 +77,7 @@ class Instance(Base):
 
 
 class Job(Base):
-    """A unit of work claimed by exactly one worker. state: pending → running → done | failed."""
+    """A unit of work claimed by exactly one worker. state: a :class:`~mammogate.db.states.JobState`."""
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_claim", "state", "run_after"),)
@@ -81,6 +85,8 @@ class Job(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    target: Mapped[str] = mapped_column(String(255), default="", server_default="")  # e.g. a destination
+    result: Mapped[str] = mapped_column(Text, default="", server_default="")  # what a done job found
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_after: Mapped[datetime]
@@ -181,10 +187,21 @@ class DestinationRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # dimse | orthanc | stow
     ae_title: Mapped[str] = mapped_column(String(16), default="")
     host: Mapped[str] = mapped_column(String(255), default="")
     port: Mapped[int] = mapped_column(Integer, default=0)
+    url: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    username: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    # names of environment variables holding the secrets, never the secrets
+    password_env: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    token_env: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    timeout_seconds: Mapped[float] = mapped_column(Float, default=30.0, server_default="30")
+    # dimse over TLS: paths of PEM files (the CA to verify the peer; our client certificate)
+    tls: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
+    tls_ca_file: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    tls_cert_file: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    tls_key_file: Mapped[str] = mapped_column(String(1024), default="", server_default="")
     enabled: Mapped[bool] = mapped_column(default=True)
 
 
@@ -196,6 +213,9 @@ class RouteRow(Base):
     name: Mapped[str] = mapped_column(String(64), default="")
     destinations: Mapped[list[Any]] = mapped_column(JSON)
     objects: Mapped[list[Any]] = mapped_column(JSON)
+    # the route's match clauses as configured (``mammogate.routing.Match``); {}: every study
+    match: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    stop: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
     enabled: Mapped[bool] = mapped_column(default=True)
 
 
@@ -210,7 +230,7 @@ class AllowedPeer(Base):
 
 
 class Delivery(Base):
-    """One report to one destination. state: pending → sending → delivered | dead."""
+    """One report to one destination. state: a :class:`~mammogate.db.states.DeliveryState`."""
 
     __tablename__ = "deliveries"
     __table_args__ = (Index("ix_deliveries_claim", "state", "next_attempt_at"),)
@@ -218,6 +238,7 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
     destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"), index=True)
+    route: Mapped[str] = mapped_column(String(64), default="", server_default="")  # that asked for it
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]

@@ -1,31 +1,40 @@
-"""The job and delivery queues: claim, complete, retry, lease.
+"""The job and delivery queues, and every state transition of studies, jobs and deliveries.
 
 A claim is one statement: ``UPDATE ... WHERE id = (SELECT id ... LIMIT 1 [FOR UPDATE SKIP LOCKED])
 RETURNING id``. On PostgreSQL the row lock makes concurrent workers skip each other's rows; on
 SQLite the statement runs inside ``BEGIN IMMEDIATE`` so it is atomic by construction. A claimed
 row carries a lease; a row whose lease expired (its worker died) is claimable again.
+
+This module is the one owner of the state machines in :mod:`mammogate.db.states`: no other
+module assigns a ``state``.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from mammogate.db.engine import utcnow
 from mammogate.db.models import Delivery, Job, Study
+from mammogate.db.states import LIVE_JOB_STATES, DeliveryState, JobKind, JobState, StudyState
 
-ANALYZE = "analyze"
+ANALYZE = JobKind.ANALYZE
 
+
+# -- studies -------------------------------------------------------------------------------
 
 def enqueue_analysis(session: Session, study: Study) -> Job:
+    """Queue an analysis of ``study`` (settled, or asked for again); the study is queued."""
     now = utcnow()
-    job = Job(kind=ANALYZE, study_id=study.id, state="pending", run_after=now, created_at=now)
+    job = Job(kind=JobKind.ANALYZE, study_id=study.id, state=JobState.PENDING, run_after=now,
+              created_at=now)
     session.add(job)
-    study.state = "queued"
+    study.state = StudyState.QUEUED
     study.updated_at = now
     return job
 
@@ -36,7 +45,7 @@ def settle_studies(session: Session, settle_seconds: float) -> list[Study]:
     studies = list(
         session.scalars(
             select(Study)
-            .where(Study.state == "receiving", Study.last_received_at <= cutoff)
+            .where(Study.state == StudyState.RECEIVING, Study.last_received_at <= cutoff)
             .with_for_update(skip_locked=True)
         )
     )
@@ -44,6 +53,71 @@ def settle_studies(session: Session, settle_seconds: float) -> list[Study]:
         enqueue_analysis(session, study)
     return studies
 
+
+def study_receives_images(session: Session, study: Study) -> str | None:
+    """An image arrived for ``study`` (locked): it is receiving until it settles again. Its
+    pending analyses are superseded (settling queues a fresh one). Returns the state it left,
+    or None if it was already receiving."""
+    if study.state == StudyState.RECEIVING:
+        return None
+    previous = study.state
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.study_id == study.id, Job.state == JobState.PENDING)
+        .values(state=JobState.SUPERSEDED, finished_at=now)
+    )
+    study.state = StudyState.RECEIVING
+    study.updated_at = now
+    return previous
+
+
+def study_processing(study: Study) -> None:
+    study.state = StudyState.PROCESSING
+    study.updated_at = utcnow()
+
+
+def study_analysed(study: Study, *, analysed: bool, failed: bool, problems: str) -> None:
+    """The analysis of ``study`` is recorded: done when a view was analysed, else failed when
+    one failed, else skipped (nothing the model analyses)."""
+    study.last_error = problems
+    if study.state == StudyState.PROCESSING:
+        study.state = (
+            StudyState.DONE if analysed else StudyState.FAILED if failed else StudyState.SKIPPED
+        )
+    study.updated_at = utcnow()
+
+
+def study_retry_later(study: Study) -> None:
+    """A failed attempt that will be retried: the study waits in the queue again."""
+    if study.state == StudyState.PROCESSING:
+        study.state = StudyState.QUEUED
+        study.updated_at = utcnow()
+
+
+def study_failed(session: Session, job: Job, error: str) -> None:
+    """The study of a job that failed for good ends failed, unless another analysis of it
+    follows (new images came) or a newer one is queued, running or done."""
+    study = None if job.study_id is None else session.get(Study, job.study_id)
+    if study is None or analysis_superseded(session, job, study):
+        return
+    study.last_error = error
+    # queued too: a worker may die between claiming the job and marking the study
+    if study.state in (StudyState.QUEUED, StudyState.PROCESSING):
+        study.state = StudyState.FAILED
+    study.updated_at = utcnow()
+
+
+def reanalysable(study: Study) -> str | None:
+    """Why ``study`` cannot be analysed again now, or None if it can."""
+    if study.state == StudyState.RECEIVING:
+        return "it is still receiving images (it is analysed when it settles)"
+    if study.state in (StudyState.QUEUED, StudyState.PROCESSING):
+        return f"an analysis of it is already {study.state}"
+    return None
+
+
+# -- claims ---------------------------------------------------------------------------------
 
 def _claim(
     session: Session,
@@ -54,22 +128,24 @@ def _claim(
     worker_id: str,
     lease_seconds: float,
     max_attempts: int,
+    extra: Any = None,
 ) -> int | None:
     """Claim the first due row: pending and due, or active with an expired lease and attempts
     left (one whose attempts are used up is given up by ``give_up_abandoned``)."""
     now = utcnow()
+    where = or_(
+        and_(model.state == "pending", due <= now),
+        and_(
+            model.state == active_state,
+            model.lease_until < now,
+            model.attempts < max_attempts,
+        ),
+    )
+    if extra is not None:
+        where = and_(where, extra)
     candidate = (
         select(model.id)
-        .where(
-            or_(
-                and_(model.state == "pending", due <= now),
-                and_(
-                    model.state == active_state,
-                    model.lease_until < now,
-                    model.attempts < max_attempts,
-                ),
-            )
-        )
+        .where(where)
         .order_by(due, model.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -89,23 +165,42 @@ def _claim(
     return claimed
 
 
+# -- jobs -----------------------------------------------------------------------------------
+
 def claim_job(
-    session: Session, worker_id: str, lease_seconds: float, max_attempts: int = 3
+    session: Session, worker_id: str, lease_seconds: float, max_attempts: int = 3,
+    kinds: Sequence[str] = (JobKind.ANALYZE,),
 ) -> Job | None:
-    job_id = _claim(session, Job, Job.run_after, active_state="running", worker_id=worker_id,
-                    lease_seconds=lease_seconds, max_attempts=max_attempts)
+    """Claim the next due job of one of ``kinds`` (each role runs its own kinds)."""
+    job_id = _claim(session, Job, Job.run_after, active_state=JobState.RUNNING,
+                    worker_id=worker_id, lease_seconds=lease_seconds, max_attempts=max_attempts,
+                    extra=Job.kind.in_(kinds))
     return None if job_id is None else session.get(Job, job_id, populate_existing=True)
 
 
-def complete_job(job: Job) -> None:
-    job.state = "done"
+def job_held_by(job: Job, worker_id: str) -> bool:
+    """Whether ``worker_id`` still holds ``job`` (its lease did not expire into another's)."""
+    return job.state == JobState.RUNNING and job.locked_by == worker_id
+
+
+def enqueue_destination_test(session: Session, destination: str) -> Job:
+    now = utcnow()
+    job = Job(kind=JobKind.TEST_DESTINATION, target=destination, state=JobState.PENDING,
+              run_after=now, created_at=now)
+    session.add(job)
+    return job
+
+
+def complete_job(job: Job, result: str = "") -> None:
+    job.result = result
+    job.state = JobState.DONE
     job.finished_at = utcnow()
     job.lease_until = None
     job.last_error = ""
 
 
 def supersede_job(job: Job) -> None:
-    job.state = "superseded"
+    job.state = JobState.SUPERSEDED
     job.finished_at = utcnow()
     job.lease_until = None
 
@@ -114,12 +209,11 @@ def analysis_superseded(session: Session, job: Job, study: Study) -> bool:
     """Whether ``job``'s analysis of ``study`` is no longer wanted: images came after it was
     queued (the study is receiving again, and settling queues a fresh job), or a newer job for
     the study is queued, running or done. Lock the study first (``with_for_update``)."""
-    if study.state == "receiving":
+    if study.state == StudyState.RECEIVING:
         return True
     newer = session.scalar(
         select(Job.id)
-        .where(Job.study_id == study.id, Job.id > job.id,
-               Job.state.in_(("pending", "running", "done")))
+        .where(Job.study_id == study.id, Job.id > job.id, Job.state.in_(LIVE_JOB_STATES))
         .limit(1)
     )
     return newer is not None
@@ -130,27 +224,100 @@ def fail_job(job: Job, error: str, *, max_attempts: int, retry_seconds: float) -
     job.last_error = error
     job.lease_until = None
     if job.attempts >= max_attempts:
-        job.state = "failed"
+        job.state = JobState.FAILED
         job.finished_at = utcnow()
         return True
-    job.state = "pending"
+    job.state = JobState.PENDING
     job.run_after = utcnow() + timedelta(seconds=retry_seconds)
     return False
+
+
+# -- deliveries -----------------------------------------------------------------------------
+
+def new_delivery(session: Session, report_id: int, destination_id: int, route: str) -> Delivery:
+    now = utcnow()
+    delivery = Delivery(report_id=report_id, destination_id=destination_id, route=route,
+                        state=DeliveryState.PENDING, next_attempt_at=now, created_at=now)
+    session.add(delivery)
+    return delivery
 
 
 def claim_delivery(
     session: Session, worker_id: str, lease_seconds: float, max_attempts: int = 20
 ) -> Delivery | None:
-    delivery_id = _claim(session, Delivery, Delivery.next_attempt_at, active_state="sending",
-                         worker_id=worker_id, lease_seconds=lease_seconds,
-                         max_attempts=max_attempts)
+    """Claim the next due delivery. Deliveries to one destination go in order: one waits while
+    an earlier one to the same destination is pending (a retry) or being sent; deliveries to
+    other destinations are not held up."""
+    earlier = aliased(Delivery)
+    in_order = ~exists(
+        select(earlier.id).where(
+            earlier.destination_id == Delivery.destination_id,
+            earlier.id < Delivery.id,
+            earlier.state.in_((DeliveryState.PENDING, DeliveryState.SENDING)),
+        )
+    )
+    delivery_id = _claim(session, Delivery, Delivery.next_attempt_at,
+                         active_state=DeliveryState.SENDING, worker_id=worker_id,
+                         lease_seconds=lease_seconds, max_attempts=max_attempts, extra=in_order)
     return None if delivery_id is None else session.get(Delivery, delivery_id, populate_existing=True)
 
 
-def retry_delay(attempts: int, initial_seconds: float, max_seconds: float) -> float:
-    """Exponential backoff: initial, 2x, 4x, ... capped at max."""
-    return float(min(max_seconds, initial_seconds * (2 ** max(0, attempts - 1))))
+def delivery_held_by(delivery: Delivery, worker_id: str) -> bool:
+    return delivery.state == DeliveryState.SENDING and delivery.locked_by == worker_id
 
+
+def delivery_delivered(delivery: Delivery) -> None:
+    delivery.state = DeliveryState.DELIVERED
+    delivery.delivered_at = utcnow()
+    delivery.lease_until = None
+    delivery.last_error = ""
+
+
+def retry_delay(
+    attempts: int, initial_seconds: float, max_seconds: float, jitter: float = 0.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Exponential backoff: initial, 2x, 4x, ... capped at max; with ``jitter`` = j the delay
+    is drawn uniformly from [(1 - j) x, x], so senders that failed together do not retry
+    together."""
+    delay = float(min(max_seconds, initial_seconds * (2 ** max(0, attempts - 1))))
+    if jitter > 0:
+        delay *= 1.0 - jitter * (rng or random).random()
+    return delay
+
+
+def delivery_failed(
+    delivery: Delivery, reason: str, *, retryable: bool, max_attempts: int,
+    initial_seconds: float, max_seconds: float, jitter: float,
+) -> float | None:
+    """Record a failed attempt: pending again after a backoff (returned), or dead (None) when
+    the failure is final or the attempts are used up."""
+    delivery.last_error = reason
+    delivery.lease_until = None
+    if not retryable or delivery.attempts >= max_attempts:
+        delivery.state = DeliveryState.DEAD
+        return None
+    delay = retry_delay(delivery.attempts, initial_seconds, max_seconds, jitter)
+    delivery.state = DeliveryState.PENDING
+    delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    return delay
+
+
+def resubmit_delivery(delivery: Delivery) -> bool:
+    """Send a delivery again from scratch (attempts reset). A delivery being sent right now is
+    left alone (returns False)."""
+    if delivery.state == DeliveryState.SENDING:
+        return False
+    delivery.state = DeliveryState.PENDING
+    delivery.attempts = 0
+    delivery.next_attempt_at = utcnow()
+    delivery.lease_until = None
+    delivery.locked_by = ""
+    delivery.delivered_at = None
+    return True
+
+
+# -- abandoned work and leases ----------------------------------------------------------------
 
 def _abandoned(
     session: Session, model: type[Job] | type[Delivery], active_state: str, max_attempts: int
@@ -169,7 +336,7 @@ def _abandoned(
 def give_up_abandoned_jobs(session: Session, max_attempts: int) -> list[Job]:
     """Fail jobs whose worker died on their last attempt: a job that kills its worker every
     time must not be retried forever."""
-    jobs: list[Job] = _abandoned(session, Job, "running", max_attempts)
+    jobs: list[Job] = _abandoned(session, Job, JobState.RUNNING, max_attempts)
     for job in jobs:
         fail_job(job, f"the worker stopped during each of {job.attempts} attempts (crash or kill)",
                  max_attempts=max_attempts, retry_seconds=0)
@@ -177,9 +344,9 @@ def give_up_abandoned_jobs(session: Session, max_attempts: int) -> list[Job]:
 
 
 def give_up_abandoned_deliveries(session: Session, max_attempts: int) -> list[Delivery]:
-    deliveries: list[Delivery] = _abandoned(session, Delivery, "sending", max_attempts)
+    deliveries: list[Delivery] = _abandoned(session, Delivery, DeliveryState.SENDING, max_attempts)
     for delivery in deliveries:
-        delivery.state = "dead"
+        delivery.state = DeliveryState.DEAD
         delivery.lease_until = None
         delivery.last_error = (
             f"the sender stopped during each of {delivery.attempts} attempts (crash or kill)"
@@ -194,7 +361,7 @@ def expire_leases(session: Session, holders: Sequence[str]) -> int:
         return 0
     now = utcnow()
     released = 0
-    for model, state in ((Job, "running"), (Delivery, "sending")):
+    for model, state in ((Job, JobState.RUNNING), (Delivery, DeliveryState.SENDING)):
         result = session.execute(
             update(model)
             .where(model.state == state, model.locked_by.in_(holders), model.lease_until > now)
@@ -206,8 +373,8 @@ def expire_leases(session: Session, holders: Sequence[str]) -> int:
 
 def lease_holders(session: Session) -> list[str]:
     rows = session.scalars(
-        select(Job.locked_by).where(Job.state == "running").union(
-            select(Delivery.locked_by).where(Delivery.state == "sending")
+        select(Job.locked_by).where(Job.state == JobState.RUNNING).union(
+            select(Delivery.locked_by).where(Delivery.state == DeliveryState.SENDING)
         )
     )
     return [r for r in rows if r]

@@ -32,13 +32,15 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mammogate.config import Settings
 from mammogate.config.settings import DicomSettings
-from mammogate.db import AllowedPeer, AuditEntry, Database, Instance, Job, Study, utcnow
+from mammogate.db import AllowedPeer, AuditEntry, Database, Instance, Study, utcnow
+from mammogate.db.queue import study_receives_images
+from mammogate.db.states import StudyState
 from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
 from mammogate.dicom_node.limits import LimitExceeded, read_bounded
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
@@ -286,7 +288,7 @@ class StoreService:
         study_uid = str(ds.StudyInstanceUID)
         values = dict(
             study_instance_uid=study_uid,
-            state="receiving",
+            state=StudyState.RECEIVING,
             accession_number=_text(ds, "AccessionNumber", 16),
             patient_name=_text(ds, "PatientName", 324),
             patient_id=_text(ds, "PatientID", 64),
@@ -294,6 +296,8 @@ class StoreService:
             study_date=_text(ds, "StudyDate", 8),
             study_description=_text(ds, "StudyDescription", 64),
             calling_ae_title=calling_ae,
+            # the node answers to one AE title (require_called_aet); routes may match on it
+            called_ae_title=self.settings.dicom.ae_title,
             instance_count=0,
             first_received_at=now,
             last_received_at=now,
@@ -309,15 +313,10 @@ class StoreService:
         study = session.scalar(
             select(Study).where(Study.study_instance_uid == study_uid).with_for_update()
         )
-        if study.state != "receiving":
-            # More images after the study settled: analyse again once it is quiet.
-            session.execute(
-                update(Job)
-                .where(Job.study_id == study.id, Job.state == "pending")
-                .values(state="superseded", finished_at=now)
-            )
-            log.info("study %s receives more images (was %s)", study_uid, study.state)
-            study.state = "receiving"
+        previous = study_receives_images(session, study)
+        if previous is not None:
+            # More images after the study settled: analysed again once it is quiet.
+            log.info("study %s receives more images (was %s)", study_uid, previous)
         study.instance_count = study.instance_count + 1
         study.last_received_at = now
         study.updated_at = now

@@ -11,7 +11,13 @@ Exception tree (dependency errors are translated here, once, with ``raise ... fr
 Only numpy, pydicom, Pillow and ``mammogate.config`` are imported here.
 """
 
-from mammogate.imaging.display import display_image, frame_attributes, read_dataset
+from mammogate.imaging.display import (
+    display_image,
+    frame_attributes,
+    header_of,
+    read_dataset,
+    read_headers,
+)
 from mammogate.imaging.errors import (
     DicomReadError,
     ImagingError,
@@ -49,9 +55,11 @@ __all__ = [
     "chest_wall_on_right",
     "display_image",
     "frame_attributes",
+    "header_of",
     "laterality_code",
     "normalise_laterality",
     "read_dataset",
+    "read_headers",
     "render_overlay_png",
     "rotation_reason",
     "to_model_grid",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,33 @@ def read_dataset(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
         return dcmread(path, stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise DicomReadError(f"cannot read {Path(path).name} as DICOM: {exc}") from exc
+
+
+def read_headers(paths: Iterable[Path], *, skip_unreadable: bool = True) -> list[Dataset]:
+    """The headers (no pixel data) of DICOM files; an unreadable one is left out (it is a
+    failed view, and brings no attributes) unless ``skip_unreadable`` is false."""
+    headers = []
+    for path in paths:
+        try:
+            headers.append(read_dataset(Path(path), stop_before_pixels=True))
+        except DicomReadError:
+            if not skip_unreadable:
+                raise
+    return headers
+
+
+def header_of(ds: Dataset) -> Dataset:
+    """A copy of ``ds`` without its pixel data (and anything after it): what result objects
+    and routing need, small enough to pass between processes."""
+    header = Dataset()
+    for element in ds:
+        if element.tag >= 0x7FE00000:
+            break
+        header.add(element)
+    if hasattr(ds, "file_meta"):
+        header.file_meta = ds.file_meta
+    header.set_original_encoding(ds.is_implicit_VR, ds.is_little_endian, ds.original_character_set)
+    return header
 
 
 def decode_pixels(ds: Dataset) -> np.ndarray:

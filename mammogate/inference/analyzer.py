@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
-from mammogate.imaging import ImagingError, UnsupportedImageError, read_dataset
+from mammogate.imaging import ImagingError, UnsupportedImageError, header_of, read_dataset
 from mammogate.imaging.render import render_overlay_png
 from mammogate.inference.bundle import ModelBundle, load_bundle
 from mammogate.inference.pipeline import (
@@ -93,12 +93,14 @@ class Analyzer:
         skipped: list[SkippedImage] = []
         candidates: list[_Candidate] = []
         study_uids: Counter[str] = Counter()
+        headers: list[Dataset] = []
         for path in sorted(Path(p) for p in paths):
             try:
                 ds = read_dataset(path)
             except ImagingError as exc:
                 skipped.append(_skipped(None, str(exc), failed=True, fallback_uid=path.name))
                 continue
+            headers.append(header_of(ds))
             if ds.get("StudyInstanceUID"):
                 study_uids[str(ds.StudyInstanceUID)] += 1
             selection = select_view(ds)
@@ -151,6 +153,7 @@ class Analyzer:
             exam_score=exam_score,
             category=category,
             elapsed_seconds=elapsed,
+            headers=tuple(headers),
         )
 
     def _image_result(self, candidate: _Candidate, logits: np.ndarray) -> ImageResult:

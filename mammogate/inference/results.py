@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 Laterality = Literal["L", "R"]
 
@@ -90,6 +91,9 @@ class StudyResult:
     exam_score: float | None  # None when no view could be analysed
     category: ExamCategory
     elapsed_seconds: float = 0.0
+    # the header (no pixel data) of every file that could be read, in the order read: the
+    # result objects and the routing use these, so each file is read once per analysis
+    headers: tuple[Dataset, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def findings(self) -> tuple[Finding, ...]:

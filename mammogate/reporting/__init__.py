@@ -17,6 +17,7 @@ constructors and raise plain ``TypeError`` / ``ValueError`` naming the offending
 
 from mammogate.reporting.cad_sr import (
     CadSrContents,
+    PriorDocument,
     ReportedFinding,
     build_mammography_cad_sr,
     read_cad_sr,
@@ -30,9 +31,13 @@ from mammogate.reporting.errors import (
     ReportWriteError,
     SourceMismatchError,
 )
+from mammogate.reporting.objects import OBJECT_BUILDERS, ObjectBuilder
 
 __all__ = [
+    "OBJECT_BUILDERS",
     "CadSrContents",
+    "ObjectBuilder",
+    "PriorDocument",
     "ReportParseError",
     "ReportWriteError",
     "ReportedFinding",

@@ -96,8 +96,12 @@ def build_mammography_cad_sr(
     content_datetime: datetime | None = None,
     device_serial_number: str | None = None,
     software_versions: Sequence[str] | None = None,
+    predecessors: Sequence[PriorDocument] = (),
 ) -> Dataset:
     """A Mammography CAD SR for ``result``, ready to write as Part 10 (Explicit VR LE).
+
+    ``predecessors``: the documents this one replaces (an earlier analysis of the study),
+    listed in the Predecessor Documents Sequence so a PACS can tell the current result.
 
     ``sources`` are the headers of the study's images (pixel data not needed); patient and
     study attributes and the Specific Character Set are copied from the first image of the
@@ -161,6 +165,12 @@ def build_mammography_cad_sr(
     ds.CurrentRequestedProcedureEvidenceSequence = [
         _evidence(result.study_instance_uid, [_header(headers, uid) for uid, _ in library])
     ]
+    if predecessors:
+        ds.PredecessorDocumentsSequence = [
+            _references(result.study_instance_uid, [
+                (p.series_instance_uid, p.sop_class_uid, p.sop_instance_uid) for p in predecessors
+            ])
+        ]
     ds.ValueType = "CONTAINER"
     ds.ConceptNameCodeSequence = [si.code_item(si.MAMMOGRAPHY_CAD_REPORT)]
     ds.ContinuityOfContent = "SEPARATE"
@@ -372,13 +382,29 @@ def _document(
     return ds
 
 
+@dataclass(frozen=True)
+class PriorDocument:
+    """A result object an earlier analysis of the same study sent."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+
+
 def _evidence(study_instance_uid: str, headers: Sequence[Dataset]) -> Dataset:
+    return _references(study_instance_uid, [
+        (str(h.SeriesInstanceUID), str(h.SOPClassUID), str(h.SOPInstanceUID)) for h in headers
+    ])
+
+
+def _references(study_instance_uid: str, objects: Sequence[tuple[str, str, str]]) -> Dataset:
+    """A Hierarchical SOP Instance Reference Macro item: (series, class, instance) per object."""
     series: dict[str, list[Dataset]] = {}
-    for header in headers:
+    for series_uid, class_uid, instance_uid in objects:
         ref = Dataset()
-        ref.ReferencedSOPClassUID = header.SOPClassUID
-        ref.ReferencedSOPInstanceUID = header.SOPInstanceUID
-        series.setdefault(str(header.SeriesInstanceUID), []).append(ref)
+        ref.ReferencedSOPClassUID = class_uid
+        ref.ReferencedSOPInstanceUID = instance_uid
+        series.setdefault(series_uid, []).append(ref)
     study = Dataset()
     study.StudyInstanceUID = study_instance_uid
     study.ReferencedSeriesSequence = []

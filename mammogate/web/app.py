@@ -31,6 +31,7 @@ from mammogate.web.controllers import (
 from mammogate.web.errors import EXCEPTION_HANDLERS
 from mammogate.web.formatting import register_filters
 from mammogate.web.keys import derive_key, load_session_key
+from mammogate.web.operations import OperationsController
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
@@ -119,6 +120,7 @@ def create_app(settings: Settings, db: Database) -> Litestar:
             StudyController,
             ApiController,
             AdminController,
+            OperationsController,
             healthz,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], opt={"exclude_from_auth": True}

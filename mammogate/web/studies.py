@@ -71,6 +71,7 @@ class FindingView:
 @dataclass(frozen=True)
 class DeliveryView:
     destination: str
+    route: str
     state: str
     attempts: int
     last_error: str
@@ -120,7 +121,19 @@ class StudyDetail:
     last_received_at: datetime
     last_error: str
     analysis_count: int
-    analysis: AnalysisView | None
+    analysis: AnalysisView | None  # the current result
+    earlier: list[EarlierAnalysis]  # the results it superseded, newest first
+
+
+@dataclass(frozen=True)
+class EarlierAnalysis:
+    id: int
+    created_at: datetime
+    model_name: str
+    model_version: str
+    exam_score: float | None
+    category: str
+    superseded_by: int | None
 
 
 def exam_category(state: str, analysis: Analysis | None) -> str:
@@ -216,7 +229,19 @@ def study_detail(session: Session, study_instance_uid: str, data_dir: Path) -> S
         last_error=study.last_error,
         analysis_count=analysis_count,
         analysis=_analysis_view(analysis, data_dir) if analysis is not None else None,
+        earlier=_earlier(session, study.id, analysis.id) if analysis is not None else [],
     )
+
+
+def _earlier(session: Session, study_id: int, current_id: int) -> list[EarlierAnalysis]:
+    rows = list(session.scalars(select(Analysis).where(Analysis.study_id == study_id,
+                                                       Analysis.id != current_id)
+                                .order_by(Analysis.id.desc())))
+    successor = {r.supersedes_id: r.id for r in rows if r.supersedes_id is not None}
+    successor.update({a: current_id for a in session.scalars(
+        select(Analysis.supersedes_id).where(Analysis.id == current_id)) if a is not None})
+    return [EarlierAnalysis(r.id, r.created_at, r.model_name, r.model_version, r.exam_score,
+                            r.category, successor.get(r.id)) for r in rows]
 
 
 def _analysis_view(analysis: Analysis, data_dir: Path) -> AnalysisView:
@@ -264,6 +289,7 @@ def _analysis_view(analysis: Analysis, data_dir: Path) -> AnalysisView:
                 deliveries=[
                     DeliveryView(
                         destination=d.destination.name,
+                        route=d.route,
                         state=d.state,
                         attempts=d.attempts,
                         last_error=d.last_error,

@@ -11,10 +11,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from sqlalchemy import select
 
-from mammogate.app import open_database
+from mammogate.app import destination_backends, open_database
 from mammogate.config import load_settings
 from mammogate.db import Analysis, Database, Delivery, DestinationRow, Report, Study, utcnow
-from mammogate.dicom_node.senders import SenderLoop
+from mammogate.delivery.outbox import DeliveryLoop
 from tests.peers import free_port
 
 CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
@@ -61,11 +61,11 @@ class Peer:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Database, SenderLoop, Path]]:
+def world(tmp_path: Path) -> Iterator[tuple[Database, DeliveryLoop, Path]]:
     settings = load_settings(None, node={"data_dir": str(tmp_path / "node")},
                              sender={"retry_initial_seconds": 0, "max_attempts": 3})
     db = open_database(settings)
-    yield db, SenderLoop(settings, db, "test-sender"), _sr_file(tmp_path / "sr.dcm")
+    yield db, DeliveryLoop(settings, db, "test-sender", destination_backends(settings)), _sr_file(tmp_path / "sr.dcm")
     db.dispose()
 
 
@@ -103,7 +103,7 @@ def _delivery(db: Database, delivery_id: int) -> Delivery:
 
 # Success, and the warning statuses a C-STORE SCP may answer: the object is stored either way.
 @pytest.mark.parametrize("status", [0x0000, 0x0001, 0x0107, 0x0116, 0xB000])
-def test_accepted_sr_is_delivered(world: tuple[Database, SenderLoop, Path], status: int) -> None:
+def test_accepted_sr_is_delivered(world: tuple[Database, DeliveryLoop, Path], status: int) -> None:
     db, sender, sr = world
     peer = Peer(CAD_SR, status, "coerced a value" if status else "")
     try:
@@ -116,7 +116,7 @@ def test_accepted_sr_is_delivered(world: tuple[Database, SenderLoop, Path], stat
 
 
 def test_peer_without_cad_sr_support_ends_the_delivery_with_the_reason(
-    world: tuple[Database, SenderLoop, Path]
+    world: tuple[Database, DeliveryLoop, Path]
 ) -> None:
     db, sender, sr = world
     peer = Peer(CT, 0x0000)  # accepts the association, not our SOP class
@@ -132,7 +132,7 @@ def test_peer_without_cad_sr_support_ends_the_delivery_with_the_reason(
 
 
 def test_out_of_resources_is_retried_and_a_refusal_is_final(
-    world: tuple[Database, SenderLoop, Path]
+    world: tuple[Database, DeliveryLoop, Path]
 ) -> None:
     db, sender, sr = world
     busy = Peer(CAD_SR, 0xA700, "disk full")
@@ -154,7 +154,7 @@ def test_out_of_resources_is_retried_and_a_refusal_is_final(
 
 
 def test_a_dataset_the_peer_calls_wrong_for_its_class_is_not_retried(
-    world: tuple[Database, SenderLoop, Path]
+    world: tuple[Database, DeliveryLoop, Path]
 ) -> None:
     db, sender, sr = world
     peer = Peer(CAD_SR, 0xA900, "Data Set does not match SOP Class")

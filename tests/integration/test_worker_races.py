@@ -16,13 +16,13 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
+from mammogate.analysis import AnalysisWorker
 from mammogate.app import open_database
 from mammogate.config import load_settings
 from mammogate.db import Analysis, Database, Instance, Job, Study, utcnow
 from mammogate.db.queue import claim_job, settle_studies
 from mammogate.dicom_node.scp import Scp
 from mammogate.dicom_node.spool import Spool
-from mammogate.dicom_node.worker import WorkerLoop
 from mammogate.inference import Analyzer, load_bundle
 from mammogate.inference.results import StudyResult
 from mammogate.training.synthetic import SyntheticStudy, write_study
@@ -77,7 +77,7 @@ def _node(tmp_path: Path, database_url: str) -> tuple[Database, Scp, int]:
     return db, scp, port
 
 
-def _run_until_idle(worker: WorkerLoop) -> None:
+def _run_until_idle(worker: AnalysisWorker) -> None:
     """Run the worker's steps until nothing is left, even after a study had time to settle."""
     idle = 0
     for _ in range(20):
@@ -105,7 +105,7 @@ def test_an_image_arriving_during_the_analysis_gives_one_analysis_of_all_images(
         assert sent.returncode == 0, sent.stderr
         analyzer = LateImage(port, last, then_fail=then_fail)
         settings = scp.settings
-        worker = WorkerLoop(settings, db, "test-worker", lambda: analyzer)
+        worker = AnalysisWorker(settings, db, "test-worker", lambda: analyzer)
         worker.start_model()
         _run_until_idle(worker)
 
@@ -138,7 +138,7 @@ def test_a_spool_file_that_no_longer_reads_fails_its_view_not_the_study(
             damaged = session.scalars(select(Instance).order_by(Instance.id)).first()
             assert damaged is not None
             Path(damaged.path).write_bytes(b"not DICOM any more")  # a disk error, say
-        worker = WorkerLoop(scp.settings, db, "test-worker", shipped_analyzer)
+        worker = AnalysisWorker(scp.settings, db, "test-worker", shipped_analyzer)
         worker.start_model()
         _run_until_idle(worker)
         with db.session() as session:
@@ -190,7 +190,7 @@ def test_a_worker_dying_right_after_its_last_claim_fails_the_study_unless_a_newe
         def no_model() -> Analyzer:
             raise AssertionError("nothing is left to analyse")
 
-        worker = WorkerLoop(settings, db, "test-worker", no_model)
+        worker = AnalysisWorker(settings, db, "test-worker", no_model)
         assert worker.run_once() is False
         with db.session() as session:
             (row,) = session.scalars(select(Study)).all()

@@ -198,3 +198,133 @@ def test_leases_of_stopped_processes_can_be_released_at_once(db: Database) -> No
     with db.session() as session:
         job = claim_job(session, "other", lease_seconds=60)
         assert job is not None and job.attempts == 2
+
+
+def _reports_to(db: Database, destinations: list[str], count: int) -> dict[str, list[int]]:
+    """``count`` reports of one study, each with a pending delivery to every destination named;
+    the delivery ids per destination, in creation order."""
+    from mammogate.db import Analysis, Report
+    from mammogate.db.queue import new_delivery
+
+    now = utcnow()
+    ids: dict[str, list[int]] = {name: [] for name in destinations}
+    with db.session() as session:
+        study = Study(study_instance_uid="1.2.9", first_received_at=now, last_received_at=now,
+                      updated_at=now)
+        session.add(study)
+        rows = {name: DestinationRow(name=name, kind="dimse") for name in destinations}
+        session.add_all(rows.values())
+        analysis = Analysis(study=study, model_name="m", model_version="1", model_sha256="0" * 64,
+                            operating_point=0.5, category="not_flagged", created_at=now)
+        session.add(analysis)
+        session.flush()
+        for n in range(count):
+            report = Report(analysis_id=analysis.id, kind="cad_sr", sop_class_uid="1.2",
+                            sop_instance_uid=f"1.2.9.{n}", series_instance_uid="1.2.9.0",
+                            path="/nonexistent", created_at=now)
+            session.add(report)
+            session.flush()
+            for name in destinations:
+                delivery = new_delivery(session, report.id, rows[name].id, "r")
+                session.flush()
+                ids[name].append(delivery.id)
+    return ids
+
+
+def test_deliveries_to_one_destination_go_in_order_and_a_down_one_holds_up_no_other(db: Database) -> None:
+    from mammogate.db import Delivery
+    from mammogate.db.queue import claim_delivery, delivery_delivered, delivery_failed
+
+    ids = _reports_to(db, ["down", "up"], 3)
+    sent: list[int] = []
+    with db.session() as session:  # the first delivery to "down" fails: retried in an hour
+        first = claim_delivery(session, "s", 60)
+        assert first is not None and first.id == ids["down"][0]
+        delay = delivery_failed(first, "unreachable", retryable=True, max_attempts=5,
+                                initial_seconds=3600, max_seconds=3600, jitter=0)
+        assert delay == 3600
+    for _ in range(5):
+        with db.session() as session:
+            row = claim_delivery(session, "s", 60)
+            if row is None:
+                break
+            sent.append(row.id)
+            delivery_delivered(row)
+    # every delivery to "up", in order; none to "down" overtakes its waiting first one
+    assert sent == ids["up"]
+    with db.session() as session:
+        states = dict(session.execute(select(Delivery.id, Delivery.state)).all())
+    assert [states[i] for i in ids["down"]] == ["pending"] * 3
+
+
+def test_a_delivery_being_sent_holds_back_the_next_one_to_its_destination(db: Database) -> None:
+    from mammogate.db.queue import claim_delivery
+
+    ids = _reports_to(db, ["pacs"], 2)
+    with db.session() as session:
+        first = claim_delivery(session, "s1", 60)
+        assert first is not None and first.id == ids["pacs"][0]
+    with db.session() as session:
+        assert claim_delivery(session, "s2", 60) is None  # not before the first is recorded
+
+
+def test_a_dead_delivery_lets_the_next_go_and_resubmit_starts_it_over(db: Database) -> None:
+    from mammogate.db import Delivery
+    from mammogate.db.admin import RequestRefused, request_resubmission
+    from mammogate.db.queue import claim_delivery, delivery_failed
+
+    ids = _reports_to(db, ["pacs"], 2)
+    with db.session() as session:
+        row = claim_delivery(session, "s", 60)
+        assert row is not None
+        assert delivery_failed(row, "refused for good", retryable=False, max_attempts=5,
+                               initial_seconds=1, max_seconds=1, jitter=0) is None
+    with db.session() as session:
+        nxt = claim_delivery(session, "s", 60)
+        assert nxt is not None and nxt.id == ids["pacs"][1]
+    with db.session() as session:
+        again = request_resubmission(session, actor="test", dead=True)
+        assert [r.id for r in again] == [ids["pacs"][0]]
+    with db.session() as session:
+        row = session.get(Delivery, ids["pacs"][0])
+        assert row is not None and (row.state, row.attempts) == ("pending", 0)
+        with pytest.raises(RequestRefused, match="no delivery 999"):
+            request_resubmission(session, actor="test", delivery_ids=[999])
+
+
+def test_retry_delay_with_jitter_stays_within_its_band() -> None:
+    import random
+
+    rng = random.Random(1)
+    delays = [retry_delay(3, 2, 100, jitter=0.25, rng=rng) for _ in range(200)]
+    assert all(6.0 <= d <= 8.0 for d in delays)
+    assert max(delays) - min(delays) > 1.0  # spread, not a constant
+
+
+def test_config_diff_names_each_difference_and_apply_clears_it(db: Database) -> None:
+    from mammogate.db.seed import config_diff
+
+    first = load_settings(None, destinations=[{"name": "pacs", "ae_title": "PACS", "host": "h", "port": 104}],
+                          routes=[{"destinations": ["pacs"]}])
+    with db.session() as session:
+        apply_config(session, first)
+    with db.session() as session:
+        assert config_diff(session, first) == []
+    edited = load_settings(
+        None, dicom={"allowed_calling_ae_titles": ["MODALITY1"]},
+        destinations=[{"name": "pacs", "ae_title": "PACS", "host": "h2", "port": 104},
+                      {"name": "web", "kind": "stow", "url": "http://p/dicom-web"}],
+        routes=[{"destinations": ["pacs"], "match": {"manufacturer": "GE*"}}],
+    )
+    with db.session() as session:
+        diff = config_diff(session, edited)
+    assert diff == [
+        "allowed calling AE title 'MODALITY1': in the file, not in the database",
+        "destination 'pacs': host is 'h' in the database, 'h2' in the file",
+        "destination 'web': in the file, not in the database",
+        "route 'route-1': match is {} in the database, {'manufacturer': ['GE*']} in the file",
+    ]
+    with db.session() as session:
+        assert apply_config(session, edited, actor="test") == diff
+    with db.session() as session:
+        assert config_diff(session, edited) == []

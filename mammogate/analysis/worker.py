@@ -1,16 +1,15 @@
 """The worker: settles studies, claims analysis jobs, runs the model, writes the results.
 
-For each job: inference → the Mammography CAD SR and the portal's overlays on disk → in ONE
-transaction the analysis, image, finding and report rows, one delivery row per routed
-destination, the study's new state and the job's completion. A crash anywhere before that
-commit leaves the job to be reclaimed when its lease expires; files written by the lost attempt
-are orphans that nothing references.
+For each job: inference → the result objects the routes ask for, and the portal's overlays, on
+disk → in ONE transaction the analysis, image, finding and report rows, one delivery row per
+routed (destination, object), the study's new state and the job's completion. A crash anywhere
+before that commit leaves the job to be reclaimed when its lease expires; files written by the
+lost attempt are orphans that nothing references.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,17 +20,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from mammogate.analysis.routes import route_rules, study_facts
 from mammogate.config import Settings
 from mammogate.db import (
+    Analysis,
     Database,
-    Delivery,
     DestinationRow,
     Instance,
     Job,
-    RouteRow,
+    Report,
     Study,
-    utcnow,
 )
+from mammogate.db.loop import PollLoop
 from mammogate.db.queue import (
     ANALYZE,
     analysis_superseded,
@@ -39,16 +39,21 @@ from mammogate.db.queue import (
     complete_job,
     fail_job,
     give_up_abandoned_jobs,
+    job_held_by,
+    new_delivery,
     settle_studies,
+    study_analysed,
+    study_failed,
+    study_processing,
+    study_retry_later,
     supersede_job,
 )
-from mammogate.imaging import ImagingError, read_dataset
+from mammogate.imaging import ImagingError
 from mammogate.inference.errors import InferenceError
 from mammogate.inference.results import StudyResult
-from mammogate.reporting import ReportingError
-from mammogate.reporting.cad_sr import build_mammography_cad_sr, save_report
+from mammogate.reporting import OBJECT_BUILDERS, PriorDocument, ReportingError, save_report
 from mammogate.reporting.store import record_analysis, record_report
-from mammogate.routing import RouteRule, plan_deliveries
+from mammogate.routing import PlannedDelivery, plan_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,25 @@ class StudyAnalyzer(Protocol):
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult: ...
 
 
-class WorkerLoop:
+def _predecessors(session: Session, study: Study, kind: str) -> list[PriorDocument]:
+    """The objects of ``kind`` that the study's latest earlier analysis wrote."""
+    latest = session.scalar(
+        select(Analysis.id).where(Analysis.study_id == study.id).order_by(Analysis.id.desc())
+        .limit(1)
+    )
+    if latest is None:
+        return []
+    return [
+        PriorDocument(r.sop_class_uid, r.sop_instance_uid, r.series_instance_uid)
+        for r in session.scalars(
+            select(Report).where(Report.analysis_id == latest, Report.kind == kind)
+        )
+    ]
+
+
+class AnalysisWorker(PollLoop):
+    role = "worker"
+
     def __init__(
         self,
         settings: Settings,
@@ -67,13 +90,11 @@ class WorkerLoop:
         *,
         on_idle: Callable[[], None] | None = None,
     ):
+        super().__init__(settings.worker.poll_seconds, worker_id, on_idle=on_idle)
         self.settings = settings
         self.db = db
-        self.worker_id = worker_id
         self.analyzer_factory = analyzer_factory
         self.analyzer: StudyAnalyzer | None = None
-        self.on_idle = on_idle
-        self.stopping = threading.Event()
 
     def start_model(self) -> None:
         """Make the analyzer and load its model now rather than at the first study. A model
@@ -96,22 +117,9 @@ class WorkerLoop:
         if callable(stop):
             stop()
 
-    def run(self) -> None:
+    def starting(self) -> None:
         if self.analyzer is None:
             self.start_model()
-        log.info("worker %s started", self.worker_id)
-        while not self.stopping.is_set():
-            try:
-                worked = self.run_once()
-                if not worked and self.on_idle is not None:
-                    self.on_idle()
-            except SQLAlchemyError as exc:
-                # The database is away (restart, network): say so once per outage, keep polling.
-                log.error("worker: database error, retrying: %s", exc.__class__.__name__)
-                worked = False
-            if not worked:
-                self.stopping.wait(self.settings.worker.poll_seconds)
-        log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
         cfg = self.settings.worker
@@ -121,7 +129,7 @@ class WorkerLoop:
                 log.info("study %s settled: analysis queued", study.study_instance_uid)
             for abandoned in give_up_abandoned_jobs(session, cfg.max_attempts):
                 log.error("job %d given up: %s", abandoned.id, abandoned.last_error)
-                self._study_failed(session, abandoned, abandoned.last_error)
+                study_failed(session, abandoned, abandoned.last_error)
         with self.db.session() as session:
             job = claim_job(session, self.worker_id, cfg.lease_seconds, cfg.max_attempts)
             if job is None:
@@ -134,9 +142,7 @@ class WorkerLoop:
             owned = self._still_ours(session, job_id, study_id, "not starting it")
             if owned is None:
                 return True
-            claimed = owned[0]
-            claimed.state = "processing"
-            claimed.updated_at = utcnow()
+            study_processing(owned[0])
         try:
             self._analyze(job_id, study_id)
         except (ImagingError, ReportingError, InferenceError, OSError) as exc:
@@ -164,14 +170,27 @@ class WorkerLoop:
             ]
         log.info("analysing study %s (%d instances, job %d)", study_uid, len(paths), job_id)
         result = self.analyzer.analyze_study(paths)
-        sources = self._headers(paths)
         overlays = self._write_overlays(result, job_id)
 
-        sr_path: Path | None = None
-        sr: Dataset | None = None
-        if result.images:
-            sr = build_mammography_cad_sr(result, sources)
-            sr_path = save_report(sr, self.settings.reports_dir / study_uid)
+        with self.db.session() as session:
+            # Routes are decided now that the result exists; the objects they want are built
+            # and written before the transaction that records them.
+            study = session.get(Study, study_id)
+            assert study is not None
+            facts = study_facts(session, study, result.headers,
+                                exam_category=result.category, exam_score=result.exam_score)
+            plan = plan_deliveries(route_rules(session), facts)
+            built: dict[str, tuple[Dataset, Path]] = {}
+            # the CAD SR always (the portal offers it); other kinds when a route asks for them
+            for kind in dict.fromkeys(["cad_sr", *(p.object_kind for p in plan)]):
+                builder = OBJECT_BUILDERS.get(kind)
+                if builder is None:
+                    log.error("a route asks for object kind %r, which this node does not build",
+                              kind)
+                    continue
+                ds = builder(result, result.headers, _predecessors(session, study, kind))
+                if ds is not None:
+                    built[kind] = (ds, save_report(ds, self.settings.reports_dir / study_uid))
 
         with self.db.session() as session:
             owned = self._still_ours(session, job_id, study_id, "dropping this result")
@@ -181,20 +200,12 @@ class WorkerLoop:
             analysis = record_analysis(
                 session, study, result, job_id=job_id, worker=self.worker_id, overlays=overlays
             )
-            deliveries = 0
-            if sr is not None and sr_path is not None:
-                report = record_report(session, analysis, sr, sr_path, kind="cad_sr")
-                session.flush()  # the report's id, for its deliveries
-                deliveries = self._plan(session, study, report.id)
-            study.last_error = _describe_problems(result)
-            if study.state == "processing":
-                if result.images:
-                    study.state = "done"
-                elif result.failed_images:
-                    study.state = "failed"
-                else:
-                    study.state = "skipped"
-            study.updated_at = utcnow()
+            reports = {kind: record_report(session, analysis, ds, path, kind=kind)
+                       for kind, (ds, path) in built.items()}
+            session.flush()  # the reports' ids, for their deliveries
+            deliveries = self._queue_deliveries(session, plan, reports)
+            study_analysed(study, analysed=bool(result.images), failed=bool(result.failed_images),
+                           problems=_describe_problems(result))
             complete_job(job)
         log.info(
             "study %s analysed: exam score %s, %d findings, %d deliveries queued (%.2f s)",
@@ -206,29 +217,15 @@ class WorkerLoop:
         )
 
     @staticmethod
-    def _headers(paths: list[Path]) -> list[Dataset]:
-        """The headers of the study's files; one that cannot be read is left out (the analyzer
-        has already reported it as a failed view)."""
-        headers = []
-        for path in paths:
-            try:
-                headers.append(read_dataset(path, stop_before_pixels=True))
-            except ImagingError as exc:
-                log.warning("cannot read the header of %s: %s", path.name, exc)
-        return headers
-
-    def _plan(self, session: Session, study: Study, report_id: int) -> int:
-        rules = [
-            RouteRule(r.name, tuple(r.destinations), tuple(r.objects), r.enabled)
-            for r in session.scalars(select(RouteRow).order_by(RouteRow.position))
-        ]
+    def _queue_deliveries(
+        session: Session, plan: Sequence[PlannedDelivery], reports: dict[str, Report]
+    ) -> int:
         destinations = {d.name: d for d in session.scalars(select(DestinationRow))}
         count = 0
-        now = utcnow()
-        attributes = {"study_instance_uid": study.study_instance_uid}
-        for planned in plan_deliveries(rules, attributes):
-            if planned.object_kind != "cad_sr":
-                continue
+        for planned in plan:
+            report = reports.get(planned.object_kind)
+            if report is None:
+                continue  # nothing of this kind for this result (e.g. no view analysed)
             destination = destinations.get(planned.destination)
             if destination is None or not destination.enabled:
                 log.warning(
@@ -236,15 +233,7 @@ class WorkerLoop:
                     planned.route, planned.destination,
                 )
                 continue
-            session.add(
-                Delivery(
-                    report_id=report_id,
-                    destination_id=destination.id,
-                    state="pending",
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
+            new_delivery(session, report.id, destination.id, planned.route)
             count += 1
         return count
 
@@ -270,11 +259,9 @@ class WorkerLoop:
             study, job = owned
             final = fail_job(job, error, max_attempts=cfg.max_attempts, retry_seconds=cfg.retry_seconds)
             if final:
-                self._study_failed(session, job, error)
+                study_failed(session, job, error)
             else:
-                if study.state == "processing":
-                    study.state = "queued"
-                    study.updated_at = utcnow()
+                study_retry_later(study)
 
     def _still_ours(
         self, session: Session, job_id: int, study_id: int, otherwise: str
@@ -288,7 +275,7 @@ class WorkerLoop:
         study = session.get(Study, study_id, with_for_update=True)
         job = session.get(Job, job_id)
         assert study is not None and job is not None
-        if job.state != "running" or job.locked_by != self.worker_id:
+        if not job_held_by(job, self.worker_id):
             log.warning("job %d was taken over (lease expired); %s", job_id, otherwise)
             return None
         if analysis_superseded(session, job, study):
@@ -297,19 +284,6 @@ class WorkerLoop:
                      job_id, study.study_instance_uid, otherwise)
             return None
         return study, job
-
-    @staticmethod
-    def _study_failed(session: Session, job: Job, error: str) -> None:
-        """The study of a job that failed for good ends failed, unless another analysis of it
-        follows (new images came) or a newer one is queued, running or done."""
-        study = None if job.study_id is None else session.get(Study, job.study_id)
-        if study is None or analysis_superseded(session, job, study):
-            return
-        study.last_error = error
-        # "queued" too: a worker may die between claiming the job and marking the study
-        if study.state in ("queued", "processing"):
-            study.state = "failed"
-        study.updated_at = utcnow()
 
     def _fail_for_good(self, job_id: int, error: str) -> None:
         log.error("job %d cannot be run: %s", job_id, error)

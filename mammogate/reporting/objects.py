@@ -1,0 +1,28 @@
+"""The registry of result objects: object kind (as routes name it in ``objects``) → builder.
+
+A builder takes the study's result, the headers of its images and the objects of the same kind
+that earlier analyses of the study sent (its predecessors), and returns the dataset to write,
+or None when this kind has nothing to say for this result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pydicom.dataset import Dataset
+
+from mammogate.inference.results import StudyResult
+from mammogate.reporting.cad_sr import PriorDocument, build_mammography_cad_sr
+
+ObjectBuilder = Callable[[StudyResult, Sequence[Dataset], Sequence[PriorDocument]], Dataset | None]
+
+
+def _cad_sr(
+    result: StudyResult, headers: Sequence[Dataset], predecessors: Sequence[PriorDocument]
+) -> Dataset | None:
+    if not result.images:  # nothing analysed: no CAD result to report (yet)
+        return None
+    return build_mammography_cad_sr(result, headers, predecessors=predecessors)
+
+
+OBJECT_BUILDERS: dict[str, ObjectBuilder] = {"cad_sr": _cad_sr}

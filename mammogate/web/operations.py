@@ -1,0 +1,135 @@
+"""The admin's JSON API for routing and delivery: the dry run for a study, re-analysis and
+resubmission. Re-analysis and resubmission are rows for the worker and the sender (the portal
+touches neither the model nor the network); each is audited with the admin's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from mammogate.db import Job
+from mammogate.db.admin import (
+    RequestRefused,
+    request_destination_test,
+    request_reanalysis,
+    request_resubmission,
+)
+from mammogate.db.routes import routes_in_order, routing_inputs
+from mammogate.imaging import read_headers
+from mammogate.routing import ClauseVerdict, RouteRule, StudyFacts, explain
+from mammogate.web.auth import admin_only, user_of
+from mammogate.web.controllers import Db, DbSession
+from mammogate.web.http import read
+
+AnyRequest = Request[Any, Any, Any]
+
+
+@dataclass(frozen=True)
+class RouteOut:
+    route: str
+    fires: bool | None
+    reason: str
+    destinations: list[str]
+    objects: list[str]
+    stop: bool
+    clauses: list[ClauseVerdict]  # holds: null when undecided until the study is analysed
+
+
+@dataclass(frozen=True)
+class ExplainOut:
+    study_instance_uid: str
+    state: str
+    routes: list[RouteOut]
+
+
+@dataclass(frozen=True)
+class ResubmitIn:
+    ids: list[int] | None = None
+    study_instance_uid: str | None = None
+    dead: bool = False
+
+
+@dataclass(frozen=True)
+class JobOut:
+    id: int
+    kind: str
+    target: str
+    state: str  # pending, running, done, failed, superseded
+    result: str  # what a done job found
+    error: str  # why a failed one failed
+
+
+def _refused(exc: RequestRefused) -> HTTPException:
+    status = 404 if str(exc).startswith(("no study", "no delivery", "no destination")) else 409
+    return HTTPException(status_code=status, detail=str(exc))
+
+
+def _actor(request: AnyRequest) -> str:
+    user = user_of(request)
+    return f"web:{user.username}" if user else "web"
+
+
+class OperationsController(Controller):
+    path = "/api/admin"
+    guards = [admin_only]
+
+    @read("/studies/{study_instance_uid:str}/routes", sync_to_thread=True)
+    def explain_routes(self, db_session: DbSession, study_instance_uid: FromPath[str]) -> ExplainOut:
+        """Which routes fire for the study, and why, clause by clause."""
+        inputs = routing_inputs(db_session, study_instance_uid)
+        if inputs is None:
+            raise HTTPException(status_code=404, detail=f"no study {study_instance_uid} on this node")
+        rules = [RouteRule.from_record(r) for r in routes_in_order(db_session)]
+        verdicts = explain(rules, StudyFacts.from_stored(inputs, read_headers(inputs.paths)))
+        return ExplainOut(study_instance_uid, inputs.state, [
+            RouteOut(v.route.name, v.fires, v.reason, list(v.route.destinations),
+                     list(v.route.objects), v.route.stop,
+                     list(v.clauses))
+            for v in verdicts
+        ])
+
+    @post("/studies/{study_instance_uid:str}/reanalyse", sync_to_thread=True,
+          status_code=HTTP_202_ACCEPTED)
+    def reanalyse(self, request: AnyRequest, db: Db, study_instance_uid: FromPath[str]) -> dict[str, Any]:
+        """Queue a new analysis of the study (a job for the worker)."""
+        try:
+            with db.session() as session:
+                job = request_reanalysis(session, study_instance_uid, actor=_actor(request))
+                return {"job": job.id, "study_instance_uid": study_instance_uid}
+        except RequestRefused as exc:
+            raise _refused(exc) from exc
+
+    @post("/deliveries/resubmit", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
+    def resubmit(self, request: AnyRequest, db: Db, data: ResubmitIn) -> dict[str, Any]:
+        """Send deliveries again: by id, all of a study's current analysis, or all dead."""
+        try:
+            with db.session() as session:
+                rows = request_resubmission(
+                    session, actor=_actor(request), delivery_ids=data.ids or [],
+                    study_instance_uid=data.study_instance_uid, dead=data.dead,
+                )
+                return {"resubmitted": [row.id for row in rows]}
+        except RequestRefused as exc:
+            raise _refused(exc) from exc
+
+    @post("/destinations/{name:str}/test", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
+    def test_destination(self, request: AnyRequest, db: Db, name: FromPath[str]) -> dict[str, Any]:
+        """Queue a connection test (C-ECHO, HTTP probe) for the sender; poll /jobs/{id}."""
+        try:
+            with db.session() as session:
+                job = request_destination_test(session, name, actor=_actor(request))
+                return {"job": job.id}
+        except RequestRefused as exc:
+            raise _refused(exc) from exc
+
+    @read("/jobs/{job_id:int}", sync_to_thread=True)
+    def job(self, db_session: DbSession, job_id: FromPath[int]) -> JobOut:
+        job = db_session.get(Job, job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id}")
+        return JobOut(job.id, job.kind, job.target, job.state, job.result, job.last_error)
