@@ -63,19 +63,16 @@ class StudyAnalyzer(Protocol):
 
 
 def _predecessors(session: Session, study: Study, kind: str) -> list[PriorDocument]:
-    """The objects of ``kind`` that the study's latest earlier analysis wrote."""
+    """The object of ``kind`` this study's new one replaces: the latest one any earlier
+    analysis wrote (an analysis in between may have written none, e.g. it analysed no view)."""
     latest = session.scalar(
-        select(Analysis.id).where(Analysis.study_id == study.id).order_by(Analysis.id.desc())
-        .limit(1)
+        select(Report).join(Analysis).where(Analysis.study_id == study.id, Report.kind == kind)
+        .order_by(Report.id.desc()).limit(1)
     )
     if latest is None:
         return []
-    return [
-        PriorDocument(r.sop_class_uid, r.sop_instance_uid, r.series_instance_uid)
-        for r in session.scalars(
-            select(Report).where(Report.analysis_id == latest, Report.kind == kind)
-        )
-    ]
+    return [PriorDocument(latest.sop_class_uid, latest.sop_instance_uid,
+                          latest.series_instance_uid)]
 
 
 class AnalysisWorker(PollLoop):
@@ -220,19 +217,24 @@ class AnalysisWorker(PollLoop):
     def _queue_deliveries(
         session: Session, plan: Sequence[PlannedDelivery], reports: dict[str, Report]
     ) -> int:
+        """One delivery row per planned (destination, object). A disabled destination gets its
+        rows too (they wait until it is enabled again, or are resubmitted)."""
         destinations = {d.name: d for d in session.scalars(select(DestinationRow))}
         count = 0
         for planned in plan:
             report = reports.get(planned.object_kind)
             if report is None:
-                continue  # nothing of this kind for this result (e.g. no view analysed)
-            destination = destinations.get(planned.destination)
-            if destination is None or not destination.enabled:
-                log.warning(
-                    "route %s names destination %s, which is unknown or disabled",
-                    planned.route, planned.destination,
-                )
+                log.info("route %s: no %s for this result (no view analysed), nothing to send "
+                         "to %s", planned.route, planned.object_kind, planned.destination)
                 continue
+            destination = destinations.get(planned.destination)
+            if destination is None:
+                log.error("route %s names destination %s, which the database does not have "
+                          "(`mammogate config diff`)", planned.route, planned.destination)
+                continue
+            if not destination.enabled:
+                log.warning("route %s: destination %s is disabled; the delivery waits for it",
+                            planned.route, planned.destination)
             new_delivery(session, report.id, destination.id, planned.route)
             count += 1
         return count

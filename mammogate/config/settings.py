@@ -8,6 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -187,7 +188,7 @@ class SenderSettings(_Section):
     retry_max_seconds: float = Field(600.0, ge=0)
     # each delay is drawn from [(1 - jitter) x, x] of the exponential one, so deliveries that
     # failed together do not retry together
-    retry_jitter: float = Field(0.25, ge=0, le=1)
+    retry_jitter: float = Field(0.25, ge=0, le=0.9)
     max_attempts: int = Field(20, ge=1)
     lease_seconds: float = Field(300.0, gt=0)
     calling_ae_title: str = ""  # empty: dicom.ae_title
@@ -264,8 +265,16 @@ class HttpDestinationSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in v):
             raise ValueError(f"destinations.url: {v!r} is not an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "destinations.url: holds a user name or password; give username and "
+                "password_env (the name of the variable holding the password) instead"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError(f"destinations.url: {v!r}: no query or fragment, the base URL only")
         return v.rstrip("/")
 
     @field_validator("password_env", "token_env")
@@ -397,6 +406,18 @@ class Match(_Section):
     def _categories(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("exam_category")
+    @classmethod
+    def _with_an_object(cls, v: list[str] | None) -> list[str] | None:
+        for category in v or []:
+            if category in ("failed", "skipped"):
+                raise ValueError(
+                    f"{category!r}: a study with no analysed view has no result object to send "
+                    "yet (the 'not analysed' report is not built); route on flagged or "
+                    "not_flagged"
+                )
+        return v
+
     @model_validator(mode="after")
     def _range(self) -> Match:
         if (self.exam_score_min is not None and self.exam_score_max is not None
@@ -416,7 +437,7 @@ class Route(_Section):
     name: str = Field("", max_length=64)  # empty: route-N by position
     match: Match = Field(default_factory=Match)  # no clause: every study
     destinations: list[str] = Field(min_length=1)
-    objects: list[str] = Field(default_factory=lambda: ["cad_sr"])
+    objects: list[str] = Field(default_factory=lambda: ["cad_sr"], min_length=1)
     stop: bool = False  # when this route fires, the routes after it are not evaluated
 
     @field_validator("objects")
@@ -470,6 +491,19 @@ class Settings(BaseSettings):
         route_names = [r.name for r in self.routes]
         if len(set(route_names)) != len(route_names):
             raise ValueError("routes: names must be unique")
+        for dest in self.destinations:
+            # a delivery must end within its lease, or a second sender takes it over meanwhile
+            bound, keys = (
+                (self.dicom.acse_timeout + self.dicom.dimse_timeout,
+                 "dicom.acse_timeout + dicom.dimse_timeout")
+                if isinstance(dest, DicomDestinationSettings)
+                else (getattr(dest, "timeout_seconds", 0.0), f"destination {dest.name!r}'s timeout_seconds")
+            )
+            if bound >= self.sender.lease_seconds:
+                raise ValueError(
+                    f"sender.lease_seconds ({self.sender.lease_seconds:g}) must be longer than "
+                    f"{keys} ({bound:g}): a delivery could outlive its lease and be sent twice"
+                )
         for route in self.routes:
             for name in route.destinations:
                 if name not in names:
@@ -527,6 +561,21 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return f"invalid configuration ({source}):\n" + "\n".join(lines)
 
 
+def _check_environment() -> None:
+    """A ``MAMMOGATE_<SECTION>__<KEY>`` variable whose section does not exist would be ignored
+    silently: refuse it, as a misspelt key in the file is refused."""
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        if not name.upper().startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section = name[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if section not in sections:
+            raise ConfigError(
+                f"invalid configuration (environment):\n  {name}: {section!r} is not a section "
+                f"of the configuration (one of {', '.join(sorted(sections))})"
+            )
+
+
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     """Read the TOML file (``path``, else ``$MAMMOGATE_CONFIG``, else none) and the environment.
 
@@ -550,6 +599,7 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         base = file.resolve().parent
     for key, value in overrides.items():
         data[key] = value
+    _check_environment()
     try:
         settings = Settings(**data)
     except ValidationError as exc:

@@ -81,10 +81,18 @@ def request_resubmission(
         query = query.where(Delivery.state == DeliveryState.DEAD)
     if not (delivery_ids or study_instance_uid or dead):
         raise RequestRefused("name deliveries by id, or give a study or --dead")
-    rows = list(session.scalars(query.with_for_update()))
+    rows = list(session.scalars(query.with_for_update(of=Delivery)))
     missing = set(delivery_ids) - {row.id for row in rows}
     if missing:
-        raise RequestRefused(f"no delivery {', '.join(str(i) for i in sorted(missing))}")
+        exist = set(session.scalars(select(Delivery.id).where(Delivery.id.in_(missing))))
+        if missing - exist:
+            raise RequestRefused(
+                f"no delivery {', '.join(str(i) for i in sorted(missing - exist))}")
+        wanted = " and ".join(
+            ([f"of the current analysis of study {study_instance_uid}"] if study_instance_uid
+             else []) + (["dead"] if dead else []))
+        raise RequestRefused(f"delivery {', '.join(str(i) for i in sorted(exist))} exists but "
+                             f"is not {wanted}")
     resubmitted = [row for row in rows if resubmit_delivery(row)]
     for row in resubmitted:
         _audit(session, actor, "delivery-resubmit", f"delivery {row.id}",

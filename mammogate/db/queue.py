@@ -20,7 +20,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from mammogate.db.engine import utcnow
-from mammogate.db.models import Delivery, Job, Study
+from mammogate.db.models import Delivery, DestinationRow, Job, Study
 from mammogate.db.states import LIVE_JOB_STATES, DeliveryState, JobKind, JobState, StudyState
 
 ANALYZE = JobKind.ANALYZE
@@ -98,7 +98,8 @@ def study_retry_later(study: Study) -> None:
 def study_failed(session: Session, job: Job, error: str) -> None:
     """The study of a job that failed for good ends failed, unless another analysis of it
     follows (new images came) or a newer one is queued, running or done."""
-    study = None if job.study_id is None else session.get(Study, job.study_id)
+    study = (None if job.study_id is None
+             else session.get(Study, job.study_id, with_for_update=True))
     if study is None or analysis_superseded(session, job, study):
         return
     study.last_error = error
@@ -245,16 +246,22 @@ def new_delivery(session: Session, report_id: int, destination_id: int, route: s
 def claim_delivery(
     session: Session, worker_id: str, lease_seconds: float, max_attempts: int = 20
 ) -> Delivery | None:
-    """Claim the next due delivery. Deliveries to one destination go in order: one waits while
-    an earlier one to the same destination is pending (a retry) or being sent; deliveries to
-    other destinations are not held up."""
-    earlier = aliased(Delivery)
-    in_order = ~exists(
-        select(earlier.id).where(
-            earlier.destination_id == Delivery.destination_id,
-            earlier.id < Delivery.id,
-            earlier.state.in_((DeliveryState.PENDING, DeliveryState.SENDING)),
-        )
+    """Claim the next due delivery. Deliveries to one destination go one at a time and in
+    order: one waits while any delivery to its destination is being sent, or an earlier one is
+    pending (waiting for a retry); deliveries to other destinations are not held up. Deliveries
+    to a disabled destination wait (pending) until it is enabled again."""
+    other = aliased(Delivery)
+    in_order = and_(
+        ~exists(
+            select(other.id).where(
+                other.destination_id == Delivery.destination_id,
+                or_(
+                    and_(other.id < Delivery.id, other.state == DeliveryState.PENDING),
+                    and_(other.id != Delivery.id, other.state == DeliveryState.SENDING),
+                ),
+            )
+        ),
+        Delivery.destination_id.in_(select(DestinationRow.id).where(DestinationRow.enabled)),
     )
     delivery_id = _claim(session, Delivery, Delivery.next_attempt_at,
                          active_state=DeliveryState.SENDING, worker_id=worker_id,
@@ -314,29 +321,34 @@ def resubmit_delivery(delivery: Delivery) -> bool:
     delivery.lease_until = None
     delivery.locked_by = ""
     delivery.delivered_at = None
+    delivery.last_error = ""
     return True
 
 
 # -- abandoned work and leases ----------------------------------------------------------------
 
 def _abandoned(
-    session: Session, model: type[Job] | type[Delivery], active_state: str, max_attempts: int
+    session: Session, model: type[Job] | type[Delivery], active_state: str, max_attempts: int,
+    *extra: Any,
 ) -> list[Any]:
     """Rows whose holder died (lease expired) on their last attempt."""
     return list(
         session.scalars(
             select(model)
             .where(model.state == active_state, model.lease_until < utcnow(),
-                   model.attempts >= max_attempts)
+                   model.attempts >= max_attempts, *extra)
             .with_for_update(skip_locked=True)
         )
     )
 
 
-def give_up_abandoned_jobs(session: Session, max_attempts: int) -> list[Job]:
-    """Fail jobs whose worker died on their last attempt: a job that kills its worker every
-    time must not be retried forever."""
-    jobs: list[Job] = _abandoned(session, Job, JobState.RUNNING, max_attempts)
+def give_up_abandoned_jobs(
+    session: Session, max_attempts: int, kinds: Sequence[str] = (JobKind.ANALYZE,)
+) -> list[Job]:
+    """Fail jobs of ``kinds`` whose worker died on their last attempt: a job that kills its
+    worker every time must not be retried forever."""
+    jobs: list[Job] = _abandoned(session, Job, JobState.RUNNING, max_attempts,
+                                 Job.kind.in_(kinds))
     for job in jobs:
         fail_job(job, f"the worker stopped during each of {job.attempts} attempts (crash or kill)",
                  max_attempts=max_attempts, retry_seconds=0)

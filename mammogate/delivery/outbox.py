@@ -29,6 +29,7 @@ from mammogate.db.queue import (
     delivery_held_by,
     fail_job,
     give_up_abandoned_deliveries,
+    give_up_abandoned_jobs,
     job_held_by,
 )
 from mammogate.db.states import JobKind
@@ -55,9 +56,13 @@ class DeliveryLoop(PollLoop):
     def _run_test_job(self) -> bool:
         """A connection test asked for through the portal's API: the sender has the network."""
         cfg = self.settings.sender
+        tests = (JobKind.TEST_DESTINATION,)
         with self.db.session() as session:
+            # a sender that died during a test: the test failed (one attempt each)
+            for abandoned in give_up_abandoned_jobs(session, 1, kinds=tests):
+                log.error("connection test %d given up: %s", abandoned.id, abandoned.last_error)
             job = claim_job(session, self.worker_id, cfg.lease_seconds, max_attempts=1,
-                            kinds=(JobKind.TEST_DESTINATION,))
+                            kinds=tests)
             if job is None:
                 return False
             job_id, name = job.id, job.target
@@ -71,6 +76,9 @@ class DeliveryLoop(PollLoop):
             outcome = backend_for(self.backends, destination).test(destination)
         except SendError as exc:
             failure = exc.reason
+        except Exception as exc:  # noqa: BLE001 -- an odd answer must not stop the sender
+            log.exception("connection test %d: unexpected error", job_id)
+            failure = f"internal error: {type(exc).__name__}: {exc}"
         with self.db.session() as session:
             row = session.get(Job, job_id)
             if row is None or not job_held_by(row, self.worker_id):
@@ -95,8 +103,6 @@ class DeliveryLoop(PollLoop):
             report = delivery.report
             session.expunge_all()
         try:
-            if not destination.enabled:
-                raise SendError(f"destination {destination.name} is disabled", retryable=False)
             backend_for(self.backends, destination).send(Path(report.path), destination)
         except SendError as exc:
             self._failed(delivery_id, exc)
@@ -116,7 +122,8 @@ class DeliveryLoop(PollLoop):
         return True
 
     def _owned(self, session: Session, delivery_id: int) -> Delivery | None:
-        row = session.get(Delivery, delivery_id)
+        # locked: a sender that took over the expired lease meanwhile is not overwritten
+        row = session.get(Delivery, delivery_id, with_for_update=True)
         if row is None or not delivery_held_by(row, self.worker_id):
             log.warning("delivery %d was taken over (lease expired); not recording", delivery_id)
             return None

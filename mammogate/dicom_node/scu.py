@@ -55,6 +55,7 @@ class DimseDestination:
         ae.acse_timeout = dicom.acse_timeout
         ae.dimse_timeout = dicom.dimse_timeout
         ae.network_timeout = dicom.network_timeout
+        ae.connection_timeout = dicom.acse_timeout  # TCP connect: not the OS's two minutes
         ae.add_requested_context(sop_class, syntaxes)
         tls_args = (self._tls_context(destination), destination.host) if destination.tls else None
         # a failed TLS handshake ends as an association that is not established (pynetdicom

@@ -27,7 +27,7 @@ DataDir = NamedDependency[Path]
 AnyRequest = Request[Any, Any, Any]
 
 
-def _record_access(db: Database, request: AnyRequest, action: str, target: str) -> None:
+def record_access(db: Database, request: AnyRequest, action: str, target: str) -> None:
     """Who looked at patient data, and which: one short write transaction of its own (the
     page itself was read in a read-only one)."""
     user = user_of(request)
@@ -50,7 +50,7 @@ class HistoryController(Controller):
     def history(self, request: AnyRequest, db_session: DbSession,
         db: Db, page: PageNumber = 1) -> Template:
         result = list_studies(db_session, page, PER_PAGE)
-        _record_access(db, request, "history viewed", f"page {page}")
+        record_access(db, request, "history viewed", f"page {page}")
         return Template("studies/history.html", context={"result": result})
 
 
@@ -68,7 +68,7 @@ class StudyController(Controller):
         study_instance_uid: FromPath[str],
     ) -> Template:
         study = study_detail(db_session, study_instance_uid, data_dir)
-        _record_access(db, request, "study viewed", study_instance_uid)
+        record_access(db, request, "study viewed", study_instance_uid)
         return Template("studies/detail.html", context={"study": study})
 
     @read("/images/{sop_instance_uid:str}/overlay.png", sync_to_thread=True)
@@ -83,7 +83,7 @@ class StudyController(Controller):
     ) -> File:
         path = overlay_for(db_session, study_instance_uid, sop_instance_uid, data_dir)
         # the overlay is the patient's image: as much patient data as the detail page
-        _record_access(db, request, "image viewed", study_instance_uid)
+        record_access(db, request, "image viewed", study_instance_uid)
         return File(path, media_type="image/png", content_disposition_type="inline")
 
 
@@ -95,7 +95,7 @@ class ApiController(Controller):
     def studies(self, request: AnyRequest, db_session: DbSession,
         db: Db, page: PageNumber = 1) -> StudyPage:
         result = list_studies(db_session, page, PER_PAGE)
-        _record_access(db, request, "history viewed", f"page {page}")
+        record_access(db, request, "history viewed", f"page {page}")
         return result
 
     @read("/studies/{study_instance_uid:str}", sync_to_thread=True)
@@ -108,7 +108,7 @@ class ApiController(Controller):
         study_instance_uid: FromPath[str],
     ) -> StudyDetail:
         result = study_detail(db_session, study_instance_uid, data_dir)
-        _record_access(db, request, "study viewed", study_instance_uid)
+        record_access(db, request, "study viewed", study_instance_uid)
         return result
 
 

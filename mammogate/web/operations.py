@@ -23,7 +23,7 @@ from mammogate.db.routes import routes_in_order, routing_inputs
 from mammogate.imaging import read_headers
 from mammogate.routing import ClauseVerdict, RouteRule, StudyFacts, explain
 from mammogate.web.auth import admin_only, user_of
-from mammogate.web.controllers import Db, DbSession
+from mammogate.web.controllers import Db, DbSession, record_access
 from mammogate.web.http import read
 
 AnyRequest = Request[Any, Any, Any]
@@ -79,11 +79,14 @@ class OperationsController(Controller):
     guards = [admin_only]
 
     @read("/studies/{study_instance_uid:str}/routes", sync_to_thread=True)
-    def explain_routes(self, db_session: DbSession, study_instance_uid: FromPath[str]) -> ExplainOut:
-        """Which routes fire for the study, and why, clause by clause."""
+    def explain_routes(self, request: AnyRequest, db_session: DbSession, db: Db,
+                       study_instance_uid: FromPath[str]) -> ExplainOut:
+        """Which routes fire for the study, and why, clause by clause (read from its images'
+        headers: audited as a look at the study)."""
         inputs = routing_inputs(db_session, study_instance_uid)
         if inputs is None:
             raise HTTPException(status_code=404, detail=f"no study {study_instance_uid} on this node")
+        record_access(db, request, "study routes viewed", study_instance_uid)
         rules = [RouteRule.from_record(r) for r in routes_in_order(db_session)]
         verdicts = explain(rules, StudyFacts.from_stored(inputs, read_headers(inputs.paths)))
         return ExplainOut(study_instance_uid, inputs.state, [

@@ -84,3 +84,15 @@ def test_the_stow_body_is_multipart_related_with_crlf() -> None:
     assert content_type.startswith('multipart/related; type="application/dicom"; boundary=')
     assert body.startswith(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\nDICM-bytes".encode())
     assert body.endswith(f"\r\n--{boundary}--\r\n".encode())
+
+
+def test_a_secret_with_a_line_break_is_refused_without_being_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_TOKEN", "s3cr3t-token-value\n")
+    row = _row("stow", f"http://127.0.0.1:{free_port()}", token_env="TEST_TOKEN")
+    with pytest.raises(SendError) as refused:
+        StowRsDestination().send(_sr_file(tmp_path / "sr.dcm"), row)
+    assert refused.value.retryable is False
+    assert "TEST_TOKEN" in refused.value.reason and "line break" in refused.value.reason
+    assert "s3cr3t" not in refused.value.reason

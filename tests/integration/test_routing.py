@@ -57,9 +57,9 @@ ROUTES: list[dict[str, object]] = [
     {"name": "modality1-scored", "destinations": ["pacs-rest"],
      "match": {"calling_ae_title": "MODALITY1", "manufacturer": "re:mammogate .*",
                "exam_score_min": 0.0}},
-    # a glob on the institution and a clause that fails: never fires for an analysed study
-    {"name": "skipped-only", "destinations": ["pacs-dimse"],
-     "match": {"institution": "Synthetic*", "exam_category": ["skipped"]}},
+    # a glob on the institution and a result clause that fails (no score reaches 1)
+    {"name": "certain-only", "destinations": ["pacs-dimse"],
+     "match": {"institution": "Synthetic*", "exam_score_min": 1.0}},
     {"name": "everything-web", "destinations": ["pacs-web"], "stop": True},
     # after a route that stops: never evaluated
     {"name": "after-stop", "destinations": ["pacs-dimse"]},
@@ -100,7 +100,7 @@ def test_routes_deliver_by_dimse_rest_and_stow_and_can_be_explained_redone_and_r
                        "MODALITY1").stdout
     assert "route 'modality1-scored': UNDECIDED" in dry
     assert "manufacturer: holds: wanted 're:mammogate .*'; found 'mammogate synthetic'" in dry
-    assert "route 'skipped-only': UNDECIDED" in dry
+    assert "route 'certain-only': UNDECIDED" in dry
     assert "route 'everything-web': FIRES" in dry
     assert "route 'after-stop': does not fire (not evaluated: route 'everything-web'" in dry
 
@@ -122,7 +122,7 @@ def test_routes_deliver_by_dimse_rest_and_stow_and_can_be_explained_redone_and_r
         explained = node.run_cli("route", "explain", uid).stdout
         assert "route 'modality1-scored': FIRES (every clause holds)" in explained
         assert "calling_ae_title: holds: wanted 'MODALITY1'; found 'MODALITY1'" in explained
-        assert "route 'skipped-only': does not fire (does not hold: exam_category)" in explained
+        assert "route 'certain-only': does not fire (does not hold: exam_score_min)" in explained
         assert "institution: holds: wanted 'Synthetic*'" in explained
 
         # the connection test of each kind
@@ -184,8 +184,8 @@ def test_routes_deliver_by_dimse_rest_and_stow_and_can_be_explained_redone_and_r
             routes = {r["route"]: r for r in answer.json()["routes"]}
             assert routes["modality1-scored"]["fires"] is True
             assert routes["after-stop"]["fires"] is False
-            assert {c["key"]: c["holds"] for c in routes["skipped-only"]["clauses"]} == {
-                "institution": True, "exam_category": False}
+            assert {c["key"]: c["holds"] for c in routes["certain-only"]["clauses"]} == {
+                "institution": True, "exam_score_min": False}
             csrf = {"x-csrftoken": admin.cookies["mammogate_csrf"]}
             answer = admin.post("/api/admin/deliveries/resubmit", json={"ids": [1]}, headers=csrf)
             assert answer.status_code == 202 and answer.json() == {"resubmitted": [1]}

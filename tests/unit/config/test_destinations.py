@@ -35,8 +35,23 @@ def test_three_kinds_and_dimse_by_default() -> None:
      "destinations.0.password: not a setting this node knows"),
     ({"name": "x", "ae_title": "PACS", "host": "h", "port": 104, "url": "http://p"},
      "destinations.0.url: not a setting this node knows"),
+    ({"name": "x", "kind": "orthanc", "url": "https://user:secret@pacs:8042"},
+     "holds a user name or password; give username and password_env"),
+    ({"name": "x", "kind": "stow", "url": "https://pacs/dicom-web?token=abc"}, "no query or fragment"),
+    ({"name": "x", "kind": "stow", "url": "https://pacs/dicom-web", "timeout_seconds": 400},
+     "sender.lease_seconds (300) must be longer than destination 'x''s timeout_seconds (400)"),
+    ({"name": "x", "ae_title": "PACS", "host": "h", "port": 104, "tls_ca_file": "/etc/hostname"},
+     "tls_ca_file given but tls is false"),
+    ({"name": "x", "ae_title": "PACS", "host": "h", "port": 104, "tls": True,
+      "tls_ca_file": "/nonexistent.pem"}, "tls_ca_file '/nonexistent.pem' is not a file"),
 ])
 def test_bad_destinations_are_refused_with_the_key_named(destination: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(destination)
     assert message in str(caught.value)
+
+
+def test_a_misspelt_section_in_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAMMOGATE_WEBB__PORT", "9090")
+    with pytest.raises(ConfigError, match="MAMMOGATE_WEBB__PORT: 'webb' is not a section"):
+        load_settings(None)

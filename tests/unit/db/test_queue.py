@@ -328,3 +328,36 @@ def test_config_diff_names_each_difference_and_apply_clears_it(db: Database) -> 
         assert apply_config(session, edited, actor="test") == diff
     with db.session() as session:
         assert config_diff(session, edited) == []
+
+
+def test_deliveries_to_a_disabled_destination_wait_until_it_is_enabled(db: Database) -> None:
+    from mammogate.db.queue import claim_delivery
+
+    ids = _reports_to(db, ["off"], 1)
+    with db.session() as session:
+        session.scalars(select(DestinationRow)).one().enabled = False
+    with db.session() as session:
+        assert claim_delivery(session, "s", 60) is None
+    with db.session() as session:
+        session.scalars(select(DestinationRow)).one().enabled = True
+    with db.session() as session:
+        row = claim_delivery(session, "s", 60)
+        assert row is not None and row.id == ids["off"][0]
+
+
+def test_a_resubmitted_delivery_waits_while_a_later_one_is_being_sent(db: Database) -> None:
+    from mammogate.db.admin import request_resubmission
+    from mammogate.db.queue import claim_delivery, delivery_delivered
+
+    ids = _reports_to(db, ["pacs"], 2)
+    with db.session() as session:
+        first = claim_delivery(session, "s", 60)
+        assert first is not None
+        delivery_delivered(first)
+    with db.session() as session:
+        second = claim_delivery(session, "s", 60)  # being sent now
+        assert second is not None and second.id == ids["pacs"][1]
+    with db.session() as session:
+        request_resubmission(session, actor="test", delivery_ids=[ids["pacs"][0]])
+    with db.session() as session:  # not two in flight to one destination
+        assert claim_delivery(session, "s2", 60) is None

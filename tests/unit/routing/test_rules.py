@@ -113,6 +113,9 @@ def test_disabled_routes_do_not_fire() -> None:
     ({"destinations": ["a"], "match": {"exam_score_min": 0.8, "exam_score_max": 0.2}},
      "no study could match"),
     ({"destinations": ["a"], "objects": ["pdf"]}, "'pdf' is not a result object"),
+    ({"destinations": ["a"], "objects": []}, "routes.0.objects"),
+    ({"destinations": ["a"], "match": {"exam_category": "skipped"}},
+     "a study with no analysed view has no result object to send yet"),
     ({"destinations": ["nowhere"]}, "'nowhere' is not the name of a [[destinations]] entry"),
 ])
 def test_bad_routes_are_refused_with_the_key_named(route: dict[str, object], message: str) -> None:
