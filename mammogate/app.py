@@ -12,13 +12,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mammogate.config import Settings
+from mammogate.config import Settings, StartupError
 from mammogate.db import Database
 from mammogate.db.queue import expire_leases, lease_holders
 from mammogate.db.seed import config_diff, seed_if_first_start
 
 if TYPE_CHECKING:
+    from mammogate.analysis import AnalysisWorker
     from mammogate.delivery import Destination
+    from mammogate.dicom_node.scp import Scp
+    from mammogate.dicom_node.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,42 @@ class PolicyError(Exception):
     """A safety rule refuses to start the node."""
 
 
+
+def check_web_port(settings: Settings) -> None:
+    """Refuse at once, naming the setting, when the portal's port is taken (uvicorn would
+    only log a bare errno after the other roles had started)."""
+    web = settings.web
+    family = socket.AF_INET6 if ":" in web.bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((web.bind, web.port))
+        except OSError as exc:
+            raise StartupError(
+                f"web port {web.port} on {web.bind} is not available ({exc.strerror}): stop "
+                "what uses it, or set web.port (MAMMOGATE_WEB__PORT)"
+            ) from exc
+
+
+def readiness(db: Database, spool: Spool, scp: Scp, worker: AnalysisWorker) -> dict[str, str]:
+    """Each condition of readiness: "ok", or why not."""
+    from sqlalchemy import text
+
+    checks: dict[str, str] = {}
+    try:
+        with db.read_session() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 -- any failure means "not ready", with its name
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+    root = spool.root
+    checks["spool"] = ("ok" if root.is_dir() and os.access(root, os.W_OK | os.X_OK)
+                       else f"{root} is not a writable folder")
+    checks["dicom"] = "ok" if scp.server is not None else "not listening"
+    checks["model"] = worker.model_error or "ok"
+    return checks
+
+
 def serve(settings: Settings) -> int:
     """Run every role in this process until SIGINT/SIGTERM. Returns the exit status."""
     import uvicorn
@@ -126,6 +165,9 @@ def serve(settings: Settings) -> int:
     info = bundle.model_info
     log.info("model bundle %s %s (sha256 %s)", info.name, info.version, info.sha256[:12])
 
+    log.info("data directory %s (node.data_dir; database, spool, reports and renderings)",
+             settings.data_dir)
+    check_web_port(settings)
     db = open_database(settings)
     warn_config_drift(settings, db)
     release_leases_of_dead_processes(db)
@@ -134,7 +176,7 @@ def serve(settings: Settings) -> int:
     if swept:
         log.warning("removed %d half-received files an earlier run left in the spool", swept)
     scp = Scp(settings, db, spool)
-    check_calling_ae_policy(settings, scp.ae.require_calling_aet)
+    check_calling_ae_policy(settings, [] if scp.policy.accepts_any_caller else list(scp.policy.peers))
     if settings.web.exposure_warning:
         log.warning("%s", settings.web.exposure_warning)
     def make_analyzer() -> IsolatedAnalyzer:
@@ -178,7 +220,7 @@ def serve(settings: Settings) -> int:
 
     web = WebServer(
         uvicorn.Config(
-            create_app(settings, db),
+            create_app(settings, db, readiness=lambda: readiness(db, spool, scp, worker)),
             host=settings.web.bind,
             port=settings.web.port,
             log_config=None,
@@ -201,6 +243,7 @@ def serve(settings: Settings) -> int:
         return guarded
 
     scp.start()
+    listener = db.listen(settings.database.reconnect_seconds)
     threads = [
         threading.Thread(target=essential("worker", worker.run), name="worker", daemon=True),
         threading.Thread(target=essential("sender", sender.run), name="sender", daemon=True),
@@ -222,6 +265,8 @@ def serve(settings: Settings) -> int:
         for thread in threads:
             thread.join(timeout=30)
         worker.stop_model()
+        if listener is not None:
+            listener.stop()
         db.dispose()
         deadline.cancel()
     if failure or not web.started:

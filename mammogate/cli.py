@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mammogate import DISCLAIMER, __version__
-from mammogate.config import ConfigError, Settings, load_settings
+from mammogate.config import ConfigError, Settings, StartupError, load_settings
 
 if TYPE_CHECKING:
     from mammogate.db import Database
@@ -53,6 +53,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         log.critical("refusing to start: %s", exc)
         return 2
+    except StartupError as exc:
+        log.critical("cannot start: %s", exc)
+        return 1
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -210,6 +213,24 @@ def cmd_delivery_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_association_list(args: argparse.Namespace) -> int:
+    from mammogate.db.admin import association_history
+
+    with _database(args) as (_settings_, db), db.read_session() as session:
+        rows = association_history(session, limit=args.limit, calling_ae_title=args.calling,
+                                   rejected_only=args.rejected)
+        print(f"{'id':>6}  {'requested (UTC)':<19}  {'calling':<16} {'called':<16} "
+              f"{'from':<22} {'outcome':<9} {'stored':>6} {'refused':>7}")
+        for row in rows:
+            where = f"{row.address}:{row.port}"
+            print(f"{row.id:>6}  {row.requested_at:%Y-%m-%d %H:%M:%S}  {row.calling_ae_title:<16} "
+                  f"{row.called_ae_title:<16} {where:<22} {row.outcome:<9} "
+                  f"{row.instances_stored:>6} {row.instances_refused:>7}")
+            if row.reason:
+                print(f"{'':>8}reason: {row.reason}")
+    return 0
+
+
 def cmd_destination_test(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -360,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", metavar="STUDY_UID")
     p.add_argument("--state", choices=("pending", "sending", "delivered", "dead"))
     p.set_defaults(func=cmd_delivery_list)
+
+    association = sub.add_parser("association", help="DICOM associations requested of the node")
+    association_sub = association.add_subparsers(dest="association_command", required=True,
+                                                 metavar="ACTION")
+    p = with_config(association_sub.add_parser(
+        "list", help="the latest associations: who, from where, accepted or rejected and why, "
+        "instances stored"))
+    p.add_argument("--limit", type=int, default=50, help="how many (newest first; default 50)")
+    p.add_argument("--calling", metavar="AE_TITLE", help="only this calling AE title")
+    p.add_argument("--rejected", action="store_true", help="only rejected associations")
+    p.set_defaults(func=cmd_association_list)
 
     destination = sub.add_parser("destination", help="destinations of result objects")
     destination_sub = destination.add_subparsers(dest="destination_command", required=True,

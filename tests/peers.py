@@ -167,6 +167,15 @@ class Orthanc:
         return r.content
 
 
+def toml_value(value: Any) -> str:
+    """A value as TOML (inline tables for dicts)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 @dataclass
 class Node:
     """``mammogate serve`` as a subprocess on free loopback ports."""
@@ -180,6 +189,7 @@ class Node:
     settle_seconds: float = 3.0
     ae_title: str = "MAMMOGATE"
     allowed_calling_ae_titles: list[str] = field(default_factory=list)
+    dicom: dict[str, Any] = field(default_factory=dict)  # further [dicom] settings
     extra_env: dict[str, str] = field(default_factory=dict)
     dicom_port: int = field(default_factory=free_port)
     web_port: int = field(default_factory=free_port)
@@ -207,6 +217,7 @@ class Node:
             f"port = {self.dicom_port}",
             f"allowed_calling_ae_titles = {json.dumps(self.allowed_calling_ae_titles)}",
             f"settle_seconds = {self.settle_seconds}",
+            *(f"{key} = {toml_value(value)}" for key, value in self.dicom.items()),
             "[web]", 'bind = "127.0.0.1"', f"port = {self.web_port}",
             "[database]", f'url = "{self.database_url}"',
             "[worker]", "poll_seconds = 0.2", "retry_seconds = 1",
@@ -222,11 +233,7 @@ class Node:
         for route in routes or []:
             lines.append("[[routes]]")
             for key, value in route.items():
-                if key == "match":
-                    clauses = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
-                    lines.append(f"match = {{ {clauses} }}")
-                else:
-                    lines.append(f"{key} = {json.dumps(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
         self.config_path.write_text("\n".join(lines) + "\n")
         return self.config_path
 

@@ -30,6 +30,7 @@ from mammogate.db import (
     Job,
     Report,
     Study,
+    utcnow,
 )
 from mammogate.db.loop import PollLoop
 from mammogate.db.queue import (
@@ -41,6 +42,7 @@ from mammogate.db.queue import (
     give_up_abandoned_jobs,
     job_held_by,
     new_delivery,
+    next_settle_due,
     settle_studies,
     study_analysed,
     study_failed,
@@ -48,6 +50,8 @@ from mammogate.db.queue import (
     study_retry_later,
     supersede_job,
 )
+from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
+from mammogate.db.wakeup import DELIVERY as DELIVERY_WORK
 from mammogate.imaging import ImagingError
 from mammogate.inference.errors import InferenceError
 from mammogate.inference.results import StudyResult
@@ -87,11 +91,13 @@ class AnalysisWorker(PollLoop):
         *,
         on_idle: Callable[[], None] | None = None,
     ):
-        super().__init__(settings.worker.poll_seconds, worker_id, on_idle=on_idle)
+        super().__init__(settings.worker.poll_seconds, worker_id, on_idle=on_idle,
+                         wakeup=db.wakeup, topic=ANALYSIS_WORK)
         self.settings = settings
         self.db = db
         self.analyzer_factory = analyzer_factory
         self.analyzer: StudyAnalyzer | None = None
+        self.model_error = "not loaded yet"  # empty once the model has loaded
 
     def start_model(self) -> None:
         """Make the analyzer and load its model now rather than at the first study. A model
@@ -105,7 +111,9 @@ class AnalysisWorker(PollLoop):
                 start()
             except InferenceError as exc:
                 log.critical("worker %s: the model did not load: %s", self.worker_id, exc)
+                self.model_error = f"the model did not load: {exc}"
                 return
+        self.model_error = ""
         log.info("worker %s: model ready in %.1f s", self.worker_id, time.monotonic() - started)
 
     def stop_model(self) -> None:
@@ -121,9 +129,9 @@ class AnalysisWorker(PollLoop):
     def run_once(self) -> bool:
         cfg = self.settings.worker
         with self.db.session() as session:
-            settled = settle_studies(session, self.settings.dicom.settle_seconds)
-            for study in settled:
-                log.info("study %s settled: analysis queued", study.study_instance_uid)
+            dicom = self.settings.dicom
+            for study, why in settle_studies(session, dicom.settle_seconds, dicom.expected_views):
+                log.info("study %s ready (%s): analysis queued", study.study_instance_uid, why)
             for abandoned in give_up_abandoned_jobs(session, cfg.max_attempts):
                 log.error("job %d given up: %s", abandoned.id, abandoned.last_error)
                 study_failed(session, abandoned, abandoned.last_error)
@@ -152,6 +160,17 @@ class AnalysisWorker(PollLoop):
             log.exception("analysis job %d: unexpected error", job_id)
             self._job_failed(job_id, study_id, f"internal error: {type(exc).__name__}: {exc}")
         return True
+
+    def idle_seconds(self) -> float:
+        """Until the quietest receiving study settles (the store that would make it ready
+        sooner wakes the worker)."""
+        with self.db.read_session() as session:
+            due = next_settle_due(session, self.settings.dicom.settle_seconds)
+        if due is None:
+            return self.poll_seconds
+        left = (due - utcnow()).total_seconds()
+        # due already but not claimable (held back behind another, or locked): poll
+        return left + 0.01 if left > 0 else self.poll_seconds
 
     def _analyze(self, job_id: int, study_id: int) -> None:
         assert self.analyzer is not None
@@ -201,6 +220,8 @@ class AnalysisWorker(PollLoop):
                        for kind, (ds, path) in built.items()}
             session.flush()  # the reports' ids, for their deliveries
             deliveries = self._queue_deliveries(session, plan, reports)
+            if deliveries:
+                self.db.announce(session, DELIVERY_WORK)
             study_analysed(study, analysed=bool(result.images), failed=bool(result.failed_images),
                            problems=_describe_problems(result))
             complete_job(job)

@@ -37,6 +37,11 @@ class ConfigError(Exception):
     """A configuration file or value is invalid; the message names the key."""
 
 
+class StartupError(Exception):
+    """The node cannot start as configured (a port in use, ...); the message names the
+    setting to change."""
+
+
 def _check_ae_title(value: str, key: str) -> str:
     stripped = value.strip()
     if not stripped or not _AE_TITLE.match(value):
@@ -66,13 +71,60 @@ class NodeSettings(_Section):
         return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)  # logging's aliases
 
 
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
+_VIEW_NAME = re.compile(r"^[RL](CC|MLO|ML|LM|LMO|XCCL|XCCM|FB|SIO|AT|CV)$")
+DEFAULT_EXPECTED_VIEWS = ("RCC", "LCC", "RMLO", "LMLO")
+
+
+def check_peer_host(value: str, key: str) -> str:
+    """An IP address, a network in CIDR notation or a host name."""
+    text = value.strip()
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return text
+    except ValueError:
+        pass
+    if not _HOST_NAME.match(text) or text.replace(".", "").isdigit():
+        raise ValueError(f"{key}: {value!r} is neither an IP address, a network (CIDR) nor a host name")
+    return text
+
+
+class Peer(_Section):
+    """A sender allowed to associate: its calling AE title, and the hosts it may call from
+    (empty: any host)."""
+
+    ae_title: str
+    hosts: list[str] = Field(default_factory=list)
+    description: str = Field("", max_length=255)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str) -> str:
+        return _check_ae_title(v, "dicom.peers.ae_title")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        hosts = [check_peer_host(h, "dicom.peers.hosts") for h in v]
+        if len(",".join(hosts)) > 1024:
+            raise ValueError("dicom.peers.hosts: at most 1024 characters in all")
+        return hosts
+
+
 class DicomSettings(_Section):
     ae_title: str = "MAMMOGATE"
+    # further called AE titles the node answers to (routes tell them apart by
+    # match.called_ae_title); ae_title is the one it calls peers with
+    additional_ae_titles: list[str] = Field(default_factory=list)
     bind: str = "127.0.0.1"
     port: int = Field(11112, ge=0, le=65535)
-    allowed_calling_ae_titles: list[str] = Field(default_factory=list)
+    allowed_calling_ae_titles: list[str] = Field(default_factory=list)  # peers from any host
+    peers: list[Peer] = Field(default_factory=list)
     accept_any_calling_ae: bool = False
     settle_seconds: float = Field(10.0, ge=0)
+    # A study is ready for analysis as soon as these views are all present (laterality + view,
+    # as read from the images), or after settle_seconds without new images; [] waits for quiet.
+    expected_views: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPECTED_VIEWS))
     acse_timeout: float = Field(30.0, gt=0)
     dimse_timeout: float = Field(60.0, gt=0)
     network_timeout: float = Field(60.0, gt=0)
@@ -104,6 +156,44 @@ class DicomSettings(_Section):
     def _allowed(cls, v: list[str]) -> list[str]:
         return [_check_ae_title(t, "dicom.allowed_calling_ae_titles") for t in v]
 
+    @field_validator("additional_ae_titles")
+    @classmethod
+    def _additional(cls, v: list[str]) -> list[str]:
+        return [_check_ae_title(t, "dicom.additional_ae_titles") for t in v]
+
+    @field_validator("expected_views")
+    @classmethod
+    def _views(cls, v: list[str]) -> list[str]:
+        views = [view.strip().upper() for view in v]
+        for view in views:
+            if not _VIEW_NAME.match(view):
+                raise ValueError(
+                    f"dicom.expected_views: {view!r} is not laterality (R or L) and a view "
+                    "(CC, MLO, ML, LM, LMO, XCCL, XCCM, FB, SIO, AT, CV), e.g. \"RMLO\""
+                )
+        return list(dict.fromkeys(views))
+
+    @property
+    def listening_ae_titles(self) -> list[str]:
+        """Every called AE title the SCP accepts, ae_title first."""
+        return list(dict.fromkeys([self.ae_title, *self.additional_ae_titles]))
+
+    @property
+    def all_peers(self) -> list[Peer]:
+        """dicom.peers and dicom.allowed_calling_ae_titles (any host) as one list."""
+        return [*self.peers, *(Peer(ae_title=t) for t in self.allowed_calling_ae_titles)]
+
+    @model_validator(mode="after")
+    def _peers_unique(self) -> DicomSettings:
+        titles = [p.ae_title for p in self.all_peers]
+        twice = sorted({t for t in titles if titles.count(t) > 1})
+        if twice:
+            raise ValueError(
+                f"dicom.peers / dicom.allowed_calling_ae_titles: {', '.join(twice)} listed more "
+                "than once (one entry per calling AE title; list all its hosts there)"
+            )
+        return self
+
     @property
     def binds_loopback(self) -> bool:
         return _is_loopback(self.bind)
@@ -112,12 +202,12 @@ class DicomSettings(_Section):
     def _safe_bind(self) -> DicomSettings:
         if (
             not self.binds_loopback
-            and not self.allowed_calling_ae_titles
+            and not self.all_peers
             and not self.accept_any_calling_ae
         ):
             raise ValueError(
                 f"dicom.bind = {self.bind!r} exposes the DICOM port beyond this machine while "
-                "dicom.allowed_calling_ae_titles is empty: list the calling AE titles to accept, "
+                "dicom.peers and dicom.allowed_calling_ae_titles are empty: list the calling AE titles to accept, "
                 "or set dicom.accept_any_calling_ae = true to accept any caller on purpose"
             )
         return self
@@ -152,6 +242,8 @@ class WebSettings(_Section):
 class DatabaseSettings(_Section):
     url: str = ""  # empty: SQLite in data_dir
     busy_timeout_seconds: float = Field(30.0, gt=0)
+    # PostgreSQL: the work-notification listener reconnects after this (polling meanwhile)
+    reconnect_seconds: float = Field(5.0, gt=0)
 
     @field_validator("url")
     @classmethod

@@ -12,6 +12,7 @@ from mammogate.db.models import (
     AllowedPeer,
     Analysis,
     AnalysisImage,
+    AssociationRecord,
     AuditEntry,
     Base,
     Delivery,
@@ -30,6 +31,7 @@ from mammogate.db.models import (
 __all__ = [
     "AllowedPeer",
     "Analysis",
+    "AssociationRecord",
     "AnalysisImage",
     "AuditEntry",
     "Base",

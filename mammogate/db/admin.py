@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from mammogate.db.engine import utcnow
 from mammogate.db.models import (
     Analysis,
+    AssociationRecord,
     AuditEntry,
     Delivery,
     DestinationRow,
@@ -27,6 +28,7 @@ from mammogate.db.queue import (
     resubmit_delivery,
 )
 from mammogate.db.states import DeliveryState
+from mammogate.db.wakeup import ANALYSIS, DELIVERY, announce
 
 
 class RequestRefused(ValueError):
@@ -55,6 +57,7 @@ def request_reanalysis(session: Session, study_instance_uid: str, *, actor: str)
     if session.scalar(select(Instance.id).where(Instance.study_id == study.id).limit(1)) is None:
         raise RequestRefused(f"study {study_instance_uid} has no stored images")
     job = enqueue_analysis(session, study)
+    announce(session, ANALYSIS)
     session.flush()
     _audit(session, actor, "study-reanalyse", study_instance_uid, f"job {job.id}")
     return job
@@ -94,6 +97,8 @@ def request_resubmission(
         raise RequestRefused(f"delivery {', '.join(str(i) for i in sorted(exist))} exists but "
                              f"is not {wanted}")
     resubmitted = [row for row in rows if resubmit_delivery(row)]
+    if resubmitted:
+        announce(session, DELIVERY)
     for row in resubmitted:
         _audit(session, actor, "delivery-resubmit", f"delivery {row.id}",
                f"report {row.report_id} to destination {row.destination_id}")
@@ -105,6 +110,20 @@ def request_destination_test(session: Session, name: str, *, actor: str) -> Job:
     if session.scalar(select(DestinationRow.id).where(DestinationRow.name == name)) is None:
         raise RequestRefused(f"no destination {name!r} on this node")
     job = enqueue_destination_test(session, name)
+    announce(session, DELIVERY)
     session.flush()
     _audit(session, actor, "destination-test", name, f"job {job.id}")
     return job
+
+
+def association_history(
+    session: Session, *, limit: int = 50, calling_ae_title: str | None = None,
+    rejected_only: bool = False,
+) -> list[AssociationRecord]:
+    """The latest associations requested of the SCP, newest first."""
+    query = select(AssociationRecord).order_by(AssociationRecord.id.desc()).limit(limit)
+    if calling_ae_title:
+        query = query.where(AssociationRecord.calling_ae_title == calling_ae_title)
+    if rejected_only:
+        query = query.where(AssociationRecord.accepted.is_(False))
+    return list(session.scalars(query))

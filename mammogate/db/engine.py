@@ -13,6 +13,8 @@ import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from mammogate.db.wakeup import PgListener, wakeup_for
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -58,6 +60,19 @@ class Database:
             self._configure_sqlite(self.read_engine, busy_timeout_seconds, "BEGIN DEFERRED")
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        self.wakeup = wakeup_for(self.engine.url)
+
+    def announce(self, session: Session, topic: str) -> None:
+        """New work on ``topic`` (``wakeup.ANALYSIS``, ``wakeup.DELIVERY``) once ``session``
+        commits: the waiting loops wake (every node's, on PostgreSQL)."""
+        self.wakeup.announce(session, topic)
+
+    def listen(self, retry_seconds: float = 5.0) -> PgListener | None:
+        """On PostgreSQL, start hearing other processes' announcements; None on SQLite (one
+        node per database file: its announcements are all in process)."""
+        if self.is_sqlite:
+            return None
+        return PgListener(self.url, self.wakeup, retry_seconds=retry_seconds).start()
 
     @staticmethod
     def _configure_sqlite(engine: Engine, busy_timeout_seconds: float, begin: str) -> None:

@@ -1,4 +1,5 @@
-"""The one poll loop the worker and the sender share: run a unit of work, wait when idle."""
+"""The one loop the worker and the sender share: run a unit of work; when idle, wait until
+work is announced (``mammogate.db.wakeup``), falls due, or ``poll_seconds`` pass."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
+
+from mammogate.db.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +22,20 @@ class PollLoop:
     role = "loop"
 
     def __init__(self, poll_seconds: float, worker_id: str,
-                 *, on_idle: Callable[[], None] | None = None):
+                 *, on_idle: Callable[[], None] | None = None,
+                 wakeup: Wakeup | None = None, topic: str = ""):
         self.poll_seconds = poll_seconds
         self.worker_id = worker_id
         self.on_idle = on_idle
         self.stopping = threading.Event()
+        self.woken = threading.Event()  # set by an announcement of work (or by stop)
+        if wakeup is not None and topic:
+            wakeup.subscribe(topic, self.woken)
+
+    def idle_seconds(self) -> float:
+        """How long to wait when idle, unless woken: ``poll_seconds``, or less when the loop
+        knows when its next work falls due."""
+        return self.poll_seconds
 
     def run_once(self) -> bool:
         """Do one unit of work; False when there was none."""
@@ -36,16 +48,21 @@ class PollLoop:
         self.starting()
         log.info("%s %s started", self.role, self.worker_id)
         while not self.stopping.is_set():
+            self.woken.clear()  # an announcement from here on wakes the wait below
+            wait = self.poll_seconds
             try:
                 worked = self.run_once()
-                if not worked and self.on_idle is not None:
-                    self.on_idle()
+                if not worked:
+                    if self.on_idle is not None:
+                        self.on_idle()
+                    wait = max(0.0, min(self.poll_seconds, self.idle_seconds()))
             except SQLAlchemyError as exc:
                 log.error("%s: database error, retrying: %s", self.role, exc.__class__.__name__)
                 worked = False
             if not worked:
-                self.stopping.wait(self.poll_seconds)
+                self.woken.wait(wait)
         log.info("%s %s stopped", self.role, self.worker_id)
 
     def stop(self) -> None:
         self.stopping.set()
+        self.woken.set()

@@ -220,13 +220,36 @@ class RouteRow(Base):
 
 
 class AllowedPeer(Base):
-    """A calling AE title allowed to associate."""
+    """A calling AE title allowed to associate, from the listed hosts only when ``hosts`` is
+    not empty (IP addresses, networks in CIDR notation or host names, comma-separated)."""
 
     __tablename__ = "allowed_peers"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ae_title: Mapped[str] = mapped_column(String(16), unique=True)
     description: Mapped[str] = mapped_column(String(255), default="")
+    hosts: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+
+
+class AssociationRecord(Base):
+    """One DICOM association requested of the SCP: who, from where, to which of our AE titles,
+    accepted or rejected and why, and what it stored. outcome: "open" while it lasts, then
+    "released", "aborted" or "rejected"."""
+
+    __tablename__ = "associations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="", index=True)
+    called_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+    port: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[bool] = mapped_column(default=False)
+    outcome: Mapped[str] = mapped_column(String(16), default="open")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    instances_stored: Mapped[int] = mapped_column(Integer, default=0)
+    instances_refused: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Delivery(Base):

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from mammogate.db.engine import utcnow
-from mammogate.db.models import Delivery, DestinationRow, Job, Study
+from mammogate.db.models import Delivery, DestinationRow, Instance, Job, Study
 from mammogate.db.states import LIVE_JOB_STATES, DeliveryState, JobKind, JobState, StudyState
 
 ANALYZE = JobKind.ANALYZE
@@ -39,19 +39,71 @@ def enqueue_analysis(session: Session, study: Study) -> Job:
     return job
 
 
-def settle_studies(session: Session, settle_seconds: float) -> list[Study]:
-    """Queue an analysis for every study that has been quiet for ``settle_seconds``."""
+def settle_studies(
+    session: Session, settle_seconds: float, expected_views: Sequence[str] = ()
+) -> list[tuple[Study, str]]:
+    """Queue an analysis for every receiving study that is ready: all of ``expected_views``
+    (e.g. RCC, LCC, RMLO, LMLO) are present, or it has been quiet for ``settle_seconds``.
+    Returns each study with why it is ready."""
     cutoff = utcnow() - timedelta(seconds=settle_seconds)
-    studies = list(
-        session.scalars(
-            select(Study)
-            .where(Study.state == StudyState.RECEIVING, Study.last_received_at <= cutoff)
-            .with_for_update(skip_locked=True)
-        )
+    receiving = session.execute(
+        select(Study.id, Study.last_received_at).where(Study.state == StudyState.RECEIVING)
+    ).all()
+    why: dict[int, str] = {}
+    waiting = []
+    for study_id, last in receiving:
+        if last <= cutoff:
+            why[study_id] = f"quiet for {settle_seconds:g} s"
+        else:
+            waiting.append(study_id)
+    if expected_views and waiting:
+        for study_id, views in views_present(session, waiting).items():
+            if set(expected_views) <= views:
+                why[study_id] = f"views {', '.join(expected_views)} present"
+    if not why:
+        return []
+    # locked, and still receiving: an image may have arrived (or another worker settled it)
+    studies = session.scalars(
+        select(Study)
+        .where(Study.id.in_(list(why)), Study.state == StudyState.RECEIVING)
+        .with_for_update(skip_locked=True)
     )
+    ready = []
     for study in studies:
+        if study.last_received_at > cutoff and why[study.id].startswith("quiet"):
+            continue  # an image came meanwhile
         enqueue_analysis(session, study)
-    return studies
+        ready.append((study, why[study.id]))
+    return ready
+
+
+def views_present(session: Session, study_ids: Sequence[int]) -> dict[int, set[str]]:
+    """Laterality + view (e.g. "RMLO") of the images each study holds."""
+    present: dict[int, set[str]] = {}
+    rows = session.execute(
+        select(Instance.study_id, Instance.laterality, Instance.view)
+        .where(Instance.study_id.in_(study_ids))
+        .distinct()
+    )
+    for study_id, laterality, view in rows:
+        if laterality and view:
+            present.setdefault(study_id, set()).add(f"{laterality}{view}")
+    return present
+
+
+def next_delivery_due(session: Session) -> datetime | None:
+    """When the earliest pending delivery is due (a retry's backoff)."""
+    return session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(Delivery.state == DeliveryState.PENDING)
+    )
+
+
+def next_settle_due(session: Session, settle_seconds: float) -> datetime | None:
+    """When the quietest receiving study will have been quiet for ``settle_seconds``."""
+    last = session.scalar(
+        select(func.min(Study.last_received_at)).where(Study.state == StudyState.RECEIVING)
+    )
+    return None if last is None else last + timedelta(seconds=settle_seconds)
 
 
 def study_receives_images(session: Session, study: Study) -> str | None:

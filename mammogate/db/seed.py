@@ -58,16 +58,24 @@ def _db_routes(session: Session) -> list[dict[str, Any]]:
     ]
 
 
+def _file_peers(settings: Settings) -> dict[str, str]:
+    return {p.ae_title: ",".join(p.hosts) for p in settings.dicom.all_peers}
+
+
 def config_diff(session: Session, settings: Settings) -> list[str]:
     """Every difference between the file's peers, destinations and routes and the database's,
     one line each; empty when they agree."""
     lines: list[str] = []
-    in_db = set(session.scalars(select(AllowedPeer.ae_title)))
-    in_file = set(settings.dicom.allowed_calling_ae_titles)
-    for ae in sorted(in_file - in_db):
+    in_db = {p.ae_title: p.hosts for p in session.scalars(select(AllowedPeer))}
+    in_file = _file_peers(settings)
+    for ae in sorted(set(in_file) - set(in_db)):
         lines.append(f"allowed calling AE title {ae!r}: in the file, not in the database")
-    for ae in sorted(in_db - in_file):
+    for ae in sorted(set(in_db) - set(in_file)):
         lines.append(f"allowed calling AE title {ae!r}: in the database, not in the file")
+    for ae in sorted(set(in_db) & set(in_file)):
+        if in_db[ae] != in_file[ae]:
+            lines.append(f"allowed calling AE title {ae!r}: hosts are {in_db[ae] or 'any'!r} in "
+                         f"the database, {in_file[ae] or 'any'!r} in the file")
 
     wanted = _file_destinations(settings)
     rows = {d.name: d for d in session.scalars(select(DestinationRow))}
@@ -125,8 +133,9 @@ def apply_config(session: Session, settings: Settings, *, actor: str = "cli") ->
     for position, route in enumerate(_file_routes(settings)):
         session.add(RouteRow(position=position, **route))
     session.execute(delete(AllowedPeer))
-    for ae in settings.dicom.allowed_calling_ae_titles:
-        session.add(AllowedPeer(ae_title=ae))
+    for peer in settings.dicom.all_peers:
+        session.add(AllowedPeer(ae_title=peer.ae_title, hosts=",".join(peer.hosts),
+                                description=peer.description))
     meta = session.get(Meta, SEEDED_KEY) or Meta(key=SEEDED_KEY, value="")
     meta.value = utcnow().isoformat()
     session.add(meta)
@@ -136,6 +145,6 @@ def apply_config(session: Session, settings: Settings, *, actor: str = "cli") ->
     log.info(
         "configuration applied: %d destinations, %d routes, %d allowed calling AE titles "
         "(%d differences)", len(settings.destinations), len(settings.routes),
-        len(settings.dicom.allowed_calling_ae_titles), len(changes),
+        len(settings.dicom.all_peers), len(changes),
     )
     return changes

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammogate.config import Settings
-from mammogate.db import Database, Delivery, DestinationRow, Job
+from mammogate.db import Database, Delivery, DestinationRow, Job, utcnow
 from mammogate.db.loop import PollLoop
 from mammogate.db.queue import (
     claim_delivery,
@@ -31,8 +31,10 @@ from mammogate.db.queue import (
     give_up_abandoned_deliveries,
     give_up_abandoned_jobs,
     job_held_by,
+    next_delivery_due,
 )
 from mammogate.db.states import JobKind
+from mammogate.db.wakeup import DELIVERY as DELIVERY_WORK
 from mammogate.delivery.base import Destination, SendError, backend_for
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,24 @@ class DeliveryLoop(PollLoop):
 
     def __init__(self, settings: Settings, db: Database, worker_id: str,
                  backends: Mapping[str, Destination]):
-        super().__init__(settings.sender.poll_seconds, worker_id)
+        super().__init__(settings.sender.poll_seconds, worker_id, wakeup=db.wakeup,
+                         topic=DELIVERY_WORK)
         self.settings = settings
         self.db = db
         self.backends = dict(backends)
 
     def run_once(self) -> bool:
         return self._run_test_job() or self._run_delivery()
+
+    def idle_seconds(self) -> float:
+        """Until the next retry falls due (new deliveries wake the sender)."""
+        with self.db.read_session() as session:
+            due = next_delivery_due(session)
+        if due is None:
+            return self.poll_seconds
+        left = (due - utcnow()).total_seconds()
+        # due already but not claimable (held back behind another, or locked): poll
+        return left + 0.01 if left > 0 else self.poll_seconds
 
     def _run_test_job(self) -> bool:
         """A connection test asked for through the portal's API: the sender has the network."""

@@ -31,6 +31,8 @@ from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from mammogate.dicom_node.policy import AssociationPolicy
+
 log = logging.getLogger(__name__)
 
 ASSOCIATION_PDU_LIMIT = 1 << 20  # A-ASSOCIATE-RQ and other non-data PDUs: far below this
@@ -87,12 +89,34 @@ class GuardedSocket(AssociationSocket):
 
 
 class GuardedACSE(ACSE):
-    """Rejects an association over the node's limits, counting requested associations only."""
+    """Rejects an association the policy refuses (with the reason) or over the node's limits,
+    counting requested associations only."""
 
     limits: AssociationLimits
+    policy: AssociationPolicy | None = None
+
+    def _reject(self, reason: str, rsd: tuple[int, int, int]) -> None:
+        log.warning("association from %s (%s) rejected: %s",
+                    self.requestor.ae_title, self.assoc.requestor.address, reason)
+        self.assoc.guard_reason = reason  # type: ignore[attr-defined]
+        self.send_reject(*rsd)
+        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+        self.assoc.kill()
 
     def _negotiate_as_acceptor(self) -> None:
         host = str(self.assoc.requestor.address)
+        request = self.requestor.primitive
+        assert request is not None
+        # pynetdicom sets these only inside its own negotiation; the handlers need them first
+        self.requestor.ae_title = request.calling_ae_title
+        called = str(request.called_ae_title).strip()
+        policy = self.policy
+        if policy is not None:
+            refusal = policy.verdict(str(request.calling_ae_title), called, host)
+            if refusal is not None:
+                self._reject(refusal.reason, (0x01, 0x01, refusal.diagnostic))
+                return
+            self.acceptor.ae_title = called  # answer as the AE title that was called
         others = [
             a for a in self.assoc.ae.active_associations
             if a is not self.assoc and a.is_acceptor and _requested(a)
@@ -106,12 +130,8 @@ class GuardedACSE(ACSE):
         if not reason:
             super()._negotiate_as_acceptor()
             return
-        self.requestor.ae_title = self.requestor.primitive.calling_ae_title  # type: ignore[union-attr]
-        log.warning("association from %s rejected: %s", host, reason)
-        self.assoc.guard_reason = reason  # type: ignore[attr-defined]
-        self.send_reject(0x02, 0x03, 0x02)  # rejected-transient, provider (presentation), local limit exceeded
-        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-        self.assoc.kill()
+        # rejected-transient, provider (presentation), local limit exceeded: try again later
+        self._reject(reason, (0x02, 0x03, 0x02))
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -128,6 +148,11 @@ class GuardedRequestHandler(RequestHandler):
             except OSError:
                 log.debug("connection from %s already closed", self.client_address[0])
             return
+        try:
+            # Nagle would hold each small C-STORE-RSP back until the peer's delayed ACK
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            log.debug("TCP_NODELAY not set for %s: %s", self.client_address[0], exc)
         super().handle()
 
     def _create_association(self) -> Any:
@@ -162,6 +187,7 @@ class GuardedRequestHandler(RequestHandler):
                     assoc.bind(event, handler[0], handler[1])  # type: ignore[index]
         acse = GuardedACSE(assoc)
         acse.limits = server.limits
+        acse.policy = server.policy
         assoc.acse = acse
         assoc.acse_timeout = server.limits.association_request_seconds  # ARTIM: the request must come soon
         return assoc
@@ -169,6 +195,7 @@ class GuardedRequestHandler(RequestHandler):
 
 class GuardedServer(ThreadedAssociationServer):
     limits: AssociationLimits
+    policy: AssociationPolicy | None = None  # replaced as a whole when the peers change
 
     def on_refused_connection(self, host: str) -> None:
         """Called for a connection closed over ``max_connections`` (the SCP audits it)."""

@@ -6,9 +6,11 @@ it (and its study) in the database, and answers. Everything after that is a job.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
@@ -32,18 +34,29 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from mammogate.config import Settings
+from mammogate.config import Settings, StartupError
 from mammogate.config.settings import DicomSettings
-from mammogate.db import AllowedPeer, AuditEntry, Database, Instance, Study, utcnow
+from mammogate.db import (
+    AllowedPeer,
+    AssociationRecord,
+    AuditEntry,
+    Database,
+    Instance,
+    Study,
+    utcnow,
+)
 from mammogate.db.queue import study_receives_images
 from mammogate.db.states import StudyState
+from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
 from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
 from mammogate.dicom_node.limits import LimitExceeded, read_bounded
+from mammogate.dicom_node.policy import AssociationPolicy, peer_rule
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
+from mammogate.imaging.views import view_info
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +172,20 @@ def check_dataset(ds: Dataset, sop_class_uid: str, sop_instance_uid: str) -> Non
         )
 
 
-def _laterality(ds: Dataset) -> str:
-    return _text(ds, "ImageLaterality", 2) or _text(ds, "Laterality", 2)
+@dataclass
+class AssociationCounts:
+    """What one association stored and what it was refused (for its history row)."""
+
+    stored: int = 0
+    refused: int = 0
+    outcome: str = "closed"  # released / aborted, once known
 
 
-def _view(ds: Dataset) -> str:
-    return _text(ds, "ViewPosition", 16)
+def _counts(assoc: Any) -> AssociationCounts:
+    counts = getattr(assoc, "mammogate_counts", None)
+    if counts is None:
+        counts = assoc.mammogate_counts = AssociationCounts()
+    return counts
 
 
 class StoreService:
@@ -192,21 +213,28 @@ class StoreService:
             0xC000 Cannot understand -- the dataset does not parse, its UIDs are missing or
                 invalid, or an internal error (logged) stopped the store
         """
-        calling_ae = event.assoc.requestor.ae_title
+        calling_ae = str(event.assoc.requestor.ae_title).strip()
+        called_ae = str(event.assoc.acceptor.ae_title).strip()
         request: Any = event.request
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         sop_class_uid = str(request.AffectedSOPClassUID or "")
+        counts = _counts(event.assoc)
         try:
             data = event.encoded_dataset(include_meta=True)
             ds = parse_dataset(data, self.settings.dicom)
             check_dataset(ds, sop_class_uid, sop_uid)
-            return self._store(ds, data, calling_ae)
+            status = self._store(ds, data, calling_ae, called_ae)
+            counts.stored += 1
+            return status
         except StoreRefused as refused:
+            counts.refused += 1
             return self._refuse(refused, calling_ae, sop_uid)
         except (SpoolError, SQLAlchemyError) as exc:
+            counts.refused += 1
             log.exception("C-STORE of %s from %s: cannot make it durable", sop_uid, calling_ae)
             return _status(OUT_OF_RESOURCES, f"cannot store now ({type(exc).__name__}): try later")
         except Exception as exc:  # noqa: BLE001 -- a handler answers with a status, never raises
+            counts.refused += 1
             log.exception("C-STORE of %s from %s: internal error", sop_uid, calling_ae)
             return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
 
@@ -227,40 +255,37 @@ class StoreService:
             log.exception("could not record the refused C-STORE of %s", sop_uid)
         return _status(refused.status, refused.reason)
 
-    def _store(self, ds: Dataset, data: bytes, calling_ae: str) -> int:
+    def _store(self, ds: Dataset, data: bytes, calling_ae: str, called_ae: str) -> int:
         study_uid = str(ds.StudyInstanceUID)
         sop_uid = str(ds.SOPInstanceUID)
-        existing = self._stored(sop_uid)
-        if existing is not None:
-            self._log_duplicate(existing, data, calling_ae)
-            return SUCCESS
         spooled = self.spool.write(data, study_uid, sop_uid)
+        info = view_info(ds)
         in_place = False
         try:
             with self.db.session() as session:
-                study_id = self._upsert_study(session, ds, calling_ae)
-                session.add(
-                    Instance(
-                        sop_instance_uid=sop_uid,
-                        study_id=study_id,
-                        series_instance_uid=str(ds.SeriesInstanceUID),
-                        sop_class_uid=str(ds.SOPClassUID),
-                        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID)[:64],
-                        modality=_text(ds, "Modality", 16),
-                        laterality=_laterality(ds),
-                        view=_view(ds),
-                        calling_ae_title=calling_ae[:16],
-                        path=str(spooled.path),
-                        size=spooled.size,
-                        sha256=spooled.sha256,
-                        received_at=utcnow(),
-                    )
-                )
-                # The unique SOP Instance UID: a concurrent copy blocks or fails here, so only
-                # the holder of this row puts its file in place.
-                session.flush()
+                study_id = self._upsert_study(session, ds, calling_ae, called_ae)
+                # The unique SOP Instance UID: a copy stored before, or a concurrent one, fails
+                # (or blocks) here, so only the holder of this row puts its file in place.
+                session.execute(insert(Instance).values(
+                    sop_instance_uid=sop_uid,
+                    study_id=study_id,
+                    series_instance_uid=str(ds.SeriesInstanceUID),
+                    sop_class_uid=str(ds.SOPClassUID),
+                    transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID)[:64],
+                    modality=_text(ds, "Modality", 16),
+                    # as read from whichever attribute holds them (ViewCodeSequence,
+                    # ViewPosition, ImageLaterality, Laterality, or the image's text)
+                    laterality=(info.laterality or "")[:2],
+                    view=(info.view or "")[:16],
+                    calling_ae_title=calling_ae[:16],
+                    path=str(spooled.path),
+                    size=spooled.size,
+                    sha256=spooled.sha256,
+                    received_at=utcnow(),
+                ))
                 self.spool.commit(spooled)
                 in_place = True
+                self.db.announce(session, ANALYSIS_WORK)
         except BaseException as exc:
             # A file already in place stays: once our row is rolled back another association
             # may have put the same instance there and committed it, and a file no row names is
@@ -270,7 +295,7 @@ class StoreService:
             raced = self._stored(sop_uid) if isinstance(exc, IntegrityError) else None
             if raced is None:
                 raise
-            self._log_duplicate(raced, data, calling_ae)  # another association was first
+            self._log_duplicate(raced, data, calling_ae)  # stored before, or by another association
             return SUCCESS
         log.info(
             "stored %s (study %s, %d bytes) from %s", sop_uid, study_uid, spooled.size, calling_ae
@@ -283,7 +308,7 @@ class StoreService:
                 select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
             )
 
-    def _upsert_study(self, session: Any, ds: Dataset, calling_ae: str) -> int:
+    def _upsert_study(self, session: Any, ds: Dataset, calling_ae: str, called_ae: str) -> int:
         now = utcnow()
         study_uid = str(ds.StudyInstanceUID)
         values = dict(
@@ -296,17 +321,18 @@ class StoreService:
             study_date=_text(ds, "StudyDate", 8),
             study_description=_text(ds, "StudyDescription", 64),
             calling_ae_title=calling_ae,
-            # the node answers to one AE title (require_called_aet); routes may match on it
-            called_ae_title=self.settings.dicom.ae_title,
+            # which of the node's AE titles was called; routes may match on it
+            called_ae_title=called_ae[:16],
             instance_count=0,
             first_received_at=now,
             last_received_at=now,
             updated_at=now,
             last_error="",
         )
-        insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)
+        dialect_insert = (postgresql.insert if session.bind.dialect.name == "postgresql"
+                          else sqlite.insert)
         session.execute(
-            insert(Study).values(**values).on_conflict_do_nothing(
+            dialect_insert(Study).values(**values).on_conflict_do_nothing(
                 index_elements=["study_instance_uid"]
             )
         )
@@ -343,21 +369,15 @@ class StoreService:
                 )
 
 
-def allowed_calling_ae_titles(db: Database) -> list[str]:
-    with db.session() as session:
-        return list(session.scalars(select(AllowedPeer.ae_title).order_by(AllowedPeer.ae_title)))
+def load_policy(settings: Settings, db: Database) -> AssociationPolicy:
+    """The association policy: the node's AE titles (settings) and its peers (database)."""
+    with db.read_session() as session:
+        peers = [peer_rule(p.ae_title, p.hosts)
+                 for p in session.scalars(select(AllowedPeer).order_by(AllowedPeer.ae_title))]
+    return AssociationPolicy.build(settings.dicom.listening_ae_titles, peers)
 
 
-def _on_requested(event: evt.Event) -> None:
-    log.info(
-        "association requested by %s from %s:%s",
-        event.assoc.requestor.ae_title,
-        event.assoc.requestor.address,
-        event.assoc.requestor.port,
-    )
-
-
-def build_ae(settings: Settings, allowed: list[str]) -> AE:
+def build_ae(settings: Settings) -> AE:
     dicom = settings.dicom
     ae = AE(ae_title=dicom.ae_title)
     ae.acse_timeout = dicom.acse_timeout
@@ -367,36 +387,54 @@ def build_ae(settings: Settings, allowed: list[str]) -> AE:
     # the association limits are the guard's (which counts requested associations only);
     # pynetdicom's own count includes silent connections, so it is set out of the way
     ae.maximum_associations = dicom.max_connections + 1
-    ae.require_called_aet = True
-    ae.require_calling_aet = allowed
+    # called and calling AE titles are checked by the guard's policy, which gives reasons
+    ae.require_called_aet = False
+    ae.require_calling_aet = []
     ae.add_supported_context("1.2.840.10008.1.1")  # Verification
     for sop_class in ACCEPTED_SOP_CLASSES:
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
     return ae
 
 
+
 class Scp:
-    """The running SCP. ``refresh_policy()`` re-reads the allowed calling AE titles."""
+    """The running SCP. ``refresh_policy()`` re-reads the peers from the database."""
 
     def __init__(self, settings: Settings, db: Database, spool: Spool):
         self.settings = settings
         self.db = db
         self.service = StoreService(settings, db, spool)
-        self.ae = build_ae(settings, allowed_calling_ae_titles(db))
+        self.ae = build_ae(settings)
+        self.policy = load_policy(settings, db)
         self.server: GuardedServer | None = None
 
     def start(self) -> tuple[str, int]:
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, self.service.handle_echo),
             (evt.EVT_C_STORE, self.service.handle_store),
+            (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
-            (evt.EVT_REQUESTED, _on_requested),
+            (evt.EVT_RELEASED, _on_released),
+            (evt.EVT_ABORTED, _on_aborted),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
         dicom = self.settings.dicom
-        server = cast(GuardedServer, self.ae.make_server(
-            (dicom.bind, dicom.port), evt_handlers=handlers, server_class=GuardedServer,
-            request_handler=GuardedRequestHandler,
-        ))
+        try:
+            server = cast(GuardedServer, self.ae.make_server(
+                (dicom.bind, dicom.port), evt_handlers=handlers, server_class=GuardedServer,
+                request_handler=GuardedRequestHandler,
+            ))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"DICOM port {dicom.port} on {dicom.bind} is already in use (another node "
+                    "or DICOM server?): stop it, or set dicom.port (MAMMOGATE_DICOM__PORT) to a "
+                    "free port"
+                ) from exc
+            raise StartupError(
+                f"cannot listen for DICOM on {dicom.bind}:{dicom.port} ({exc.strerror}): check "
+                "dicom.bind and dicom.port"
+            ) from exc
         server.limits = AssociationLimits(
             maximum_associations=dicom.maximum_associations,
             maximum_associations_per_host=dicom.maximum_associations_per_host,
@@ -405,6 +443,7 @@ class Scp:
             network_timeout=dicom.network_timeout,
             maximum_pdu_size=dicom.maximum_pdu_size,
         )
+        server.policy = self.policy
         server.on_refused_connection = self._on_refused_connection  # type: ignore[method-assign]  # the SCP audits
         self.ae._servers.append(server)  # as start_server does: the server's shutdown unregisters it
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
@@ -412,12 +451,21 @@ class Scp:
         host, port = server.server_address[:2]
         log.info(
             "DICOM SCP %s listening on %s:%s (allowed calling AE titles: %s)",
-            dicom.ae_title, host, port, ", ".join(self.ae.require_calling_aet) or "any",
+            " / ".join(self.policy.listening), host, port, self._describe_peers(),
         )
         return str(host), int(port)
 
+    def _describe_peers(self) -> str:
+        if self.policy.accepts_any_caller:
+            return "any"
+        return ", ".join(
+            p.ae_title + (f" from {'/'.join(p.hosts)}" if p.hosts else "")
+            for p in self.policy.peers.values()
+        )
+
     def _on_refused_connection(self, host: str) -> None:
-        self._audit("connection-refused", "dicom:", host, f"dicom.max_connections ({self.settings.dicom.max_connections}) open")
+        reason = f"dicom.max_connections ({self.settings.dicom.max_connections}) open"
+        self._audit("connection-refused", "dicom:", host, reason)
 
     def _audit(self, action: str, actor: str, target: str, detail: str) -> None:
         try:
@@ -426,29 +474,89 @@ class Scp:
         except SQLAlchemyError:
             log.exception("could not record %s from %s", action, target)
 
+    # -- association history --------------------------------------------------------------
+
+    def _record(self, assoc: Any, *, accepted: bool, reason: str = "") -> int | None:
+        requestor = assoc.requestor
+        primitive = requestor.primitive
+        called = str(getattr(primitive, "called_ae_title", "") or "").strip()
+        try:
+            with self.db.session() as session:
+                row = AssociationRecord(
+                    requested_at=utcnow(),
+                    calling_ae_title=str(requestor.ae_title or "").strip()[:16],
+                    called_ae_title=called[:16],
+                    address=str(requestor.address)[:64],
+                    port=int(requestor.port or 0),
+                    accepted=accepted,
+                    outcome="open" if accepted else "rejected",
+                    reason=reason,
+                    ended_at=None if accepted else utcnow(),
+                )
+                session.add(row)
+                session.flush()
+                return row.id
+        except SQLAlchemyError:
+            log.exception("could not record the association from %s", requestor.address)
+            return None
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        log.info(
+            "association accepted: %s -> %s from %s:%s",
+            str(assoc.requestor.ae_title).strip(), str(assoc.acceptor.ae_title).strip(),
+            assoc.requestor.address, assoc.requestor.port,
+        )
+        _counts(assoc)
+        assoc.mammogate_history_id = self._record(assoc, accepted=True)  # type: ignore[attr-defined]
+
     def _on_rejected(self, event: evt.Event) -> None:
-        """Log and audit a rejected association: who called, from where, and why."""
+        """Log, audit and record a rejected association: who called, from where, and why."""
         primitive = event.assoc.acceptor.primitive if event.assoc.acceptor else None
         reason = getattr(event.assoc, "guard_reason", "") or str(
             getattr(primitive, "reason_str", "") or "see the association policy"
         )
-        calling = str(event.assoc.requestor.ae_title)
+        calling = str(event.assoc.requestor.ae_title).strip()
         address = str(event.assoc.requestor.address)
-        log.warning("association from %s (%s) rejected: %s", calling, address, reason)
+        if not getattr(event.assoc, "guard_reason", ""):  # the guard logs its own
+            log.warning("association from %s (%s) rejected: %s", calling, address, reason)
         self._audit("association-rejected", f"dicom:{calling}", address, reason)
+        self._record(event.assoc, accepted=False, reason=reason)
+
+    def _on_closed(self, event: evt.Event) -> None:
+        history_id = getattr(event.assoc, "mammogate_history_id", None)
+        if history_id is None:
+            return
+        counts = _counts(event.assoc)
+        try:
+            with self.db.session() as session:
+                session.execute(
+                    update(AssociationRecord)
+                    .where(AssociationRecord.id == history_id)
+                    .values(ended_at=utcnow(), outcome=counts.outcome,
+                            instances_stored=counts.stored, instances_refused=counts.refused)
+                )
+        except SQLAlchemyError:
+            log.exception("could not record the end of association %d", history_id)
+        log.info("association %d from %s ended (%s): %d stored, %d refused", history_id,
+                 str(event.assoc.requestor.ae_title).strip(), counts.outcome, counts.stored,
+                 counts.refused)
 
     def refresh_policy(self) -> None:
-        allowed = allowed_calling_ae_titles(self.db)
-        if not allowed and self.ae.require_calling_aet and not self._may_accept_any():
+        policy = load_policy(self.settings, self.db)
+        if policy.accepts_any_caller and not self.policy.accepts_any_caller \
+                and not self._may_accept_any():
             log.error(
                 "the database now lists no allowed calling AE titles while DICOM listens on %s: "
                 "keeping the previous list (%s) rather than accepting any caller",
-                self.settings.dicom.bind, ", ".join(self.ae.require_calling_aet),
+                self.settings.dicom.bind, self._describe_peers(),
             )
             return
-        if allowed != self.ae.require_calling_aet:
-            self.ae.require_calling_aet = allowed
-            log.info("allowed calling AE titles now: %s", ", ".join(allowed) or "any")
+        if policy.peers != self.policy.peers:
+            self.policy = policy
+            if self.server is not None:
+                self.server.policy = policy
+            log.info("allowed calling AE titles now: %s", self._describe_peers())
 
     def _may_accept_any(self) -> bool:
         dicom = self.settings.dicom
@@ -458,3 +566,11 @@ class Scp:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+
+
+def _on_released(event: evt.Event) -> None:
+    _counts(event.assoc).outcome = "released"
+
+
+def _on_aborted(event: evt.Event) -> None:
+    _counts(event.assoc).outcome = "aborted"

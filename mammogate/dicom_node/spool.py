@@ -59,6 +59,13 @@ class Spool:
     def __init__(self, root: Path):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        # study folders whose entry in the root is known to be on disk (fsynced by this process)
+        self._durable_folders: set[str] = set()
+
+    def _durable(self, folder: str) -> None:
+        if len(self._durable_folders) >= 10_000:  # a bound: forgetting costs one fsync each
+            self._durable_folders.clear()
+        self._durable_folders.add(folder)
 
     def path_for(self, study_instance_uid: str, sop_instance_uid: str) -> Path:
         check_uid(study_instance_uid, "Study Instance UID")
@@ -73,6 +80,7 @@ class Spool:
             final.parent.mkdir(parents=True, exist_ok=True)
             if new_dir:
                 _fsync_dir(self.root)
+                self._durable(final.parent.name)
             fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".incoming-", suffix=".tmp")
         except OSError as exc:
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
@@ -94,9 +102,12 @@ class Spool:
         try:
             os.replace(spooled.temporary, spooled.path)
             _fsync_dir(spooled.path.parent)
-            # The study's folder entry too: the thread that created the folder may not have
-            # fsynced the root yet when another association's file lands in it.
-            _fsync_dir(self.root)
+            # The study's folder entry too, once: the thread that created the folder may not
+            # have fsynced the root yet when another association's file lands in it.
+            folder = spooled.path.parent.name
+            if folder not in self._durable_folders:
+                _fsync_dir(self.root)
+                self._durable(folder)
         except OSError as exc:
             raise SpoolError(f"cannot place {spooled.path.name} in the spool: {exc.strerror}") from exc
         return spooled.path

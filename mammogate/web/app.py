@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -16,6 +16,8 @@ from litestar.security.session_auth import SessionAuth
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mammogate.config.settings import Settings, WebSettings
@@ -27,6 +29,7 @@ from mammogate.web.controllers import (
     HistoryController,
     StudyController,
     healthz,
+    ready,
 )
 from mammogate.web.errors import EXCEPTION_HANDLERS
 from mammogate.web.formatting import register_filters
@@ -40,7 +43,7 @@ STATIC_DIR = HERE / "static"
 SESSION_COOKIE = "mammogate_session"
 CSRF_COOKIE = "mammogate_csrf"
 # Open to anonymous visitors; every other path needs a signed-in user.
-PUBLIC_PATHS = [r"^/login$", r"^/static/", r"^/healthz$"]
+PUBLIC_PATHS = [r"^/login$", r"^/static/", r"^/healthz$", r"^/ready$"]
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -71,8 +74,12 @@ def _template_engine() -> JinjaTemplateEngine:
     return JinjaTemplateEngine.from_environment(env)
 
 
-def create_app(settings: Settings, db: Database) -> Litestar:
-    """The portal. ``db`` is the caller's: the app neither migrates nor disposes it."""
+def create_app(
+    settings: Settings, db: Database, *, readiness: Callable[[], dict[str, str]] | None = None
+) -> Litestar:
+    """The portal. ``db`` is the caller's: the app neither migrates nor disposes it.
+    ``readiness`` answers ``/ready`` (each check "ok" or why not); without it only the
+    database is checked."""
     master_key = load_session_key(settings)
     web = settings.web
 
@@ -113,6 +120,17 @@ def create_app(settings: Settings, db: Database) -> Litestar:
     def provide_web_settings() -> WebSettings:
         return settings.web
 
+    def database_only() -> dict[str, str]:
+        try:
+            with db.read_session() as session:
+                session.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return {"database": f"unreachable ({type(exc).__name__})"}
+        return {"database": "ok"}
+
+    def provide_readiness() -> Callable[[], dict[str, str]]:
+        return readiness or database_only
+
     return Litestar(
         route_handlers=[
             AuthController,
@@ -122,6 +140,7 @@ def create_app(settings: Settings, db: Database) -> Litestar:
             AdminController,
             OperationsController,
             healthz,
+            ready,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], opt={"exclude_from_auth": True}
             ),
@@ -131,6 +150,7 @@ def create_app(settings: Settings, db: Database) -> Litestar:
             "db": Provide(provide_db, use_cache=True, sync_to_thread=False),
             "data_dir": Provide(provide_data_dir, use_cache=True, sync_to_thread=False),
             "web_settings": Provide(provide_web_settings, use_cache=True, sync_to_thread=False),
+            "readiness": Provide(provide_readiness, use_cache=True, sync_to_thread=False),
         },
         middleware=[session_auth.middleware],
         csrf_config=csrf,

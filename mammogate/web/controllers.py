@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
-from litestar.response import File, Template
+from litestar.response import File, Response, Template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -146,3 +147,16 @@ class AdminController(Controller):
 def healthz() -> dict[str, Any]:
     """Liveness: the process answers HTTP."""
     return {"status": "ok"}
+
+
+Readiness = NamedDependency[Callable[[], dict[str, str]]]
+
+
+@read("/ready", sync_to_thread=True, exclude_from_auth=True)
+def ready(readiness: Readiness) -> Response[dict[str, Any]]:
+    """Readiness: 200 when the database and the spool are reachable, the DICOM port listens
+    and the model has loaded; else 503 with what is not ready."""
+    checks = readiness()
+    ok = all(v == "ok" for v in checks.values())
+    return Response({"status": "ready" if ok else "not ready", "checks": checks},
+                    status_code=200 if ok else 503)

@@ -5,16 +5,18 @@ touches neither the model nor the network); each is audited with the admin's nam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from litestar import Controller, Request, post
 from litestar.exceptions import HTTPException
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mammogate.db import Job
 from mammogate.db.admin import (
     RequestRefused,
+    association_history,
     request_destination_test,
     request_reanalysis,
     request_resubmission,
@@ -64,6 +66,22 @@ class JobOut:
     error: str  # why a failed one failed
 
 
+@dataclass(frozen=True)
+class AssociationOut:
+    id: int
+    requested_at: datetime
+    ended_at: datetime | None
+    calling_ae_title: str
+    called_ae_title: str
+    address: str
+    port: int
+    accepted: bool
+    outcome: str  # open, released, aborted, closed, rejected
+    reason: str  # why it was rejected
+    instances_stored: int
+    instances_refused: int
+
+
 def _refused(exc: RequestRefused) -> HTTPException:
     status = 404 if str(exc).startswith(("no study", "no delivery", "no destination")) else 409
     return HTTPException(status_code=status, detail=str(exc))
@@ -77,6 +95,21 @@ def _actor(request: AnyRequest) -> str:
 class OperationsController(Controller):
     path = "/api/admin"
     guards = [admin_only]
+
+    @read("/associations", sync_to_thread=True)
+    def associations(
+        self, db_session: DbSession,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+        calling: Annotated[str | None, QueryParameter(max_length=16)] = None,
+        rejected: bool = False,
+    ) -> list[AssociationOut]:
+        """The latest DICOM associations, newest first: who called which AE title from where,
+        accepted or rejected and why, and how many instances each stored."""
+        rows = association_history(db_session, limit=limit, calling_ae_title=calling,
+                                   rejected_only=rejected)
+        return [AssociationOut(r.id, r.requested_at, r.ended_at, r.calling_ae_title,
+                               r.called_ae_title, r.address, r.port, r.accepted, r.outcome,
+                               r.reason, r.instances_stored, r.instances_refused) for r in rows]
 
     @read("/studies/{study_instance_uid:str}/routes", sync_to_thread=True)
     def explain_routes(self, request: AnyRequest, db_session: DbSession, db: Db,

@@ -54,7 +54,7 @@ def test_only_quiet_studies_settle(db: Database) -> None:
     _study(db, "1.2.3.1", quiet_for=30)
     _study(db, "1.2.3.2", quiet_for=1)
     with db.session() as session:
-        settled = [s.study_instance_uid for s in settle_studies(session, settle_seconds=10)]
+        settled = [s.study_instance_uid for s, _why in settle_studies(session, settle_seconds=10)]
     assert settled == ["1.2.3.1"]
     with db.session() as session:
         states = {uid: state for uid, state in session.execute(select(Study.study_instance_uid, Study.state))}
