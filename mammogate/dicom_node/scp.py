@@ -44,6 +44,8 @@ from mammogate.db.states import StudyState
 from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
 from mammogate.dicom_node.limits import LimitExceeded, read_bounded
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
+from mammogate.dicom_node.tls import describe as describe_tls
+from mammogate.dicom_node.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +386,7 @@ class Scp:
         self.service = StoreService(settings, db, spool)
         self.ae = build_ae(settings, allowed_calling_ae_titles(db))
         self.server: GuardedServer | None = None
+        self.ssl_context = server_context(settings.dicom)  # a bad TLS file: ConfigError, now
 
     def start(self) -> tuple[str, int]:
         handlers: list[Any] = [
@@ -395,8 +398,9 @@ class Scp:
         dicom = self.settings.dicom
         server = cast(GuardedServer, self.ae.make_server(
             (dicom.bind, dicom.port), evt_handlers=handlers, server_class=GuardedServer,
-            request_handler=GuardedRequestHandler,
+            request_handler=GuardedRequestHandler, ssl_context=self.ssl_context,
         ))
+        server.dicom = dicom
         server.limits = AssociationLimits(
             maximum_associations=dicom.maximum_associations,
             maximum_associations_per_host=dicom.maximum_associations_per_host,
@@ -411,13 +415,14 @@ class Scp:
         self.server = server
         host, port = server.server_address[:2]
         log.info(
-            "DICOM SCP %s listening on %s:%s (allowed calling AE titles: %s)",
-            dicom.ae_title, host, port, ", ".join(self.ae.require_calling_aet) or "any",
+            "DICOM SCP %s listening on %s:%s (%s; allowed calling AE titles: %s)",
+            dicom.ae_title, host, port, describe_tls(dicom),
+            ", ".join(self.ae.require_calling_aet) or "any",
         )
         return str(host), int(port)
 
-    def _on_refused_connection(self, host: str) -> None:
-        self._audit("connection-refused", "dicom:", host, f"dicom.max_connections ({self.settings.dicom.max_connections}) open")
+    def _on_refused_connection(self, host: str, reason: str) -> None:
+        self._audit("connection-refused", "dicom:", host, reason)
 
     def _audit(self, action: str, actor: str, target: str, detail: str) -> None:
         try:
