@@ -109,7 +109,7 @@ def _reason(exc: BaseException, dicom: DicomSettings) -> str:
         return (f"no TLS handshake within dicom.association_request_seconds "
                 f"({dicom.association_request_seconds:g} s)")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"the client's certificate is not trusted by dicom.tls_ca_file: "
+        return (f"the client's certificate fails verification against dicom.tls_ca_file: "
                 f"{exc.verify_message}")
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ConnectionError):
         return "the client closed the connection during the handshake (does it trust this node's certificate?)"
@@ -138,29 +138,32 @@ def handshake(raw: socket.socket, context: ssl.SSLContext, dicom: DicomSettings)
     ``dicom.association_request_seconds`` (one deadline for the whole handshake).
 
     Raises :class:`TlsHandshakeError` (the raw socket closed) when it fails."""
-    raw.settimeout(dicom.association_request_seconds)
     try:
+        raw.settimeout(dicom.association_request_seconds)
         wrapped = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # the client is gone already
         raw.close()
         raise TlsHandshakeError(_reason(exc, dicom)) from exc
     try:
         wrapped.do_handshake()  # CPython applies the timeout to the handshake as a whole
+        wrapped.settimeout(None)  # blocking as a plain accepted socket: the guard sets deadlines
     except (OSError, ValueError) as exc:
         try:
             wrapped.close()
         except OSError:
             log.debug("closing the failed TLS connection failed too")
         raise TlsHandshakeError(_reason(exc, dicom)) from exc
-    wrapped.settimeout(None)  # blocking, as a plain accepted socket: the guard sets read deadlines
     return wrapped
 
 
 def peer_summary(wrapped: ssl.SSLSocket) -> str:
     """The protocol and cipher, and the client certificate's subject if one was verified."""
-    version = wrapped.version() or "TLS"
-    cipher = (wrapped.cipher() or ("?",))[0]
-    cert = wrapped.getpeercert()
+    try:
+        version = wrapped.version() or "TLS"
+        cipher = (wrapped.cipher() or ("?",))[0]
+        cert = wrapped.getpeercert()
+    except (OSError, ValueError):  # closed meanwhile: the association reports that
+        return "connection closed"
     if not cert:
         return f"{version} {cipher}, no client certificate"
     rdns: Any = cert.get("subject", ())  # ((("commonName", "client"),), ...)

@@ -148,7 +148,8 @@ def test_mutual_tls_refuses_a_client_without_a_trusted_certificate_and_serves_on
     assert details == [
         "TLS handshake failed: the client sent no certificate and "
         "dicom.tls_require_client_certificate is true [PEER_DID_NOT_RETURN_A_CERTIFICATE]",
-        "TLS handshake failed: the client's certificate is not trusted by dicom.tls_ca_file: "
+        "TLS handshake failed: the client's certificate fails verification against "
+        "dicom.tls_ca_file: "
         "unable to get local issuer certificate",
         "TLS handshake failed: the client does not trust this node's certificate (unknown CA) "
         "[TLSV1_ALERT_UNKNOWN_CA]",
