@@ -30,6 +30,12 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian o
 PG_ADMIN_URL = os.environ.get("MAMMOGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+def dcmtk_env() -> dict[str, str]:
+    """The environment for DCMTK's tools: TCP_NODELAY turns Nagle's algorithm off (else each
+    small PDU write waits for the peer's delayed ACK)."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
 def pixelmed_sr_validation(path: Path) -> str:
     """PixelMed's DicomSRValidator: the one validator here that checks template content."""
     require_tool(PIXELMED_JAR)
@@ -302,14 +308,16 @@ class Node:
         return subprocess.run(
             [STORESCU, *options, "-aet", calling, "-aec", called or self.ae_title, "127.0.0.1",
              str(self.dicom_port), *map(str, files)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, env=dcmtk_env(),
         )
 
-    def echoscu(self, calling: str = "MODALITY") -> subprocess.CompletedProcess[str]:
+    def echoscu(self, calling: str = "MODALITY",
+                options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         require_tool(ECHOSCU)
         return subprocess.run(
-            [ECHOSCU, "-aet", calling, "-aec", self.ae_title, "127.0.0.1", str(self.dicom_port)],
-            capture_output=True, text=True, timeout=30,
+            [ECHOSCU, *options, "-aet", calling, "-aec", self.ae_title, "127.0.0.1",
+             str(self.dicom_port)],
+            capture_output=True, text=True, timeout=30, env=dcmtk_env(),
         )
 
     def client(self) -> httpx.Client:
@@ -398,6 +406,29 @@ class ThrowawayPostgres:
         status = subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"),
                                  "-D", str(self.root / "data"), "status"], capture_output=True)
         return status.returncode == 0
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def certificates(root: Path, name: str) -> Path:
+    """A CA (ca.crt, ca.key), and certificates for 127.0.0.1 signed by it, for the server
+    (server.crt, server.key) and for the client (client.crt, client.key): PEM files in
+    root/name."""
+    require_tool("/usr/bin/openssl")
+    d = root / name
+    d.mkdir(parents=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+             f"/CN={name} test CA", "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
+    (d / "san.cnf").write_text("subjectAltName = IP:127.0.0.1\n")
+    for who in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}",
+                 "-keyout", f"{who}.key", "-out", f"{who}.csr", cwd=d)
+        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", f"{who}.crt",
+                 cwd=d)
+    return d
 
 
 def which(tool: str) -> str:

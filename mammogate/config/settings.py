@@ -145,11 +145,45 @@ class DicomSettings(_Section):
     # A half-received file (".incoming-*.tmp") a crash left in the spool is removed at start
     # once it is this old: older than any C-STORE still in flight on a node sharing the spool.
     stale_incoming_seconds: float = Field(3600.0, ge=0)
+    # DICOM over TLS on this port (PS3.15 B.1, BCP 195: TLS 1.2 and 1.3 only). PEM files: this
+    # node's certificate (with its chain) and unencrypted key; tls_ca_file the CA bundle that
+    # client certificates are verified against (a client without one is still taken unless
+    # tls_require_client_certificate, which needs tls_ca_file: mutual TLS).
+    tls: bool = False
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_require_client_certificate: bool = False
 
     @field_validator("ae_title")
     @classmethod
     def _ae(cls, v: str) -> str:
         return _check_ae_title(v, "dicom.ae_title")
+
+    @model_validator(mode="after")
+    def _tls(self) -> DicomSettings:
+        files = {"tls_cert_file": self.tls_cert_file, "tls_key_file": self.tls_key_file,
+                 "tls_ca_file": self.tls_ca_file}
+        if not self.tls:
+            given = [f"dicom.{key}" for key, value in files.items() if value]
+            if self.tls_require_client_certificate:
+                given.append("dicom.tls_require_client_certificate")
+            if given:
+                raise ValueError(f"{', '.join(given)} given but dicom.tls is false: set "
+                                 "dicom.tls = true to listen with TLS, or remove them")
+            return self
+        for key in ("tls_cert_file", "tls_key_file"):
+            if not files[key]:
+                raise ValueError(f"dicom.{key} is required when dicom.tls is true "
+                                 "(a PEM file)")
+        if self.tls_require_client_certificate and not self.tls_ca_file:
+            raise ValueError("dicom.tls_ca_file is required when "
+                             "dicom.tls_require_client_certificate is true (the CA bundle that "
+                             "client certificates are verified against)")
+        for key, value in files.items():
+            if value and not Path(value).is_file():
+                raise ValueError(f"dicom.{key}: {value!r} is not a file")
+        return self
 
     @field_validator("allowed_calling_ae_titles")
     @classmethod

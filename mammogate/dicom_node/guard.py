@@ -16,14 +16,24 @@ PDU byte by byte for as long as its sender trickles; these classes put bounds on
   arrive (``association_request_seconds`` before the association is requested): one byte every
   few seconds does not keep a connection alive;
 - established associations idle for ``dicom.network_timeout`` are dropped (pynetdicom's idle
-  timer).
+  timer);
+- with TLS (``dicom.tls``) the handshake runs in the connection's own thread, not in the
+  accepting loop (where pynetdicom does it, so one silent client would stop the port), within
+  ``dicom.association_request_seconds``, and a connection in its handshake counts towards
+  ``dicom.max_connections``; a failed handshake is logged with the peer's address and the
+  reason and reported to ``on_refused_connection``. The PDU bound and read deadlines apply to
+  the decrypted stream as to a plain one.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +41,8 @@ from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from mammogate.config.settings import DicomSettings
+from mammogate.dicom_node import tls
 from mammogate.dicom_node.policy import AssociationPolicy
 
 log = logging.getLogger(__name__)
@@ -137,22 +149,31 @@ class GuardedACSE(ACSE):
 class GuardedRequestHandler(RequestHandler):
     def handle(self) -> None:
         server: GuardedServer = self.server  # type: ignore[assignment]
-        if len(server.active_associations) >= server.limits.max_connections:
-            log.warning(
-                "connection from %s closed: dicom.max_connections (%d) open",
-                self.client_address[0], server.limits.max_connections,
-            )
-            server.on_refused_connection(str(self.client_address[0]))
+        host = str(self.client_address[0])
+        if server.open_connections() >= server.limits.max_connections:
+            reason = f"dicom.max_connections ({server.limits.max_connections}) open"
+            log.warning("connection from %s closed: %s", host, reason)
+            server.on_refused_connection(host, reason)
             try:
                 self.request.shutdown(socket.SHUT_RDWR)
             except OSError:
-                log.debug("connection from %s already closed", self.client_address[0])
+                log.debug("connection from %s already closed", host)
             return
         try:
             # Nagle would hold each small C-STORE-RSP back until the peer's delayed ACK
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
-            log.debug("TCP_NODELAY not set for %s: %s", self.client_address[0], exc)
+            log.debug("TCP_NODELAY not set for %s: %s", host, exc)
+        if server.ssl_context is not None:
+            with server.handshaking():
+                try:
+                    self.request = tls.handshake(self.request, server.ssl_context, server.dicom)
+                except tls.TlsHandshakeError as exc:
+                    log.warning("TLS handshake with %s failed: %s", host, exc)
+                    server.on_refused_connection(host, f"TLS handshake failed: {exc}")
+                    return
+            assert isinstance(self.request, ssl.SSLSocket)
+            log.info("TLS from %s: %s", host, tls.peer_summary(self.request))
         super().handle()
 
     def _create_association(self) -> Any:
@@ -196,6 +217,32 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(ThreadedAssociationServer):
     limits: AssociationLimits
     policy: AssociationPolicy | None = None  # replaced as a whole when the peers change
+    dicom: DicomSettings  # for the TLS handshake's deadline and its explanations
 
-    def on_refused_connection(self, host: str) -> None:
-        """Called for a connection closed over ``max_connections`` (the SCP audits it)."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._handshakes = 0
+        self._handshakes_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept only: pynetdicom would run the TLS handshake here, in the accepting loop."""
+        assert self.socket is not None
+        return self.socket.accept()
+
+    @contextmanager
+    def handshaking(self) -> Iterator[None]:
+        with self._handshakes_lock:
+            self._handshakes += 1
+        try:
+            yield
+        finally:
+            with self._handshakes_lock:
+                self._handshakes -= 1
+
+    def open_connections(self) -> int:
+        """Associations (requested or not) and connections still in their TLS handshake."""
+        return len(self.active_associations) + self._handshakes
+
+    def on_refused_connection(self, host: str, reason: str) -> None:
+        """Called for a connection closed over ``max_connections`` or in a failed TLS
+        handshake (the SCP audits it)."""

@@ -56,6 +56,8 @@ from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler,
 from mammogate.dicom_node.limits import LimitExceeded, read_bounded
 from mammogate.dicom_node.policy import AssociationPolicy, peer_rule
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
+from mammogate.dicom_node.tls import describe as describe_tls
+from mammogate.dicom_node.tls import server_context
 from mammogate.imaging.views import view_info
 
 log = logging.getLogger(__name__)
@@ -407,6 +409,7 @@ class Scp:
         self.ae = build_ae(settings)
         self.policy = load_policy(settings, db)
         self.server: GuardedServer | None = None
+        self.ssl_context = server_context(settings.dicom)  # a bad TLS file: ConfigError, now
 
     def start(self) -> tuple[str, int]:
         handlers: list[Any] = [
@@ -422,7 +425,7 @@ class Scp:
         try:
             server = cast(GuardedServer, self.ae.make_server(
                 (dicom.bind, dicom.port), evt_handlers=handlers, server_class=GuardedServer,
-                request_handler=GuardedRequestHandler,
+                request_handler=GuardedRequestHandler, ssl_context=self.ssl_context,
             ))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -435,6 +438,7 @@ class Scp:
                 f"cannot listen for DICOM on {dicom.bind}:{dicom.port} ({exc.strerror}): check "
                 "dicom.bind and dicom.port"
             ) from exc
+        server.dicom = dicom
         server.limits = AssociationLimits(
             maximum_associations=dicom.maximum_associations,
             maximum_associations_per_host=dicom.maximum_associations_per_host,
@@ -450,8 +454,9 @@ class Scp:
         self.server = server
         host, port = server.server_address[:2]
         log.info(
-            "DICOM SCP %s listening on %s:%s (allowed calling AE titles: %s)",
-            " / ".join(self.policy.listening), host, port, self._describe_peers(),
+            "DICOM SCP %s listening on %s:%s (%s; allowed calling AE titles: %s)",
+            " / ".join(self.policy.listening), host, port, describe_tls(dicom),
+            self._describe_peers(),
         )
         return str(host), int(port)
 
@@ -463,8 +468,7 @@ class Scp:
             for p in self.policy.peers.values()
         )
 
-    def _on_refused_connection(self, host: str) -> None:
-        reason = f"dicom.max_connections ({self.settings.dicom.max_connections}) open"
+    def _on_refused_connection(self, host: str, reason: str) -> None:
         self._audit("connection-refused", "dicom:", host, reason)
 
     def _audit(self, action: str, actor: str, target: str, detail: str) -> None:

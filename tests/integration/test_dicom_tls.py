@@ -3,7 +3,6 @@ certificates made by openssl for this test, the peer verified by CA and host nam
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,33 +12,12 @@ from sqlalchemy.orm import Session
 
 from mammogate.db import Delivery
 from mammogate.training.synthetic import write_study
-from tests.peers import Node, Orthanc, require_tool, wait_until
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _certificates(root: Path, name: str) -> Path:
-    """A CA, and a certificate for 127.0.0.1 signed by it, for the server and for the client."""
-    require_tool("/usr/bin/openssl")
-    d = root / name
-    d.mkdir(parents=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             f"/CN={name} test CA", "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
-    (d / "san.cnf").write_text("subjectAltName = IP:127.0.0.1\n")
-    for who in ("server", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}",
-                 "-keyout", f"{who}.key", "-out", f"{who}.csr", cwd=d)
-        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", f"{who}.crt",
-                 cwd=d)
-    return d
+from tests.peers import Node, Orthanc, certificates, wait_until
 
 
 @pytest.fixture
 def tls_pacs(tmp_path: Path) -> Iterator[tuple[Orthanc, Path]]:
-    certs = _certificates(tmp_path, "pki")
+    certs = certificates(tmp_path, "pki")
     pacs = Orthanc(tmp_path / "pacs", aet="TLSPACS", extra_config={
         "DicomTlsEnabled": True,
         "DicomTlsCertificate": str(certs / "server.crt"),
@@ -58,7 +36,7 @@ def test_results_reach_a_pacs_that_requires_tls_and_a_wrong_ca_is_named(
     tmp_path: Path, tls_pacs: tuple[Orthanc, Path]
 ) -> None:
     pacs, certs = tls_pacs
-    impostor = _certificates(tmp_path, "other")  # a CA that did not sign the PACS's certificate
+    impostor = certificates(tmp_path, "other")  # a CA that did not sign the PACS's certificate
     tls = {"kind": "dimse", "ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port,
            "tls": True, "tls_cert_file": str(certs / "client.crt"),
            "tls_key_file": str(certs / "client.key")}
