@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from mammogate.config.settings import Settings, WebSettings
 from mammogate.db import Database
+from mammogate.storage import FreeSpaceGuard
 from mammogate.web.auth import AuthController, PortalUser, make_user_loader
 from mammogate.web.controllers import (
     AdminController,
@@ -113,6 +114,16 @@ def create_app(settings: Settings, db: Database) -> Litestar:
     def provide_web_settings() -> WebSettings:
         return settings.web
 
+    storage = settings.storage
+    spool_space = FreeSpaceGuard(
+        settings.spool_dir, "spool", min_free_bytes=storage.min_free_bytes,
+        min_free_percent=storage.min_free_percent,
+        check_seconds=storage.free_space_check_seconds,
+    )
+
+    def provide_spool_space() -> FreeSpaceGuard:
+        return spool_space
+
     return Litestar(
         route_handlers=[
             AuthController,
@@ -131,6 +142,7 @@ def create_app(settings: Settings, db: Database) -> Litestar:
             "db": Provide(provide_db, use_cache=True, sync_to_thread=False),
             "data_dir": Provide(provide_data_dir, use_cache=True, sync_to_thread=False),
             "web_settings": Provide(provide_web_settings, use_cache=True, sync_to_thread=False),
+            "spool_space": Provide(provide_spool_space, use_cache=True, sync_to_thread=False),
         },
         middleware=[session_auth.middleware],
         csrf_config=csrf,
