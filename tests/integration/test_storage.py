@@ -210,12 +210,12 @@ def test_a_20_mb_disk_filled_to_the_brim_loses_nothing_and_leaves_no_job_running
         node.stop()
     with Session(create_engine(f"sqlite:///{tmpfs / 'mammogate.sqlite3'}")) as session:
         rows = {r.sop_instance_uid: r for r in session.scalars(select(Instance))}
-        failed = [(j.id, j.last_error) for j in session.scalars(select(Job))
-                  if j.state != "done" and j.last_error]
+        jobs = [(j.id, j.state, j.last_error) for j in session.scalars(select(Job))]
     assert sorted(rows) == sorted(accepted), "every Success recorded, nothing else"
     for row in rows.values():
         data = Path(row.path).read_bytes()
         assert hashlib.sha256(data).hexdigest() == row.sha256
         assert pydicom.dcmread(row.path).SOPInstanceUID == row.sop_instance_uid
-    for job_id, error in failed:  # a failure for want of space says so
-        assert "results_min_free_bytes" in error or "disk is full" in error, (job_id, error)
+    # images stopped at storage.min_free_bytes, above storage.results_min_free_bytes: every
+    # study taken had room for its results
+    assert jobs and all(state == "done" for _, state, _ in jobs), jobs
