@@ -139,8 +139,10 @@ def readiness(db: Database, spool: Spool, scp: Scp, worker: AnalysisWorker) -> d
     except Exception as exc:  # noqa: BLE001 -- any failure means "not ready", with its name
         checks["database"] = f"unreachable ({type(exc).__name__})"
     root = spool.root
-    checks["spool"] = ("ok" if root.is_dir() and os.access(root, os.W_OK | os.X_OK)
-                       else f"{root} is not a writable folder")
+    if not (root.is_dir() and os.access(root, os.W_OK | os.X_OK)):
+        checks["spool"] = f"{root} is not a writable folder"
+    else:  # below the free-space minimum the SCP refuses images
+        checks["spool"] = scp.service.spool_space.shortage() or "ok"
     checks["dicom"] = "ok" if scp.server is not None else "not listening"
     checks["model"] = worker.model_error or "ok"
     return checks

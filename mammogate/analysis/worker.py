@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from mammogate.analysis.retention import RetentionSweep
 from mammogate.analysis.routes import route_rules, study_facts
 from mammogate.config import Settings
 from mammogate.db import (
@@ -58,8 +59,13 @@ from mammogate.inference.results import StudyResult
 from mammogate.reporting import OBJECT_BUILDERS, PriorDocument, ReportingError, save_report
 from mammogate.reporting.store import record_analysis, record_report
 from mammogate.routing import PlannedDelivery, plan_deliveries
+from mammogate.storage import DiskSpaceLow, FreeSpaceGuard, describe_os_error
 
 log = logging.getLogger(__name__)
+
+# tries at recording a failed attempt (a poll interval apart) before the job is left to its
+# lease: on a full disk the database may refuse the write too
+RECORD_FAILURE_TRIES = 3
 
 
 class StudyAnalyzer(Protocol):
@@ -98,6 +104,14 @@ class AnalysisWorker(PollLoop):
         self.analyzer_factory = analyzer_factory
         self.analyzer: StudyAnalyzer | None = None
         self.model_error = "not loaded yet"  # empty once the model has loaded
+        storage = settings.storage
+        self.results_space = FreeSpaceGuard(
+            settings.data_dir, "results", min_free_bytes=storage.results_min_free_bytes,
+            bytes_key="storage.results_min_free_bytes",
+            check_seconds=storage.free_space_check_seconds,
+            report_seconds=storage.refusal_log_seconds,
+        )
+        self.retention = RetentionSweep(settings, db, f"retention:{worker_id}")
 
     def start_model(self) -> None:
         """Make the analyzer and load its model now rather than at the first study. A model
@@ -135,6 +149,9 @@ class AnalysisWorker(PollLoop):
             for abandoned in give_up_abandoned_jobs(session, cfg.max_attempts):
                 log.error("job %d given up: %s", abandoned.id, abandoned.last_error)
                 study_failed(session, abandoned, abandoned.last_error)
+        self.retention.run_if_due()
+        if self._results_space_low():
+            return False  # the jobs wait (pending) until there is room for their results
         with self.db.session() as session:
             job = claim_job(session, self.worker_id, cfg.lease_seconds, cfg.max_attempts)
             if job is None:
@@ -150,7 +167,9 @@ class AnalysisWorker(PollLoop):
             study_processing(owned[0])
         try:
             self._analyze(job_id, study_id)
-        except (ImagingError, ReportingError, InferenceError, OSError) as exc:
+        except OSError as exc:
+            self._job_failed(job_id, study_id, describe_os_error(exc, "cannot read or write"))
+        except (ImagingError, ReportingError, InferenceError, DiskSpaceLow) as exc:
             # InferenceError: the analysis process exceeded its memory or time, or died
             self._job_failed(job_id, study_id, str(exc))
         except SQLAlchemyError as exc:
@@ -186,6 +205,9 @@ class AnalysisWorker(PollLoop):
             ]
         log.info("analysing study %s (%d instances, job %d)", study_uid, len(paths), job_id)
         result = self.analyzer.analyze_study(paths)
+        reason = self.results_space.shortage()
+        if reason is not None:
+            raise DiskSpaceLow(f"results not written: {reason}")
         overlays = self._write_overlays(result, job_id)
 
         with self.db.session() as session:
@@ -268,12 +290,47 @@ class AnalysisWorker(PollLoop):
                 continue
             out_dir.mkdir(parents=True, exist_ok=True)
             target = out_dir / f"{image.sop_instance_uid}.png"
-            target.write_bytes(image.overlay_png)
+            try:
+                target.write_bytes(image.overlay_png)
+            except OSError as exc:
+                for path in (target, *written.values()):  # no half-written overlay stays
+                    path.unlink(missing_ok=True)
+                raise ReportingError(describe_os_error(exc, "cannot write the overlays")) from exc
             written[image.sop_instance_uid] = target
         return written
 
+    def _results_space_low(self) -> bool:
+        """Whether the results' disk is below storage.results_min_free_bytes (said in the log
+        at most once per storage.refusal_log_seconds)."""
+        reason = self.results_space.shortage()
+        if reason is None:
+            return False
+        if self.results_space.refused() is not None:
+            log.error("worker %s: %s: no analysis starts until space is freed under %s",
+                      self.worker_id, reason, self.settings.data_dir)
+        return True
+
     def _job_failed(self, job_id: int, study_id: int, error: str) -> None:
+        """Record the failed attempt at once (retried later, or failed for good). If the
+        database refuses the write (a full disk may stop SQLite too), it is tried again a poll
+        interval later; when it still fails the job is left running until its lease expires,
+        and said so."""
         log.error("analysis job %d failed: %s", job_id, error)
+        for attempt in range(1, RECORD_FAILURE_TRIES + 1):
+            try:
+                self._record_failure(job_id, study_id, error)
+                return
+            except SQLAlchemyError as exc:
+                log.error("analysis job %d: could not record its failure (try %d of %d): "
+                          "database error %s", job_id, attempt, RECORD_FAILURE_TRIES,
+                          type(exc).__name__)
+                if attempt < RECORD_FAILURE_TRIES:
+                    self.stopping.wait(self.settings.worker.poll_seconds)
+        log.critical("analysis job %d: its failure is not recorded; it is claimed again when its "
+                     "lease expires (worker.lease_seconds = %g)", job_id,
+                     self.settings.worker.lease_seconds)
+
+    def _record_failure(self, job_id: int, study_id: int, error: str) -> None:
         cfg = self.settings.worker
         with self.db.session() as session:
             owned = self._still_ours(session, job_id, study_id, "not recording this failure")

@@ -341,6 +341,43 @@ class SenderSettings(_Section):
         return _check_ae_title(v, "sender.calling_ae_title") if v else v
 
 
+class StorageSettings(_Section):
+    """Disk space and retention (``mammogate.storage``, ``mammogate.analysis.retention``)."""
+
+    # The SCP answers C-STORE 0xA700 (Out of Resources) while the spool's filesystem has less
+    # free than either of these (0: no limit of that kind)
+    min_free_bytes: int = Field(2 * 2**30, ge=0)
+    min_free_percent: float = Field(0.0, ge=0, lt=100)
+    # The worker claims no analysis, and writes no result or overlay, while the data_dir's
+    # filesystem has less free than this: less than min_free_bytes, so images stop coming in
+    # before results can no longer be written
+    results_min_free_bytes: int = Field(256 * 2**20, ge=0)
+    # statvfs is read at most this often (0: before every instance)
+    free_space_check_seconds: float = Field(1.0, ge=0)
+    # at most one log line (and audit entry) per this while stores are refused for space
+    refusal_log_seconds: float = Field(60.0, gt=0)
+    # the spool files of a study every delivery of which is delivered (at least one) are
+    # removed this many days after its last delivery (0: kept forever); results and overlays
+    # are kept. A float: 0.5 is twelve hours.
+    retention_days: float = Field(0.0, ge=0)
+    retention_check_seconds: float = Field(3600.0, gt=0)  # how often the sweep looks
+
+    @model_validator(mode="after")
+    def _results_below_images(self) -> StorageSettings:
+        given = {"min_free_bytes", "results_min_free_bytes"} & self.model_fields_set
+        if self.min_free_bytes and self.results_min_free_bytes > self.min_free_bytes:
+            if given == {"min_free_bytes"}:
+                # min_free_bytes lowered alone: the results' reserve follows it down
+                self.results_min_free_bytes = self.min_free_bytes // 2
+            else:
+                raise ValueError(
+                    f"storage.results_min_free_bytes ({self.results_min_free_bytes}) is more "
+                    f"than storage.min_free_bytes ({self.min_free_bytes}): the worker would run "
+                    "out of space for results before the SCP stopped taking images"
+                )
+        return self
+
+
 class DicomDestinationSettings(_Section):
     """A DICOM peer that takes the objects by C-STORE."""
 
@@ -604,6 +641,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     sender: SenderSettings = Field(default_factory=SenderSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     destinations: list[Destination] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
 

@@ -27,6 +27,7 @@ from mammogate.db.queue import (
     reanalysable,
     resubmit_delivery,
 )
+from mammogate.db.retention import removed_reason
 from mammogate.db.states import DeliveryState
 from mammogate.db.wakeup import ANALYSIS, DELIVERY, announce
 
@@ -54,6 +55,9 @@ def request_reanalysis(session: Session, study_instance_uid: str, *, actor: str)
     why_not = reanalysable(study)
     if why_not is not None:
         raise RequestRefused(f"study {study_instance_uid} cannot be analysed again now: {why_not}")
+    if study.images_removed_at is not None:
+        raise RequestRefused(f"{removed_reason(study_instance_uid, study.images_removed_at)}: it "
+                             "cannot be analysed again (send the study again under new UIDs)")
     if session.scalar(select(Instance.id).where(Instance.study_id == study.id).limit(1)) is None:
         raise RequestRefused(f"study {study_instance_uid} has no stored images")
     job = enqueue_analysis(session, study)

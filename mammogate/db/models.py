@@ -46,6 +46,8 @@ class Study(Base):
     last_received_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
     last_error: Mapped[str] = mapped_column(Text, default="")
+    # when the retention sweep removed the study's spool files (results and overlays stay)
+    images_removed_at: Mapped[datetime | None]
 
     instances: Mapped[list[Instance]] = relationship(back_populates="study")
     analyses: Mapped[list[Analysis]] = relationship(

@@ -50,6 +50,7 @@ from mammogate.db import (
     utcnow,
 )
 from mammogate.db.queue import study_receives_images
+from mammogate.db.retention import removed_reason
 from mammogate.db.states import StudyState
 from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
 from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
@@ -59,6 +60,7 @@ from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check
 from mammogate.dicom_node.tls import describe as describe_tls
 from mammogate.dicom_node.tls import server_context
 from mammogate.imaging.views import view_info
+from mammogate.storage import FreeSpaceGuard
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +199,13 @@ class StoreService:
         self.settings = settings
         self.db = db
         self.spool = spool
+        storage = settings.storage
+        self.spool_space = FreeSpaceGuard(
+            spool.root, "spool", min_free_bytes=storage.min_free_bytes,
+            min_free_percent=storage.min_free_percent,
+            check_seconds=storage.free_space_check_seconds,
+            report_seconds=storage.refusal_log_seconds,
+        )
 
     def handle_echo(self, event: evt.Event) -> int:
         """C-ECHO. Status: 0x0000 Success."""
@@ -209,11 +218,13 @@ class StoreService:
         Statuses (every failure carries an Error Comment with the reason):
             0x0000 Success -- in the spool (fsynced) and in the database; also for a re-sent
                 instance (the first copy is kept)
-            0xA700 Out of resources -- the spool or database could not be written
+            0xA700 Out of resources -- the spool's disk is below storage.min_free_bytes or
+                storage.min_free_percent, or the spool or database could not be written
             0xA900 Dataset does not match SOP class -- no pixel data, not Modality MG, or a
                 SOP Class UID other than the presentation context's
             0xC000 Cannot understand -- the dataset does not parse, its UIDs are missing or
-                invalid, or an internal error (logged) stopped the store
+                invalid, the study's images were removed by retention, or an internal error
+                (logged) stopped the store
         """
         calling_ae = str(event.assoc.requestor.ae_title).strip()
         called_ae = str(event.assoc.acceptor.ae_title).strip()
@@ -222,6 +233,9 @@ class StoreService:
         sop_class_uid = str(request.AffectedSOPClassUID or "")
         counts = _counts(event.assoc)
         try:
+            short = self.spool_space.shortage()
+            if short is not None:
+                return self._refuse_for_space(short, calling_ae, sop_uid)
             data = event.encoded_dataset(include_meta=True)
             ds = parse_dataset(data, self.settings.dicom)
             check_dataset(ds, sop_class_uid, sop_uid)
@@ -234,11 +248,23 @@ class StoreService:
         except (SpoolError, SQLAlchemyError) as exc:
             counts.refused += 1
             log.exception("C-STORE of %s from %s: cannot make it durable", sop_uid, calling_ae)
-            return _status(OUT_OF_RESOURCES, f"cannot store now ({type(exc).__name__}): try later")
+            full = isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
+            return _status(OUT_OF_RESOURCES, "spool disk full: try later" if full
+                           else f"cannot store now ({type(exc).__name__}): try later")
         except Exception as exc:  # noqa: BLE001 -- a handler answers with a status, never raises
             counts.refused += 1
             log.exception("C-STORE of %s from %s: internal error", sop_uid, calling_ae)
             return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+
+    def _refuse_for_space(self, reason: str, calling_ae: str, sop_uid: str) -> Dataset:
+        """0xA700 while the spool's disk is low; logged and audited at most once per
+        storage.refusal_log_seconds, however many stores come."""
+        count = self.spool_space.refused()
+        if count is not None:
+            self._refuse(StoreRefused(OUT_OF_RESOURCES, f"{reason} ({count} C-STOREs refused "
+                                      "since the last report): free space in the spool"),
+                         calling_ae, sop_uid)
+        return _status(OUT_OF_RESOURCES, reason)
 
     def _refuse(self, refused: StoreRefused, calling_ae: str, sop_uid: str) -> Dataset:
         log.warning(
@@ -297,12 +323,24 @@ class StoreService:
             raced = self._stored(sop_uid) if isinstance(exc, IntegrityError) else None
             if raced is None:
                 raise
+            # a re-sent image of a study whose images retention removed is refused, not kept
+            self._check_not_removed(study_uid)
             self._log_duplicate(raced, data, calling_ae)  # stored before, or by another association
             return SUCCESS
         log.info(
             "stored %s (study %s, %d bytes) from %s", sop_uid, study_uid, spooled.size, calling_ae
         )
         return SUCCESS
+
+    def _check_not_removed(self, study_uid: str) -> None:
+        """A study whose images retention removed takes none again (not even a re-sent one):
+        its analysis would miss the removed ones."""
+        with self.db.read_session() as session:
+            removed_at = session.scalar(select(Study.images_removed_at)
+                                        .where(Study.study_instance_uid == study_uid))
+        if removed_at is not None:
+            log.warning("C-STORE for study %s: %s", study_uid, removed_reason(study_uid, removed_at))
+            raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(removed_at))
 
     def _stored(self, sop_instance_uid: str) -> Instance | None:
         with self.db.session() as session:
@@ -341,6 +379,8 @@ class StoreService:
         study = session.scalar(
             select(Study).where(Study.study_instance_uid == study_uid).with_for_update()
         )
+        if study.images_removed_at is not None:  # checked again under the study's lock
+            raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(study.images_removed_at))
         previous = study_receives_images(session, study)
         if previous is not None:
             # More images after the study settled: analysed again once it is quiet.
@@ -377,6 +417,11 @@ def load_policy(settings: Settings, db: Database) -> AssociationPolicy:
         peers = [peer_rule(p.ae_title, p.hosts)
                  for p in session.scalars(select(AllowedPeer).order_by(AllowedPeer.ae_title))]
     return AssociationPolicy.build(settings.dicom.listening_ae_titles, peers)
+
+
+def _removed_comment(removed_at: Any) -> str:
+    return f"this study's images were removed by retention on {removed_at:%Y-%m-%d}"
+
 
 
 def build_ae(settings: Settings) -> AE:

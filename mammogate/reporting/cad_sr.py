@@ -55,6 +55,7 @@ from mammogate.reporting.cad_templates import (
 )
 from mammogate.reporting.errors import ReportParseError, ReportWriteError, SourceMismatchError
 from mammogate.reporting.sr_items import ContentItemPath
+from mammogate.storage import describe_os_error
 
 logger = logging.getLogger(__name__)
 
@@ -593,7 +594,7 @@ def write_dataset(ds: Dataset, path: str | os.PathLike[str]) -> Path:
         tmp = None
         _fsync_directory(target.parent)
     except OSError as exc:
-        raise ReportWriteError(f"cannot write {target}: {exc}") from exc
+        raise ReportWriteError(describe_os_error(exc, f"cannot write {target}")) from exc
     finally:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):

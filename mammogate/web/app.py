@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from mammogate.config.settings import Settings, WebSettings
 from mammogate.db import Database
+from mammogate.storage import FreeSpaceGuard
 from mammogate.web.auth import AuthController, PortalUser, make_user_loader
 from mammogate.web.controllers import (
     AdminController,
@@ -131,6 +132,16 @@ def create_app(
     def provide_readiness() -> Callable[[], dict[str, str]]:
         return readiness or database_only
 
+    storage = settings.storage
+    spool_space = FreeSpaceGuard(
+        settings.spool_dir, "spool", min_free_bytes=storage.min_free_bytes,
+        min_free_percent=storage.min_free_percent,
+        check_seconds=storage.free_space_check_seconds,
+    )
+
+    def provide_spool_space() -> FreeSpaceGuard:
+        return spool_space
+
     return Litestar(
         route_handlers=[
             AuthController,
@@ -151,6 +162,7 @@ def create_app(
             "data_dir": Provide(provide_data_dir, use_cache=True, sync_to_thread=False),
             "web_settings": Provide(provide_web_settings, use_cache=True, sync_to_thread=False),
             "readiness": Provide(provide_readiness, use_cache=True, sync_to_thread=False),
+            "spool_space": Provide(provide_spool_space, use_cache=True, sync_to_thread=False),
         },
         middleware=[session_auth.middleware],
         csrf_config=csrf,

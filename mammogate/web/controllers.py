@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammogate.db import AuditEntry, Database, User, utcnow
+from mammogate.storage import FreeSpaceGuard
 from mammogate.web.auth import admin_only, any_role, user_of
 from mammogate.web.http import read
 from mammogate.web.studies import StudyDetail, StudyPage, list_studies, overlay_for, study_detail
@@ -144,9 +145,15 @@ class AdminController(Controller):
 
 
 @read("/healthz", sync_to_thread=False, exclude_from_auth=True)
-def healthz() -> dict[str, Any]:
-    """Liveness: the process answers HTTP."""
-    return {"status": "ok"}
+def healthz(spool_space: NamedDependency[FreeSpaceGuard]) -> dict[str, Any]:
+    """Liveness: the process answers HTTP (200 however full the disk). ``storage`` says
+    whether the SCP takes images now, or why not (the spool's disk below a minimum)."""
+    reason = spool_space.shortage()
+    space = spool_space.last_space
+    return {"status": "ok", "storage": {
+        "accepting_images": reason is None, "reason": reason or "",
+        "spool_free_bytes": space.free_bytes if space is not None else None,
+    }}
 
 
 Readiness = NamedDependency[Callable[[], dict[str, str]]]

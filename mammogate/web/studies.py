@@ -120,6 +120,7 @@ class StudyDetail:
     first_received_at: datetime
     last_received_at: datetime
     last_error: str
+    images_removed_at: datetime | None  # by retention (storage.retention_days); results kept
     analysis_count: int
     analysis: AnalysisView | None  # the current result
     earlier: list[EarlierAnalysis]  # the results it superseded, newest first
@@ -227,6 +228,7 @@ def study_detail(session: Session, study_instance_uid: str, data_dir: Path) -> S
         first_received_at=study.first_received_at,
         last_received_at=study.last_received_at,
         last_error=study.last_error,
+        images_removed_at=study.images_removed_at,
         analysis_count=analysis_count,
         analysis=_analysis_view(analysis, data_dir) if analysis is not None else None,
         earlier=_earlier(session, study.id, analysis.id) if analysis is not None else [],

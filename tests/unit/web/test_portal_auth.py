@@ -38,7 +38,9 @@ def test_anonymous_api_call_gets_401_json(client: TestClient[Litestar]) -> None:
 
 
 def test_healthz_static_and_login_are_public(client: TestClient[Litestar]) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert set(health["storage"]) == {"accepting_images", "reason", "spool_free_bytes"}
     assert client.get("/static/portal.css").status_code == 200
     login = client.get("/login")
     assert login.status_code == 200
