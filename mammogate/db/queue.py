@@ -106,6 +106,22 @@ def next_settle_due(session: Session, settle_seconds: float) -> datetime | None:
     return None if last is None else last + timedelta(seconds=settle_seconds)
 
 
+def another_image_of_receiving_study(
+    session: Session, study_instance_uid: str, now: datetime
+) -> int | None:
+    """Count one more image of a study that is receiving (and whose images retention has not
+    removed), in one statement that also locks its row; its id, or None when the study is new
+    or in another state (then :func:`study_receives_images` on the locked row)."""
+    return session.scalar(
+        update(Study)
+        .where(Study.study_instance_uid == study_instance_uid,
+               Study.state == StudyState.RECEIVING, Study.images_removed_at.is_(None))
+        .values(instance_count=Study.instance_count + 1, last_received_at=now, updated_at=now)
+        .returning(Study.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def study_receives_images(session: Session, study: Study) -> str | None:
     """An image arrived for ``study`` (locked): it is receiving until it settles again. Its
     pending analyses are superseded (settling queues a fresh one). Returns the state it left,

@@ -49,7 +49,7 @@ from mammogate.db import (
     Study,
     utcnow,
 )
-from mammogate.db.queue import study_receives_images
+from mammogate.db.queue import another_image_of_receiving_study, study_receives_images
 from mammogate.db.retention import removed_reason
 from mammogate.db.states import StudyState
 from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
@@ -351,6 +351,10 @@ class StoreService:
     def _upsert_study(self, session: Any, ds: Dataset, calling_ae: str, called_ae: str) -> int:
         now = utcnow()
         study_uid = str(ds.StudyInstanceUID)
+        # the common case in one statement: another image of a study that is receiving
+        study_id = another_image_of_receiving_study(session, study_uid, now)
+        if study_id is not None:
+            return study_id
         values = dict(
             study_instance_uid=study_uid,
             state=StudyState.RECEIVING,

@@ -328,6 +328,19 @@ def test_config_diff_names_each_difference_and_apply_clears_it(db: Database) -> 
         assert apply_config(session, edited, actor="test") == diff
     with db.session() as session:
         assert config_diff(session, edited) == []
+    bound = edited.model_copy(deep=True)
+    bound.dicom = load_settings(None, dicom={
+        "allowed_calling_ae_titles": [],
+        "peers": [{"ae_title": "MODALITY1", "hosts": ["10.0.0.5", "10.1.0.0/16"]}]}).dicom
+    with db.session() as session:
+        assert config_diff(session, bound) == [
+            "allowed calling AE title 'MODALITY1': hosts are 'any' in the database, "
+            "'10.0.0.5,10.1.0.0/16' in the file"]
+        apply_config(session, bound, actor="test")
+    with db.session() as session:
+        peer = session.scalars(select(AllowedPeer)).one()
+        assert (peer.ae_title, peer.hosts) == ("MODALITY1", "10.0.0.5,10.1.0.0/16")
+        assert config_diff(session, bound) == []
 
 
 def test_deliveries_to_a_disabled_destination_wait_until_it_is_enabled(db: Database) -> None:

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Ingest throughput against DCMTK and Orthanc, in one run, with Nagle off everywhere.
+
+Two sizes, pushed by DCMTK's storescu over one association to each receiver on loopback:
+  small -- ``--small N`` MG images of 64x52 (per-instance overhead: durability, database,
+           association handling);
+  large -- ``--large N`` MG images of 4096x3328, 16-bit (about 27 MB each: bytes moved).
+Receivers: DCMTK storescp (writes each file, no fsync), Orthanc (its SQLite index and storage
+area, defaults), and ``mammogate serve`` (fsync of the file and its folder and a database
+commit before each Success; settle_seconds long, so no analysis runs during the timing). Each
+peer gets ``TCP_NODELAY=1``. The node's fsync/fdatasync calls are counted with strace during a
+separate push (strace slows it; that push is not timed).
+
+    .venv/bin/python benchmarks/ingest.py --small 1000 --large 16 [--runs 2]
+
+Prints a Markdown table (seconds, images/s, ratio to storescp and to Orthanc) to paste into
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.peers import STORESCU, Node, Orthanc, free_port  # noqa: E402
+
+MG = "1.2.840.10008.5.1.4.1.1.1.2"
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}  # for the DCMTK tools
+
+
+def write_images(out: Path, count: int, rows: int, columns: int, per_study: int = 4) -> list[Path]:
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 4096, size=(rows, columns), dtype=np.uint16).tobytes()
+    views = [("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO")]
+    files = []
+    study_uid = series_uid = ""
+    for i in range(count):
+        if i % per_study == 0:
+            study_uid, series_uid = generate_uid(), generate_uid()
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = MG
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = MG
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Modality = "MG"
+        ds.PatientID = f"BENCH-{i // per_study}"
+        ds.PatientName = "Bench^Mark"
+        ds.ImageLaterality, ds.ViewPosition = views[i % 4]
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.Rows, ds.Columns = rows, columns
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.PixelRepresentation, ds.SamplesPerPixel = 0, 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PixelData = pixels
+        path = out / f"{i:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files
+
+
+def push(files: list[Path], port: int, called: str) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [STORESCU, "-aet", "MODALITY", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True, text=True, env=NODELAY)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"storescu to {called} failed: {result.stderr[-500:]}")
+    return elapsed
+
+
+def storescp(files: list[Path], out: Path) -> float:
+    out.mkdir(parents=True)
+    port = free_port()
+    server = subprocess.Popen(["/usr/bin/storescp", "-od", str(out), str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=NODELAY)
+    time.sleep(0.5)
+    try:
+        return push(files, port, "STORESCP")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def orthanc(files: list[Path], root: Path) -> float:
+    pacs = Orthanc(root).start()  # inherits TCP_NODELAY=1 (set in main)
+    try:
+        return push(files, pacs.dicom_port, pacs.aet)
+    finally:
+        pacs.stop()
+
+
+def mammogate(files: list[Path], root: Path) -> float:
+    node = Node(root, allowed_calling_ae_titles=["MODALITY"], settle_seconds=3600,
+                dicom={"expected_views": []})
+    node.start()
+    try:
+        return push(files, node.dicom_port, node.ae_title)
+    finally:
+        node.stop()
+
+
+def fsyncs_per_instance(files: list[Path], root: Path) -> float:
+    """fsync + fdatasync calls of the node per instance, over one push."""
+    node = Node(root, allowed_calling_ae_titles=["MODALITY"], settle_seconds=3600,
+                dicom={"expected_views": []})
+    node.start()
+    assert node.process is not None
+    trace = root / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o",
+                               str(trace), "-p", str(node.process.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        push(files, node.dicom_port, node.ae_title)
+        time.sleep(0.5)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait()
+        node.stop()
+    lines = [line for line in trace.read_text().splitlines() if "sync(" in line]
+    return len(lines) / len(files)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--large", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        sizes = {
+            f"small ({args.small} x 64x52)": write_images(tmp / "small", args.small, 64, 52),
+            f"large ({args.large} x 4096x3328)": write_images(tmp / "large", args.large, 4096, 3328),
+        }
+        receivers: dict[str, Callable[[list[Path], Path], float]] = {
+            "DCMTK storescp": storescp, "Orthanc": orthanc, "mammogate": mammogate}
+        print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores, Python {platform.python_version()}; "
+              f"{time.strftime('%Y-%m-%d')}")
+        print("| images | receiver | seconds (median) | images/s | vs storescp | vs Orthanc |")
+        print("|---|---|---|---|---|---|")
+        for label, files in sizes.items():
+            times: dict[str, list[float]] = {name: [] for name in receivers}
+            for run in range(args.runs):
+                for name, receive in receivers.items():
+                    times[name].append(receive(files, tmp / f"{name}-{label[:5]}-{run}".replace(" ", "")))
+            median = {name: statistics.median(t) for name, t in times.items()}
+            for name in receivers:
+                rate = len(files) / median[name]
+                print(f"| {label} | {name} | {median[name]:.2f} | {rate:.0f} | "
+                      f"{median['DCMTK storescp'] / median[name]:.2f} | "
+                      f"{median['Orthanc'] / median[name]:.2f} |")
+        small = sizes[next(iter(sizes))]
+        total = fsyncs_per_instance(small[:200], tmp / "strace-node")
+        print(f"\nmammogate fsync+fdatasync calls per small instance (strace, 200 instances): "
+              f"{total:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ["TCP_NODELAY"] = "1"  # DCMTK and Orthanc leave Nagle on without it
+    raise SystemExit(main())
