@@ -286,3 +286,30 @@ def test_a_peer_host_that_is_not_an_address_network_or_name_is_refused_at_start(
         "peers = [{ ae_title = \"MG1\", hosts = [\"10.0.0.1/40\"] }]", f"expected_views = {listed}"))
     result = node.run_cli("config", "diff", check=False)
     assert "dicom.expected_views: 'LXX' is not laterality" in result.stderr
+
+
+def test_the_readmes_ways_of_sending_real_compressed_files(listening: Listening) -> None:
+    """RLE (CBIS-DDSM) and JPEG Lossless (GE, Siemens) files: plain storescu cannot send them,
+    dcmsend and storescu -xr/-xs can, and each is stored in its own transfer syntax with the
+    view and laterality the node read from it (for CBIS-DDSM: from the PatientID)."""
+    from mammogate.db import Instance
+    from tests.shared_data import shared_data_dir
+
+    data = shared_data_dir() / "dicom"
+    cbis = sorted((data / "cbis_ddsm").glob("*.dcm"))
+    jpeg = sorted((data / "vendor_samples").glob("fodicom_*.dcm"))
+    assert cbis and jpeg
+    plain = listening.store("MODALITY", "MAMMOGATE", cbis[0])
+    assert plain.returncode != 0 or "No presentation context" in plain.stdout + plain.stderr
+    dcmsend = _dcmtk("/usr/bin/dcmsend", "-dn", "-aet", "MODALITY", "-aec", "MAMMOGATE", "127.0.0.1",
+                     str(listening.port), *map(str, cbis))
+    assert dcmsend.returncode == 0, dcmsend.stdout + dcmsend.stderr
+    xs = _dcmtk(STORESCU, "-xs", "-aet", "MODALITY", "-aec", "MAMMOGATE", "127.0.0.1",
+                str(listening.port), *map(str, jpeg))
+    assert xs.returncode == 0, xs.stdout + xs.stderr
+    with listening.db.read_session() as session:
+        rows = {Path(r.path).stem: r for r in session.scalars(select(Instance))}
+    syntaxes = {r.transfer_syntax_uid for r in rows.values()}
+    assert syntaxes == {"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.70"}  # RLE, JPEG Lossless
+    assert len(rows) == len(cbis) + len(jpeg)
+    assert all(r.laterality in ("L", "R") and r.view in ("CC", "MLO") for r in rows.values())
