@@ -121,6 +121,9 @@ def create_app(
     def provide_web_settings() -> WebSettings:
         return settings.web
 
+    def provide_expected_views() -> list[str]:
+        return list(settings.dicom.expected_views)
+
     def database_only() -> dict[str, str]:
         try:
             with db.read_session() as session:
@@ -161,6 +164,7 @@ def create_app(
             "db": Provide(provide_db, use_cache=True, sync_to_thread=False),
             "data_dir": Provide(provide_data_dir, use_cache=True, sync_to_thread=False),
             "web_settings": Provide(provide_web_settings, use_cache=True, sync_to_thread=False),
+            "expected_views": Provide(provide_expected_views, use_cache=True, sync_to_thread=False),
             "readiness": Provide(provide_readiness, use_cache=True, sync_to_thread=False),
             "spool_space": Provide(provide_spool_space, use_cache=True, sync_to_thread=False),
         },

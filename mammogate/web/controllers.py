@@ -26,6 +26,7 @@ PageNumber = Annotated[int, QueryParameter(name="page", ge=1, le=1_000_000)]
 DbSession = NamedDependency[Session]  # the request's read-only transaction
 Db = NamedDependency[Database]  # for the short write transactions (audit rows)
 DataDir = NamedDependency[Path]
+ExpectedViews = NamedDependency[list[str]]  # dicom.expected_views
 AnyRequest = Request[Any, Any, Any]
 
 
@@ -67,9 +68,10 @@ class StudyController(Controller):
         db_session: DbSession,
         db: Db,
         data_dir: DataDir,
+        expected_views: ExpectedViews,
         study_instance_uid: FromPath[str],
     ) -> Template:
-        study = study_detail(db_session, study_instance_uid, data_dir)
+        study = study_detail(db_session, study_instance_uid, data_dir, expected_views)
         record_access(db, request, "study viewed", study_instance_uid)
         return Template("studies/detail.html", context={"study": study})
 
@@ -107,9 +109,10 @@ class ApiController(Controller):
         db_session: DbSession,
         db: Db,
         data_dir: DataDir,
+        expected_views: ExpectedViews,
         study_instance_uid: FromPath[str],
     ) -> StudyDetail:
-        result = study_detail(db_session, study_instance_uid, data_dir)
+        result = study_detail(db_session, study_instance_uid, data_dir, expected_views)
         record_access(db, request, "study viewed", study_instance_uid)
         return result
 

@@ -7,6 +7,7 @@ JSON API never touch a live ORM object.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,12 +15,15 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from mammogate.config.settings import DEFAULT_EXPECTED_VIEWS
 from mammogate.db import Analysis, AnalysisImage, Delivery, Report, Study
+from mammogate.db.queue import views_present
 from mammogate.web.errors import NotFoundError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_VIEW_ORDER = {v: i for i, v in enumerate(DEFAULT_EXPECTED_VIEWS)}
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,9 @@ class StudyDetail:
     last_received_at: datetime
     last_error: str
     images_removed_at: datetime | None  # by retention (storage.retention_days); results kept
+    views_present: list[str]  # laterality + view of the images received, e.g. "RMLO"
+    views_missing: list[str]  # of dicom.expected_views
+    views_summary: str  # "4 of 4 expected views" or "3 of 4 expected views; RMLO missing"
     analysis_count: int
     analysis: AnalysisView | None  # the current result
     earlier: list[EarlierAnalysis]  # the results it superseded, newest first
@@ -197,9 +204,26 @@ def _get_study(session: Session, study_instance_uid: str) -> Study:
     return study
 
 
-def study_detail(session: Session, study_instance_uid: str, data_dir: Path) -> StudyDetail:
-    """The study, its latest analysis (images, findings, reports, deliveries)."""
+def views_summary(present: Sequence[str], expected: Sequence[str]) -> tuple[list[str], str]:
+    """The expected views missing, and a sentence a reader takes in at a glance."""
+    missing = [v for v in expected if v not in present]
+    if not expected:
+        return [], f"{len(present)} views" if present else "no view recognised"
+    found = len(expected) - len(missing)
+    text = f"{found} of {len(expected)} expected views"
+    return missing, text + (f"; {', '.join(missing)} missing" if missing else "")
+
+
+def study_detail(
+    session: Session, study_instance_uid: str, data_dir: Path,
+    expected_views: Sequence[str] = DEFAULT_EXPECTED_VIEWS,
+) -> StudyDetail:
+    """The study, its latest analysis (images, findings, reports, deliveries), and which of
+    the expected views it has."""
     study = _get_study(session, study_instance_uid)
+    present = sorted(views_present(session, [study.id]).get(study.id, set()),
+                     key=lambda v: (_VIEW_ORDER.get(v, 99), v))
+    missing, summary = views_summary(present, expected_views)
     analysis_count = session.scalar(select(func.count()).where(Analysis.study_id == study.id)) or 0
     analysis = session.scalar(
         select(Analysis)
@@ -229,6 +253,9 @@ def study_detail(session: Session, study_instance_uid: str, data_dir: Path) -> S
         last_received_at=study.last_received_at,
         last_error=study.last_error,
         images_removed_at=study.images_removed_at,
+        views_present=present,
+        views_missing=missing,
+        views_summary=summary,
         analysis_count=analysis_count,
         analysis=_analysis_view(analysis, data_dir) if analysis is not None else None,
         earlier=_earlier(session, study.id, analysis.id) if analysis is not None else [],

@@ -16,6 +16,7 @@ from mammogate.db import (
     Delivery,
     DestinationRow,
     Finding,
+    Instance,
     Report,
     Study,
     utcnow,
@@ -79,6 +80,13 @@ def add_sample_study(db: Database, data_dir: Path) -> str:
         )
         session.add(s)
         session.flush()
+        for sop_uid, laterality, view in ((LEFT_CC, "L", "CC"), (RIGHT_MLO, "R", "MLO"),
+                                          (f"{STUDY_UID}.99", "R", "")):  # no view: skipped
+            session.add(Instance(
+                sop_instance_uid=sop_uid, study_id=s.id, series_instance_uid=f"{STUDY_UID}.1",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2", transfer_syntax_uid="1.2.840.10008.1.2.1",
+                modality="MG", laterality=laterality, view=view, path="", size=0, sha256="",
+                received_at=now - timedelta(minutes=4)))
         a = Analysis(
             study_id=s.id,
             model_name="mammo-cnn",

@@ -108,6 +108,11 @@ def test_detail_shows_analysis_scores_findings_and_deliveries(
     assert f"/studies/{study}/images/{LEFT_CC}/overlay.png" in html
     assert f"/studies/{study}/images/{RIGHT_MLO}/overlay.png" not in html
     assert DISCLAIMER in html
+    # which of the expected views came, and which did not
+    assert re.search(r'id="study-views" class="views-missing">2 of 4 expected views; '
+                     r'RCC, LMLO missing \(LCC, RMLO\)', html)
+    detail = client.get(f"/api/studies/{study}").json()
+    assert (detail["views_present"], detail["views_missing"]) == (["LCC", "RMLO"], ["RCC", "LMLO"])
 
 
 def _access_log(db: Database) -> list[tuple[str, str, str]]:
@@ -233,3 +238,14 @@ def test_every_category_inference_can_produce_has_a_label() -> None:
     from mammogate.web.formatting import CATEGORY_LABELS
 
     assert set(get_args(ExamCategory)) <= set(CATEGORY_LABELS)
+
+
+def test_views_summary_says_how_many_expected_views_came_and_which_are_missing() -> None:
+    from mammogate.web.studies import views_summary
+
+    expected = ["RCC", "LCC", "RMLO", "LMLO"]
+    assert views_summary(expected, expected) == ([], "4 of 4 expected views")
+    assert views_summary(["RCC", "LCC", "LMLO"], expected) == (
+        ["RMLO"], "3 of 4 expected views; RMLO missing")
+    assert views_summary(["RCC", "RXCCL"], []) == ([], "2 views")
+    assert views_summary([], []) == ([], "no view recognised")
