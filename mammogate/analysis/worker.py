@@ -9,6 +9,7 @@ lost attempt are orphans that nothing references.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -205,6 +206,12 @@ class AnalysisWorker(PollLoop):
             ]
         log.info("analysing study %s (%d instances, job %d)", study_uid, len(paths), job_id)
         result = self.analyzer.analyze_study(paths)
+        studies = tuple(dict.fromkeys(str(h.get("StudyInstanceUID", "")) for h in result.headers))
+        if studies and studies != (study_uid,):
+            # an exam assembled from several studies (dicom.group_studies_by_patient_and_date):
+            # its results belong to the study it is recorded under, and name the others
+            result = dataclasses.replace(result, study_instance_uid=study_uid,
+                                         assembled_from=studies)
         reason = self.results_space.shortage()
         if reason is not None:
             raise DiskSpaceLow(f"results not written: {reason}")

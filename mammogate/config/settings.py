@@ -125,6 +125,11 @@ class DicomSettings(_Section):
     # A study is ready for analysis as soon as these views are all present (laterality + view,
     # as read from the images), or after settle_seconds without new images; [] waits for quiet.
     expected_views: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPECTED_VIEWS))
+    # Opt-in: images of one patient (PatientID without its view suffix, e.g. CBIS-DDSM's
+    # "Mass-Test_P_00173" of "Mass-Test_P_00173_LEFT_CC") and one StudyDate that arrive as
+    # separate studies (one StudyInstanceUID per image) are analysed as one exam, under the
+    # first study's UID; the result names every study it was assembled from.
+    group_studies_by_patient_and_date: bool = False
     acse_timeout: float = Field(30.0, gt=0)
     dimse_timeout: float = Field(60.0, gt=0)
     network_timeout: float = Field(60.0, gt=0)

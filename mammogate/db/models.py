@@ -41,6 +41,8 @@ class Study(Base):
     study_description: Mapped[str] = mapped_column(String(64), default="")
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     called_ae_title: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    # dicom.group_studies_by_patient_and_date: PatientID stem + StudyDate; "" when not grouped
+    exam_key: Mapped[str] = mapped_column(String(128), default="", server_default="", index=True)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     first_received_at: Mapped[datetime]
     last_received_at: Mapped[datetime] = mapped_column(index=True)
@@ -65,6 +67,9 @@ class Instance(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     series_instance_uid: Mapped[str] = mapped_column(String(64))
     sop_class_uid: Mapped[str] = mapped_column(String(64))
+    # the instance's own Study Instance UID: its study's, unless it joined an exam assembled
+    # from several studies (dicom.group_studies_by_patient_and_date)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="", server_default="")
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
     modality: Mapped[str] = mapped_column(String(16), default="")
     laterality: Mapped[str] = mapped_column(String(2), default="")

@@ -59,7 +59,7 @@ from mammogate.dicom_node.policy import AssociationPolicy, peer_rule
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
 from mammogate.dicom_node.tls import describe as describe_tls
 from mammogate.dicom_node.tls import server_context
-from mammogate.imaging.views import view_info
+from mammogate.imaging.views import patient_stem, view_info
 from mammogate.storage import FreeSpaceGuard
 
 log = logging.getLogger(__name__)
@@ -299,6 +299,7 @@ class StoreService:
                     study_id=study_id,
                     series_instance_uid=str(ds.SeriesInstanceUID),
                     sop_class_uid=str(ds.SOPClassUID),
+                    study_instance_uid=study_uid,
                     transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID)[:64],
                     modality=_text(ds, "Modality", 16),
                     # as read from whichever attribute holds them (ViewCodeSequence,
@@ -348,9 +349,26 @@ class StoreService:
                 select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
             )
 
+    def _exam_of(self, session: Any, ds: Dataset, study_uid: str) -> tuple[str, str]:
+        """(the study UID the instance is recorded under, the exam key): its own, unless
+        dicom.group_studies_by_patient_and_date puts it into an exam assembled earlier."""
+        if not self.settings.dicom.group_studies_by_patient_and_date:
+            return study_uid, ""
+        stem = patient_stem(_text(ds, "PatientID", 64))
+        date = _text(ds, "StudyDate", 8)
+        if not stem or not date:
+            return study_uid, ""  # nothing safe to group on
+        key = f"{stem}|{date}"[:128]
+        first = session.scalar(select(Study.study_instance_uid).where(Study.exam_key == key)
+                               .order_by(Study.id).limit(1))
+        if first is not None and first != study_uid:
+            log.info("study %s joins the exam of study %s (same patient and date)", study_uid, first)
+            return first, key
+        return study_uid, key
+
     def _upsert_study(self, session: Any, ds: Dataset, calling_ae: str, called_ae: str) -> int:
         now = utcnow()
-        study_uid = str(ds.StudyInstanceUID)
+        study_uid, exam_key = self._exam_of(session, ds, str(ds.StudyInstanceUID))
         # the common case in one statement: another image of a study that is receiving
         study_id = another_image_of_receiving_study(session, study_uid, now)
         if study_id is not None:
@@ -367,6 +385,7 @@ class StoreService:
             calling_ae_title=calling_ae,
             # which of the node's AE titles was called; routes may match on it
             called_ae_title=called_ae[:16],
+            exam_key=exam_key,
             instance_count=0,
             first_received_at=now,
             last_received_at=now,

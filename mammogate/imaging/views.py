@@ -181,6 +181,16 @@ def _from_text(ds: Dataset) -> tuple[str | None, str | None]:
     return None, None
 
 
+def patient_stem(patient_id: str) -> str:
+    """The PatientID without a laterality-and-view part that names the image rather than the
+    patient ("Mass-Test_P_00173_LEFT_CC" -> "Mass-Test_P_00173"); unchanged when it has none."""
+    text = patient_id.strip()
+    match = _TEXT_VIEW.search(text.upper())
+    if match is None:
+        return text
+    return (text[:match.start()] + text[match.end():]).strip(" _-.")
+
+
 def view_info(ds: Dataset) -> ViewInfo:
     """Laterality and view of an image, with the header each was taken from."""
     laterality: str | None = None

@@ -94,6 +94,9 @@ class StudyResult:
     # the header (no pixel data) of every file that could be read, in the order read: the
     # result objects and the routing use these, so each file is read once per analysis
     headers: tuple[Dataset, ...] = field(default=(), compare=False, repr=False)
+    # an exam assembled from several studies (the node's grouping by patient and date): each
+    # study whose images it holds; () when the images are of study_instance_uid alone
+    assembled_from: tuple[str, ...] = ()
 
     @property
     def findings(self) -> tuple[Finding, ...]:

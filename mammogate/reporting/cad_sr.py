@@ -163,9 +163,8 @@ def build_mammography_cad_sr(
         device_serial_number=device_serial_number,
         software_versions=software_versions,
     )
-    ds.CurrentRequestedProcedureEvidenceSequence = [
-        _evidence(result.study_instance_uid, [_header(headers, uid) for uid, _ in library])
-    ]
+    ds.CurrentRequestedProcedureEvidenceSequence = _evidence(
+        [_header(headers, uid) for uid, _ in library])
     if predecessors:
         ds.PredecessorDocumentsSequence = [
             _references(result.study_instance_uid, [
@@ -226,7 +225,7 @@ def _index_sources(result: StudyResult, sources: Sequence[Dataset]) -> dict[str,
         if not isinstance(source, Dataset):
             raise TypeError(f"sources[{i}] must be a pydicom Dataset, not {type(source).__name__}")
         study = source.get("StudyInstanceUID")
-        if study != result.study_instance_uid:
+        if study != result.study_instance_uid and study not in result.assembled_from:
             raise SourceMismatchError(
                 f"sources[{i}] belongs to study {study}, not {result.study_instance_uid}"
             )
@@ -392,10 +391,14 @@ class PriorDocument:
     series_instance_uid: str
 
 
-def _evidence(study_instance_uid: str, headers: Sequence[Dataset]) -> Dataset:
-    return _references(study_instance_uid, [
-        (str(h.SeriesInstanceUID), str(h.SOPClassUID), str(h.SOPInstanceUID)) for h in headers
-    ])
+def _evidence(headers: Sequence[Dataset]) -> list[Dataset]:
+    """One Current Requested Procedure Evidence item per study the images belong to (more
+    than one for an exam assembled from several studies)."""
+    by_study: dict[str, list[tuple[str, str, str]]] = {}
+    for h in headers:
+        by_study.setdefault(str(h.StudyInstanceUID), []).append(
+            (str(h.SeriesInstanceUID), str(h.SOPClassUID), str(h.SOPInstanceUID)))
+    return [_references(study, objects) for study, objects in by_study.items()]
 
 
 def _references(study_instance_uid: str, objects: Sequence[tuple[str, str, str]]) -> Dataset:

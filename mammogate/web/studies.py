@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from mammogate.config.settings import DEFAULT_EXPECTED_VIEWS
-from mammogate.db import Analysis, AnalysisImage, Delivery, Report, Study
+from mammogate.db import Analysis, AnalysisImage, Delivery, Instance, Report, Study
 from mammogate.db.queue import views_present
 from mammogate.web.errors import NotFoundError
 
@@ -128,6 +128,9 @@ class StudyDetail:
     views_present: list[str]  # laterality + view of the images received, e.g. "RMLO"
     views_missing: list[str]  # of dicom.expected_views
     views_summary: str  # "4 of 4 expected views" or "3 of 4 expected views; RMLO missing"
+    # an exam assembled from several studies (dicom.group_studies_by_patient_and_date): each
+    # study it holds images of, its own first; [] for a study received as one
+    assembled_from: list[str]
     analysis_count: int
     analysis: AnalysisView | None  # the current result
     earlier: list[EarlierAnalysis]  # the results it superseded, newest first
@@ -224,6 +227,12 @@ def study_detail(
     present = sorted(views_present(session, [study.id]).get(study.id, set()),
                      key=lambda v: (_VIEW_ORDER.get(v, 99), v))
     missing, summary = views_summary(present, expected_views)
+    sources = list(dict.fromkeys(session.scalars(
+        select(Instance.study_instance_uid)
+        .where(Instance.study_id == study.id, Instance.study_instance_uid != "")
+        .order_by(Instance.id))))
+    assembled_from = (sorted(sources, key=lambda uid: uid != study.study_instance_uid)
+                      if len(sources) > 1 else [])
     analysis_count = session.scalar(select(func.count()).where(Analysis.study_id == study.id)) or 0
     analysis = session.scalar(
         select(Analysis)
@@ -256,6 +265,7 @@ def study_detail(
         views_present=present,
         views_missing=missing,
         views_summary=summary,
+        assembled_from=assembled_from,
         analysis_count=analysis_count,
         analysis=_analysis_view(analysis, data_dir) if analysis is not None else None,
         earlier=_earlier(session, study.id, analysis.id) if analysis is not None else [],

@@ -20,7 +20,7 @@ from mammogate.db import AssociationRecord, Database, Study
 from mammogate.dicom_node.scp import Scp
 from mammogate.dicom_node.spool import Spool
 from mammogate.training.synthetic import write_study
-from tests.peers import ECHOSCU, STORESCU, Node, free_port, require_tool, wait_until
+from tests.peers import ECHOSCU, STORESCU, Node, Orthanc, free_port, require_tool, wait_until
 
 PASSWORD = "correct horse battery staple"
 
@@ -313,3 +313,79 @@ def test_the_readmes_ways_of_sending_real_compressed_files(listening: Listening)
     assert syntaxes == {"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.70"}  # RLE, JPEG Lossless
     assert len(rows) == len(cbis) + len(jpeg)
     assert all(r.laterality in ("L", "R") and r.view in ("CC", "MLO") for r in rows.values())
+
+
+def _cbis_four_views() -> list[Path]:
+    from tests.shared_data import shared_data_dir
+
+    files = sorted((shared_data_dir() / "dicom" / "cbis_ddsm").glob("*.dcm"))
+    assert len(files) == 4  # one woman's four views, each its own StudyInstanceUID
+    return files
+
+
+def test_without_grouping_cbis_views_stay_four_studies_each_missing_three_views(
+    listening: Listening
+) -> None:
+    from mammogate.db.queue import views_present
+
+    files = _cbis_four_views()
+    result = _dcmtk("/usr/bin/dcmsend", "-dn", "-aet", "MODALITY", "-aec", "MAMMOGATE",
+                    "127.0.0.1", str(listening.port), *map(str, files))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with listening.db.read_session() as session:
+        studies = list(session.scalars(select(Study)))
+        assert len(studies) == 4 and all(s.exam_key == "" for s in studies)
+        present = views_present(session, [s.id for s in studies])
+    assert sorted(v for views in present.values() for v in views) == ["LCC", "LMLO", "RCC", "RMLO"]
+    assert all(len(views) == 1 for views in present.values())
+
+
+def test_grouping_makes_one_exam_of_a_womans_per_image_studies_and_says_so(
+    tmp_path: Path, orthanc: Orthanc
+) -> None:
+    import pydicom
+
+    from tests.peers import DCIODVFY
+
+    files = _cbis_four_views()
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    own_studies = [str(h.StudyInstanceUID) for h in headers]
+    assert len(set(own_studies)) == 4
+    node = Node(tmp_path / "node", settle_seconds=600,  # ready by its views, not by quiet
+                dicom={"group_studies_by_patient_and_date": True},
+                destinations=[{"name": "pacs", "kind": "dimse", "ae_title": orthanc.aet,
+                               "host": "127.0.0.1", "port": orthanc.dicom_port}])
+    node.write_config()
+    node.run_cli("user", "add", "rita", "--role", "radiologist", "--password-stdin",
+                 stdin=PASSWORD)
+    node.start()
+    try:
+        sent = _dcmtk("/usr/bin/dcmsend", "-dn", "-aet", "MODALITY", "-aec", "MAMMOGATE",
+                      "127.0.0.1", str(node.dicom_port), *map(str, files))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        exam = own_studies[0]  # the first to arrive names the exam
+        srs = wait_until(lambda: orthanc.find_instances(StudyInstanceUID=exam, Modality="SR"),
+                         180, "the exam's CAD SR in the PACS")
+        assert len(srs) == 1
+        sr_file = tmp_path / "sr.dcm"
+        sr_file.write_bytes(orthanc.instance_file(srs[0]["ID"]))
+        sr = pydicom.dcmread(sr_file)
+        assert sr.StudyInstanceUID == exam
+        evidence = {str(item.StudyInstanceUID): [str(ref.ReferencedSOPInstanceUID)
+                    for series in item.ReferencedSeriesSequence
+                    for ref in series.ReferencedSOPSequence]
+                    for item in sr.CurrentRequestedProcedureEvidenceSequence}
+        assert sorted(evidence) == sorted(own_studies)  # each image under its own study
+        assert sorted(u for refs in evidence.values() for u in refs) == sorted(
+            str(h.SOPInstanceUID) for h in headers)
+        vfy = subprocess.run([DCIODVFY, str(sr_file)], capture_output=True, text=True)
+        assert "Error" not in vfy.stdout + vfy.stderr, vfy.stderr
+
+        detail = node.login("rita", PASSWORD).get(f"/api/studies/{exam}").json()
+        assert detail["assembled_from"][0] == exam
+        assert sorted(detail["assembled_from"]) == sorted(own_studies)
+        assert detail["views_summary"] == "4 of 4 expected views"
+        assert detail["instance_count"] == 4
+        assert "views RCC, LCC, RMLO, LMLO present" in node.log_text()
+    finally:
+        assert node.stop() == 0
