@@ -28,6 +28,8 @@ PDU byte by byte for as long as its sender trickles; these classes put bounds on
 from __future__ import annotations
 
 import logging
+import queue
+import select
 import socket
 import ssl
 import threading
@@ -39,6 +41,8 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from mammogate.config.settings import DicomSettings
@@ -98,6 +102,60 @@ class GuardedSocket(AssociationSocket):
         finally:
             self.socket.settimeout(previous)
         return data
+
+
+# How long the DUL thread waits for the socket, and the association thread for a decoded
+# message, before they look at their other duties (release, abort, timers, stop) again.
+PROMPT_WAIT_SECONDS = 0.0005
+MESSAGE_WAIT_SECONDS = 0.005
+
+
+class PromptDUL(DULServiceProvider):
+    """pynetdicom's DUL thread, woken by the socket instead of sleeping a millisecond between
+    looks: an incoming PDU is read the moment it arrives (pynetdicom's loop sleeps
+    ``_run_loop_delay`` and then polls). Each C-STORE round trip otherwise waits out those
+    sleeps on both of its threads."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._run_loop_delay = 0  # the wait is in _is_transport_event, on the socket
+
+    def _is_transport_event(self) -> bool:
+        if self.event_queue.empty() and self.to_provider_queue.empty():
+            self._wait_readable(PROMPT_WAIT_SECONDS)
+        return bool(super()._is_transport_event())
+
+    def _wait_readable(self, timeout: float) -> None:
+        wrapper = self.socket
+        raw = getattr(wrapper, "socket", None)
+        if raw is None or not getattr(wrapper, "_is_connected", False):
+            time.sleep(timeout)
+            return
+        if isinstance(raw, ssl.SSLSocket) and raw.pending():
+            return  # decrypted bytes buffered already
+        try:
+            select.select([raw], [], [], timeout)
+        except (OSError, ValueError):
+            return  # closed meanwhile: pynetdicom's own check reports it
+
+
+def make_prompt(assoc: Association) -> None:
+    """Replace the association's DUL by a :class:`PromptDUL` (before it starts) and let its
+    reactor wait for the next decoded message rather than poll for it."""
+    assoc.dul = PromptDUL(assoc)
+    # the timers live in the DUL: set them again on the new one
+    assoc.acse_timeout = assoc.acse_timeout
+    assoc.network_timeout = assoc.network_timeout
+    dimse = assoc.dimse
+    queue_get = dimse.msg_queue.get
+
+    def get_msg(block: bool = False) -> Any:
+        try:
+            return queue_get(timeout=dimse.dimse_timeout if block else MESSAGE_WAIT_SECONDS)
+        except queue.Empty:
+            return None, None
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign]
 
 
 class GuardedACSE(ACSE):
@@ -187,6 +245,7 @@ class GuardedRequestHandler(RequestHandler):
 
         server: GuardedServer = self.server  # type: ignore[assignment]
         assoc = Association(self.ae, MODE_ACCEPTOR)
+        make_prompt(assoc)
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         guarded = GuardedSocket.__new__(GuardedSocket)
