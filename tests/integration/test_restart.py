@@ -19,6 +19,7 @@ def test_study_stored_before_a_kill_is_analysed_and_delivered_after_restart(
     node = Node(
         tmp_path / "node",
         settle_seconds=30,  # long enough that the kill comes before the analysis
+        dicom={"expected_views": []},  # ... which four views would otherwise start at once
         destinations=[{"name": "pacs", "kind": "dimse", "ae_title": orthanc.aet,
                        "host": "127.0.0.1", "port": orthanc.dicom_port}],
     )
