@@ -43,9 +43,11 @@ from mammogate.db.queue import (
     fail_job,
     give_up_abandoned_jobs,
     job_held_by,
+    jobs_waiting,
     new_delivery,
     next_settle_due,
-    settle_studies,
+    queue_ready_studies,
+    ready_studies,
     study_analysed,
     study_failed,
     study_processing,
@@ -143,16 +145,24 @@ class AnalysisWorker(PollLoop):
 
     def run_once(self) -> bool:
         cfg = self.settings.worker
-        with self.db.session() as session:
-            dicom = self.settings.dicom
-            for study, why in settle_studies(session, dicom.settle_seconds, dicom.expected_views):
-                log.info("study %s ready (%s): analysis queued", study.study_instance_uid, why)
-            for abandoned in give_up_abandoned_jobs(session, cfg.max_attempts):
-                log.error("job %d given up: %s", abandoned.id, abandoned.last_error)
-                study_failed(session, abandoned, abandoned.last_error)
+        dicom = self.settings.dicom
+        # a read first: the SCP wakes the worker with every image, and a write transaction
+        # each time would hold the SQLite write lock the next image needs
+        with self.db.read_session() as session:
+            ready = ready_studies(session, dicom.settle_seconds, dicom.expected_views)
+            waiting = jobs_waiting(session)
+        if ready or waiting:
+            with self.db.session() as session:
+                for study, why in queue_ready_studies(session, ready, dicom.settle_seconds):
+                    log.info("study %s ready (%s): analysis queued", study.study_instance_uid, why)
+                for abandoned in give_up_abandoned_jobs(session, cfg.max_attempts):
+                    log.error("job %d given up: %s", abandoned.id, abandoned.last_error)
+                    study_failed(session, abandoned, abandoned.last_error)
         self.retention.run_if_due()
         if self._results_space_low():
             return False  # the jobs wait (pending) until there is room for their results
+        if not (ready or waiting):
+            return False
         with self.db.session() as session:
             job = claim_job(session, self.worker_id, cfg.lease_seconds, cfg.max_attempts)
             if job is None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import Table, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from mammogate.db.engine import utcnow
@@ -45,6 +45,15 @@ def settle_studies(
     """Queue an analysis for every receiving study that is ready: all of ``expected_views``
     (e.g. RCC, LCC, RMLO, LMLO) are present, or it has been quiet for ``settle_seconds``.
     Returns each study with why it is ready."""
+    return queue_ready_studies(session, ready_studies(session, settle_seconds, expected_views),
+                               settle_seconds)
+
+
+def ready_studies(
+    session: Session, settle_seconds: float, expected_views: Sequence[str] = ()
+) -> dict[int, str]:
+    """The receiving studies that are ready, by id, with why: a read that locks nothing (the
+    worker asks this in a read transaction, and writes only when the answer is not empty)."""
     cutoff = utcnow() - timedelta(seconds=settle_seconds)
     receiving = session.execute(
         select(Study.id, Study.last_received_at).where(Study.state == StudyState.RECEIVING)
@@ -60,21 +69,42 @@ def settle_studies(
         for study_id, views in views_present(session, waiting).items():
             if set(expected_views) <= views:
                 why[study_id] = f"views {', '.join(expected_views)} present"
-    if not why:
+    return why
+
+
+def queue_ready_studies(
+    session: Session, ready: dict[int, str], settle_seconds: float
+) -> list[tuple[Study, str]]:
+    """Queue an analysis of each study of ``ready_studies`` that is still receiving (locked:
+    another worker may have queued it, and a quiet one may have received an image since)."""
+    if not ready:
         return []
-    # locked, and still receiving: an image may have arrived (or another worker settled it)
+    cutoff = utcnow() - timedelta(seconds=settle_seconds)
     studies = session.scalars(
         select(Study)
-        .where(Study.id.in_(list(why)), Study.state == StudyState.RECEIVING)
+        .where(Study.id.in_(list(ready)), Study.state == StudyState.RECEIVING)
         .with_for_update(skip_locked=True)
     )
-    ready = []
+    queued = []
     for study in studies:
-        if study.last_received_at > cutoff and why[study.id].startswith("quiet"):
+        if study.last_received_at > cutoff and ready[study.id].startswith("quiet"):
             continue  # an image came meanwhile
         enqueue_analysis(session, study)
-        ready.append((study, why[study.id]))
-    return ready
+        queued.append((study, ready[study.id]))
+    return queued
+
+
+def jobs_waiting(session: Session, kinds: Sequence[str] = (JobKind.ANALYZE,)) -> bool:
+    """Whether a job of ``kinds`` is due, or running on an expired lease (claimable again or
+    to be given up): the worker opens a write transaction only then."""
+    now = utcnow()
+    return session.scalar(
+        select(Job.id).where(
+            Job.kind.in_(kinds),
+            or_(and_(Job.state == JobState.PENDING, Job.run_after <= now),
+                and_(Job.state == JobState.RUNNING, Job.lease_until < now)),
+        ).limit(1)
+    ) is not None
 
 
 def views_present(session: Session, study_ids: Sequence[int]) -> dict[int, set[str]]:
@@ -112,14 +142,18 @@ def another_image_of_receiving_study(
     """Count one more image of a study that is receiving (and whose images retention has not
     removed), in one statement that also locks its row; its id, or None when the study is new
     or in another state (then :func:`study_receives_images` on the locked row)."""
-    return session.scalar(
-        update(Study)
-        .where(Study.study_instance_uid == study_instance_uid,
-               Study.state == StudyState.RECEIVING, Study.images_removed_at.is_(None))
-        .values(instance_count=Study.instance_count + 1, last_received_at=now, updated_at=now)
-        .returning(Study.id)
-        .execution_options(synchronize_session=False)
-    )
+    studies = cast(Table, Study.__table__).c
+    # Core, on the session's connection: the ORM's bulk-update machinery costs more than the
+    # statement on this per-image path
+    found: int | None = session.connection().execute(
+        update(cast(Table, Study.__table__))
+        .where(studies.study_instance_uid == study_instance_uid,
+               studies.state == StudyState.RECEIVING, studies.images_removed_at.is_(None))
+        .values(instance_count=studies.instance_count + 1, last_received_at=now,
+                updated_at=now)
+        .returning(studies.id)
+    ).scalar_one_or_none()
+    return found
 
 
 def study_receives_images(session: Session, study: Study) -> str | None:

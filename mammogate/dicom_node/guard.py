@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
@@ -137,6 +137,60 @@ class PromptDUL(DULServiceProvider):
             select.select([raw], [], [], timeout)
         except (OSError, ValueError):
             return  # closed meanwhile: pynetdicom's own check reports it
+
+
+class PromptAssociation(Association):
+    """An acceptor association whose reactor waits for the next decoded message (up to
+    ``MESSAGE_WAIT_SECONDS``, see :func:`make_prompt`) instead of sleeping a millisecond
+    before each look: the next C-STORE request is served as soon as it is decoded.
+
+    The loop is pynetdicom 3's ``Association._run_reactor`` without that sleep (pinned by
+    ``pynetdicom>=3.0,<4``; ``tests/integration/test_scp.py`` and ``test_hostile_input.py``
+    exercise release, abort and the idle timeout through it)."""
+
+    def _run_reactor(self) -> None:
+        self._is_paused = False
+        while not self._kill:
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)  # waits briefly: make_prompt
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)  # EVT_ACSE_RECV for its subscribers
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                log.warning("association from %s: network timeout (dicom.network_timeout)",
+                            self.requestor.address)
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
 
 
 def make_prompt(assoc: Association) -> None:
@@ -241,10 +295,9 @@ class GuardedRequestHandler(RequestHandler):
         from datetime import datetime
 
         from pynetdicom._globals import MODE_ACCEPTOR
-        from pynetdicom.association import Association
 
         server: GuardedServer = self.server  # type: ignore[assignment]
-        assoc = Association(self.ae, MODE_ACCEPTOR)
+        assoc = PromptAssociation(self.ae, MODE_ACCEPTOR)
         make_prompt(assoc)
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"

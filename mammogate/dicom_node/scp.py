@@ -34,7 +34,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -63,6 +63,8 @@ from mammogate.imaging.views import patient_stem, view_info
 from mammogate.storage import FreeSpaceGuard
 
 log = logging.getLogger(__name__)
+
+INSTANCES = cast(Table, Instance.__table__)  # inserted with Core: the per-image path
 
 # SOP classes whose images are mammograms by definition.
 MAMMOGRAPHY_SOP_CLASSES: dict[str, str] = {
@@ -294,7 +296,7 @@ class StoreService:
                 study_id = self._upsert_study(session, ds, calling_ae, called_ae)
                 # The unique SOP Instance UID: a copy stored before, or a concurrent one, fails
                 # (or blocks) here, so only the holder of this row puts its file in place.
-                session.execute(insert(Instance).values(
+                session.connection().execute(insert(INSTANCES).values(
                     sop_instance_uid=sop_uid,
                     study_id=study_id,
                     series_instance_uid=str(ds.SeriesInstanceUID),
