@@ -101,7 +101,8 @@ class AnalysisWorker(PollLoop):
         on_idle: Callable[[], None] | None = None,
     ):
         super().__init__(settings.worker.poll_seconds, worker_id, on_idle=on_idle,
-                         wakeup=db.wakeup, topic=ANALYSIS_WORK)
+                         wakeup=db.wakeup, topic=ANALYSIS_WORK,
+                         coalesce_seconds=settings.worker.wake_coalesce_seconds)
         self.settings = settings
         self.db = db
         self.analyzer_factory = analyzer_factory

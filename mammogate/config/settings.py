@@ -303,7 +303,10 @@ class ModelSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    poll_seconds: float = Field(1.0, gt=0)
+    poll_seconds: float = Field(1.0, gt=0)  # the fallback: stored images wake the worker
+    # after a wake-up, gather the announcements of this long (the images of one association
+    # arrive in a burst) before looking: one look per burst, not one per image
+    wake_coalesce_seconds: float = Field(0.05, ge=0, le=5)
     lease_seconds: float = Field(600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     retry_seconds: float = Field(30.0, ge=0)

@@ -23,8 +23,9 @@ class PollLoop:
 
     def __init__(self, poll_seconds: float, worker_id: str,
                  *, on_idle: Callable[[], None] | None = None,
-                 wakeup: Wakeup | None = None, topic: str = ""):
+                 wakeup: Wakeup | None = None, topic: str = "", coalesce_seconds: float = 0.0):
         self.poll_seconds = poll_seconds
+        self.coalesce_seconds = coalesce_seconds
         self.worker_id = worker_id
         self.on_idle = on_idle
         self.stopping = threading.Event()
@@ -59,8 +60,9 @@ class PollLoop:
             except SQLAlchemyError as exc:
                 log.error("%s: database error, retrying: %s", self.role, exc.__class__.__name__)
                 worked = False
-            if not worked:
-                self.woken.wait(wait)
+            if not worked and self.woken.wait(wait) and self.coalesce_seconds:
+                # woken: let the rest of a burst of announcements arrive, then look once
+                self.stopping.wait(self.coalesce_seconds)
         log.info("%s %s stopped", self.role, self.worker_id)
 
     def stop(self) -> None:
