@@ -220,6 +220,12 @@ class ImageLibraryEntry:
                 # ... and so do retired view modifiers (SRT R-102D5 → CID 4015 SCT 399209000)
                 standard_modifier = view_modifier_code(modifier.value, modifier.scheme_designator)
                 modifiers.append(modifier if standard_modifier is None else Code(*standard_modifier))
+        # where the image has no ViewCodeSequence or ImageLaterality (digitised film names
+        # its view in ViewPosition or in text: CBIS-DDSM's PatientID), the view and laterality
+        # the node determined, from whichever attribute it found them in
+        determined = view_info(source)
+        if view is None and determined.view_code is not None:
+            view = Code(*determined.view_code)
         orientation = source.get("PatientOrientation")
         spacing = source.get("ImagerPixelSpacing") or source.get("PixelSpacing")
 
@@ -227,7 +233,7 @@ class ImageLibraryEntry:
             value = str(source.get(keyword) or "").strip()
             return value if valid(value) else None
 
-        laterality = str(source.get("ImageLaterality") or "")
+        laterality = str(source.get("ImageLaterality") or determined.laterality or "")
         return cls(
             str(source.SOPClassUID),
             str(source.SOPInstanceUID),

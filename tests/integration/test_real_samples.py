@@ -40,6 +40,20 @@ def _samples() -> list[Path]:
     ]
 
 
+def _library_context(sr: pydicom.Dataset) -> dict[str, str]:
+    """The laterality and view code values of the first Image Library entry."""
+    library = next(item for item in sr.ContentSequence
+                   if item.ConceptNameCodeSequence[0].CodeValue == "111028")
+    entry = library.ContentSequence[0]
+    found = {}
+    for context in entry.get("ContentSequence", []):
+        name = context.ConceptNameCodeSequence[0].CodeValue
+        if name in ("111027", "111031"):
+            found["laterality" if name == "111027" else "view"] = str(
+                context.ConceptCodeSequence[0].CodeValue)
+    return found
+
+
 def test_real_for_presentation_images_are_analysed_and_reported(analyzer: Analyzer, tmp_path: Path) -> None:
     for path in _samples():
         result = analyzer.analyze_study([path])
@@ -55,6 +69,10 @@ def test_real_for_presentation_images_are_analysed_and_reported(analyzer: Analyz
         _valid(written)
         back = read_cad_sr(pydicom.dcmread(written))
         assert back.image_sop_instance_uids == (str(source.SOPInstanceUID),)
+        # the Image Library says the laterality and view the node determined, also where the
+        # image holds them only in text (CBIS-DDSM's PatientID) or in ViewPosition
+        assert _library_context(sr) == {"laterality": {"L": "80248007", "R": "73056007"}[
+            image.laterality], "view": {"CC": "399162004", "MLO": "399368009"}[image.view]}
         assert sr.SpecificCharacterSet == source.get("SpecificCharacterSet", sr.get("SpecificCharacterSet"))
         assert sr.PatientID == source.PatientID
 
