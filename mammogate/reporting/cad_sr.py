@@ -116,7 +116,7 @@ def build_mammography_cad_sr(
     """
     if not isinstance(result, StudyResult):
         raise TypeError(f"result must be a StudyResult, not {type(result).__name__}")
-    headers = _index_sources(result, sources)
+    headers = index_sources(result, sources)
     library = _library_images(result, headers)
     entries = [ImageLibraryEntry.from_source(_header(headers, uid)) for uid, _ in library]
     path_of = {uid: (*_IMAGE_LIBRARY_PATH, k) for k, (uid, _) in enumerate(library, start=1)}
@@ -163,11 +163,11 @@ def build_mammography_cad_sr(
         device_serial_number=device_serial_number,
         software_versions=software_versions,
     )
-    ds.CurrentRequestedProcedureEvidenceSequence = _evidence(
+    ds.CurrentRequestedProcedureEvidenceSequence = evidence_items(
         [_header(headers, uid) for uid, _ in library])
     if predecessors:
         ds.PredecessorDocumentsSequence = [
-            _references(result.study_instance_uid, [
+            references(result.study_instance_uid, [
                 (p.series_instance_uid, p.sop_class_uid, p.sop_instance_uid) for p in predecessors
             ])
         ]
@@ -188,6 +188,17 @@ def build_mammography_cad_sr(
         len(failed),
     )
     return ds
+
+
+def copy_source_attributes(ds: Dataset, first: Dataset) -> None:
+    """The patient and study attributes of a result object, from its first source image."""
+    for keyword in _COPIED_FROM_SOURCE:
+        if keyword in first and _copyable(first[keyword]):
+            ds[keyword] = copy.deepcopy(first[keyword])
+        else:
+            # Type 2 in the SR: a missing or invalid source value (real archives hold birth
+            # dates of 00000000) is left empty rather than copied into an invalid object.
+            setattr(ds, keyword, "")
 
 
 def _copyable(element: DataElement) -> bool:
@@ -215,7 +226,9 @@ def _warn_other_patients(first: Dataset, sources: Sequence[Dataset]) -> None:
         )
 
 
-def _index_sources(result: StudyResult, sources: Sequence[Dataset]) -> dict[str, Dataset]:
+def index_sources(result: StudyResult, sources: Sequence[Dataset]) -> dict[str, Dataset]:
+    """The source headers by SOP Instance UID, each checked to belong to the result's study
+    (or to one of the studies an assembled exam holds)."""
     if isinstance(sources, Dataset) or not isinstance(sources, Sequence):
         raise TypeError("sources must be a sequence of pydicom Datasets")
     if not sources:
@@ -345,13 +358,7 @@ def _document(
     ds.SOPInstanceUID = sop_instance_uid
     ds.InstanceCreationDate = when.strftime("%Y%m%d")
     ds.InstanceCreationTime = when.strftime("%H%M%S")
-    for keyword in _COPIED_FROM_SOURCE:
-        if keyword in first and _copyable(first[keyword]):
-            ds[keyword] = copy.deepcopy(first[keyword])
-        else:
-            # Type 2 in the SR: a missing or invalid source value (real archives hold birth
-            # dates of 00000000) is left empty rather than copied into an invalid object.
-            setattr(ds, keyword, "")
+    copy_source_attributes(ds, first)
     ds.StudyInstanceUID = result.study_instance_uid
     ds.Modality = "SR"
     ds.SeriesInstanceUID = series_instance_uid
@@ -391,17 +398,17 @@ class PriorDocument:
     series_instance_uid: str
 
 
-def _evidence(headers: Sequence[Dataset]) -> list[Dataset]:
+def evidence_items(headers: Sequence[Dataset]) -> list[Dataset]:
     """One Current Requested Procedure Evidence item per study the images belong to (more
     than one for an exam assembled from several studies)."""
     by_study: dict[str, list[tuple[str, str, str]]] = {}
     for h in headers:
         by_study.setdefault(str(h.StudyInstanceUID), []).append(
             (str(h.SeriesInstanceUID), str(h.SOPClassUID), str(h.SOPInstanceUID)))
-    return [_references(study, objects) for study, objects in by_study.items()]
+    return [references(study, objects) for study, objects in by_study.items()]
 
 
-def _references(study_instance_uid: str, objects: Sequence[tuple[str, str, str]]) -> Dataset:
+def references(study_instance_uid: str, objects: Sequence[tuple[str, str, str]]) -> Dataset:
     """A Hierarchical SOP Instance Reference Macro item: (series, class, instance) per object."""
     series: dict[str, list[Dataset]] = {}
     for series_uid, class_uid, instance_uid in objects:

@@ -224,7 +224,8 @@ class ImageLibraryEntry:
         # its view in ViewPosition or in text: CBIS-DDSM's PatientID), the view and laterality
         # the node determined, from whichever attribute it found them in
         determined = view_info(source)
-        if view is None and determined.view_code is not None:
+        if (view is None and determined.view_code is not None
+                and determined.view_source in ("ViewPosition", "text")):
             view = Code(*determined.view_code)
         orientation = source.get("PatientOrientation")
         spacing = source.get("ImagerPixelSpacing") or source.get("PixelSpacing")

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 
 from mammogate.inference.results import StudyResult
 from mammogate.reporting.cad_sr import PriorDocument, build_mammography_cad_sr
+from mammogate.reporting.comprehensive_sr import build_comprehensive_sr
 
 ObjectBuilder = Callable[[StudyResult, Sequence[Dataset], Sequence[PriorDocument]], Dataset | None]
 
@@ -25,4 +26,15 @@ def _cad_sr(
     return build_mammography_cad_sr(result, headers, predecessors=predecessors)
 
 
-OBJECT_BUILDERS: dict[str, ObjectBuilder] = {"cad_sr": _cad_sr}
+def _comprehensive_sr(
+    result: StudyResult, headers: Sequence[Dataset], predecessors: Sequence[PriorDocument]
+) -> Dataset | None:
+    if not result.images:  # nothing measured
+        return None
+    return build_comprehensive_sr(result, headers, predecessors=predecessors)
+
+
+OBJECT_BUILDERS: dict[str, ObjectBuilder] = {
+    "cad_sr": _cad_sr,  # Mammography CAD SR (TID 4000): mammography workstations
+    "comprehensive_sr": _comprehensive_sr,  # Comprehensive SR (TID 1500): OHIF, Stone, ...
+}

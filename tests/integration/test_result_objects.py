@@ -1,0 +1,71 @@
+"""Both structured reports reach the PACS by C-STORE and by STOW-RS, each as the route asks,
+and read back as their readers expect."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+
+from mammogate.training.synthetic import write_study
+from tests.peers import Node, Orthanc, wait_until
+
+CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+
+
+@pytest.fixture
+def pacs(tmp_path: Path) -> Iterator[dict[str, Orthanc]]:
+    peers = {"dimse": Orthanc(tmp_path / "pacs-dimse", aet="DIMSEPACS"),
+             "web": Orthanc(tmp_path / "pacs-web", dicomweb=True)}
+    for peer in peers.values():
+        peer.start()
+    try:
+        yield peers
+    finally:
+        for peer in peers.values():
+            peer.stop()
+
+
+def _objects(pacs: Orthanc, study_uid: str) -> dict[str, pydicom.Dataset]:
+    found = pacs.find_instances(StudyInstanceUID=study_uid, Modality="SR")
+    datasets = [pydicom.dcmread(io.BytesIO(pacs.instance_file(str(f["ID"])))) for f in found]
+    return {str(ds.SOPClassUID): ds for ds in datasets}
+
+
+def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
+    tmp_path: Path, pacs: dict[str, Orthanc]
+) -> None:
+    node = Node(tmp_path / "node", destinations=[
+        {"name": "pacs-dimse", "kind": "dimse", "ae_title": pacs["dimse"].aet,
+         "host": "127.0.0.1", "port": pacs["dimse"].dicom_port},
+        {"name": "pacs-web", "kind": "stow", "url": f"{pacs['web'].url}/dicom-web"},
+    ], routes=[
+        {"name": "workstation", "destinations": ["pacs-dimse"], "objects": ["cad_sr", "comprehensive_sr"]},
+        {"name": "viewer", "destinations": ["pacs-web"], "objects": ["comprehensive_sr"]},
+    ])
+    node.start()
+    try:
+        study = write_study(tmp_path / "study", seed=31, lesion=True)
+        assert node.storescu(*[i.path for i in study.images if i.path]).returncode == 0
+        uid = study.study_instance_uid
+        by_dimse = wait_until(lambda: (o := _objects(pacs["dimse"], uid)) and len(o) == 2 and o,
+                              120, "both reports in the DIMSE PACS")
+        by_stow = wait_until(lambda: _objects(pacs["web"], uid), 120, "the report in the STOW PACS")
+    finally:
+        assert node.stop() == 0
+    assert set(by_dimse) == {CAD_SR, COMPREHENSIVE_SR}
+    assert set(by_stow) == {COMPREHENSIVE_SR}  # the viewer route asked for this one only
+    for ds in (by_dimse[COMPREHENSIVE_SR], by_stow[COMPREHENSIVE_SR]):
+        report = hd.sr.ComprehensiveSR.from_dataset(ds).content
+        groups = report.get_image_measurement_groups()
+        exam = next(g for g in groups if g.tracking_identifier == "exam")
+        assert 0 <= exam.get_measurements()[0].value <= 100
+        assert ds.StudyInstanceUID == uid and ds.PatientID == pydicom.dcmread(
+            study.images[0].path).PatientID
+    # one analysis, so one object of each kind: the same instance in both PACS
+    assert by_dimse[COMPREHENSIVE_SR].SOPInstanceUID == by_stow[COMPREHENSIVE_SR].SOPInstanceUID
