@@ -577,18 +577,6 @@ class Match(_Section):
     def _categories(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
-    @field_validator("exam_category")
-    @classmethod
-    def _with_an_object(cls, v: list[str] | None) -> list[str] | None:
-        for category in v or []:
-            if category in ("failed", "skipped"):
-                raise ValueError(
-                    f"{category!r}: a study with no analysed view has no result object to send "
-                    "yet (the 'not analysed' report is not built); route on flagged or "
-                    "not_flagged"
-                )
-        return v
-
     @model_validator(mode="after")
     def _range(self) -> Match:
         if (self.exam_score_min is not None and self.exam_score_max is not None
@@ -610,6 +598,10 @@ class Route(_Section):
     destinations: list[str] = Field(min_length=1)
     objects: list[str] = Field(default_factory=lambda: ["cad_sr"], min_length=1)
     stop: bool = False  # when this route fires, the routes after it are not evaluated
+    # a study received but with no analysed view (failed, or nothing analysable):
+    # "report" sends a CAD SR saying which images came and why none was analysed, "silent"
+    # sends nothing
+    on_not_analysed: Literal["report", "silent"] = "report"
 
     @field_validator("objects")
     @classmethod

@@ -223,6 +223,9 @@ class RouteRow(Base):
     # the route's match clauses as configured (``mammogate.routing.Match``); {}: every study
     match: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     stop: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
+    # a study with no analysed view: "report" sends the CAD SR saying why, "silent" nothing
+    on_not_analysed: Mapped[str] = mapped_column(String(16), default="report",
+                                                 server_default="report")
     enabled: Mapped[bool] = mapped_column(default=True)
 
 

@@ -45,7 +45,8 @@ def _file_destinations(settings: Settings) -> dict[str, dict[str, Any]]:
 def _file_routes(settings: Settings) -> list[dict[str, Any]]:
     return [
         {"name": r.name, "match": r.match.clauses(), "destinations": list(r.destinations),
-         "objects": list(r.objects), "stop": r.stop, "enabled": True}
+         "objects": list(r.objects), "stop": r.stop, "on_not_analysed": r.on_not_analysed,
+         "enabled": True}
         for r in settings.routes
     ]
 
@@ -53,7 +54,8 @@ def _file_routes(settings: Settings) -> list[dict[str, Any]]:
 def _db_routes(session: Session) -> list[dict[str, Any]]:
     return [
         {"name": r.name, "match": dict(r.match or {}), "destinations": list(r.destinations),
-         "objects": list(r.objects), "stop": bool(r.stop), "enabled": bool(r.enabled)}
+         "objects": list(r.objects), "stop": bool(r.stop),
+         "on_not_analysed": r.on_not_analysed, "enabled": bool(r.enabled)}
         for r in session.scalars(select(RouteRow).order_by(RouteRow.position))
     ]
 

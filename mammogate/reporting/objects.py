@@ -21,8 +21,11 @@ ObjectBuilder = Callable[[StudyResult, Sequence[Dataset], Sequence[PriorDocument
 def _cad_sr(
     result: StudyResult, headers: Sequence[Dataset], predecessors: Sequence[PriorDocument]
 ) -> Dataset | None:
-    if not result.images:  # nothing analysed: no CAD result to report (yet)
-        return None
+    known = {str(h.get("SOPInstanceUID", "")) for h in headers}
+    if not any(i.sop_instance_uid in known for i in (*result.images, *result.skipped)):
+        return None  # not one image read as DICOM: nothing to reference
+    # with no analysed view, the "not analysed" report: which images came and why none was
+    # analysed (failed analyses, or none attempted: TID 4015/4016/4017)
     return build_mammography_cad_sr(result, headers, predecessors=predecessors)
 
 

@@ -29,6 +29,7 @@ class RouteRule:
     match: Mapping[str, Any] = field(default_factory=dict)  # Match.clauses()
     stop: bool = False
     enabled: bool = True
+    on_not_analysed: str = "report"  # or "silent": nothing for a study with no analysed view
 
     @classmethod
     def from_record(cls, route: Route | Any) -> RouteRule:
@@ -36,7 +37,8 @@ class RouteRule:
         with name, destinations, objects, match, stop and, optionally, enabled)."""
         match = route.match.clauses() if isinstance(route.match, Match) else dict(route.match or {})
         return cls(route.name, tuple(route.destinations), tuple(route.objects), match,
-                   bool(route.stop), bool(getattr(route, "enabled", True)))
+                   bool(route.stop), bool(getattr(route, "enabled", True)),
+                   str(getattr(route, "on_not_analysed", "report") or "report"))
 
 
 @dataclass(frozen=True)
@@ -191,9 +193,12 @@ def plan_deliveries(rules: Sequence[RouteRule], facts: StudyFacts) -> list[Plann
     route wins."""
     seen: set[tuple[str, str]] = set()
     plan: list[PlannedDelivery] = []
+    not_analysed = facts.exam_category in ("failed", "skipped")
     for verdict in explain(rules, facts):
         if not verdict.fires:
             continue
+        if not_analysed and verdict.route.on_not_analysed == "silent":
+            continue  # the route fired, and says nothing of a study it could not analyse
         for destination in verdict.route.destinations:
             for kind in verdict.route.objects:
                 if (destination, kind) in seen:

@@ -69,3 +69,52 @@ def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
             study.images[0].path).PatientID
     # one analysis, so one object of each kind: the same instance in both PACS
     assert by_dimse[COMPREHENSIVE_SR].SOPInstanceUID == by_stow[COMPREHENSIVE_SR].SOPInstanceUID
+
+
+def test_a_study_that_is_not_analysed_is_reported_as_such_unless_the_route_is_silent(
+    tmp_path: Path, pacs: dict[str, Orthanc]
+) -> None:
+    from sqlalchemy import select
+
+    from mammogate.config import load_settings
+    from mammogate.db import Database, Delivery, Study
+    from mammogate.reporting.cad_sr import read_cad_sr
+
+    study = write_study(tmp_path / "study", seed=32, lesion=False)
+    for image in study.images:  # For Processing: out of the model's scope
+        assert image.path is not None
+        ds = pydicom.dcmread(image.path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2.1"
+        ds.PresentationIntentType = "FOR PROCESSING"
+        ds.save_as(image.path)
+    node = Node(tmp_path / "node", destinations=[
+        {"name": "pacs-dimse", "kind": "dimse", "ae_title": pacs["dimse"].aet,
+         "host": "127.0.0.1", "port": pacs["dimse"].dicom_port},
+        {"name": "pacs-web", "kind": "stow", "url": f"{pacs['web'].url}/dicom-web"},
+    ], routes=[
+        {"name": "tell-the-pacs", "destinations": ["pacs-dimse"],
+         "objects": ["cad_sr", "comprehensive_sr"]},
+        {"name": "results-only", "destinations": ["pacs-web"], "on_not_analysed": "silent"},
+    ])
+    node.start()
+    db = Database(load_settings(node.config_path).database_url)
+    try:
+        assert node.storescu(*[i.path for i in study.images if i.path],
+                             options=("-R",)).returncode == 0  # -R: only the SOP classes given
+        uid = study.study_instance_uid
+        reported = wait_until(lambda: _objects(pacs["dimse"], uid), 120, "the not-analysed report")
+        with db.read_session() as session:
+            state = session.scalars(select(Study.state).where(Study.study_instance_uid == uid)).one()
+            deliveries = [(d.destination.name, d.report.kind)
+                          for d in session.scalars(select(Delivery))]
+    finally:
+        db.dispose()
+        assert node.stop() == 0
+    assert state == "skipped"
+    # the CAD SR only (a measurement report has nothing to say), and nothing on the silent route
+    assert set(reported) == {CAD_SR}
+    assert deliveries == [("pacs-dimse", "cad_sr")]
+    contents = read_cad_sr(reported[CAD_SR])
+    assert contents.detections.value == "111225" and contents.analyses.value == "111225"  # not attempted
+    assert len(contents.image_sop_instance_uids) == 4 and contents.findings == ()
+    assert _objects(pacs["web"], uid) == {}

@@ -93,6 +93,21 @@ def test_stop_ends_the_evaluation_and_each_pair_is_delivered_once() -> None:
     assert [p.destination for p in plan_deliveries(rules, _facts("flagged", 0.9))] == ["c"]
 
 
+def test_a_study_not_analysed_gets_the_report_unless_the_route_is_silent() -> None:
+    rules = _rules(
+        {"name": "reporting", "destinations": ["a"], "objects": ["cad_sr", "comprehensive_sr"]},
+        {"name": "quiet", "destinations": ["b"], "on_not_analysed": "silent"},
+        {"name": "failures", "destinations": ["c"], "match": {"exam_category": ["failed", "skipped"]}},
+    )
+    for category in ("failed", "skipped"):
+        plan = plan_deliveries(rules, _facts(category, None))
+        assert [(p.route, p.destination, p.object_kind) for p in plan] == [
+            ("reporting", "a", "cad_sr"), ("reporting", "a", "comprehensive_sr"),
+            ("failures", "c", "cad_sr")]
+    analysed = plan_deliveries(rules, _facts("flagged", 0.9))
+    assert [p.route for p in analysed] == ["reporting", "reporting", "quiet"]
+
+
 def test_a_stored_clause_this_version_does_not_know_never_fires() -> None:
     rule = RouteRule("old", ("a",), ("cad_sr",), {"colour": "blue"})
     (verdict,) = explain([rule], _facts("flagged", 0.9))
@@ -114,8 +129,7 @@ def test_disabled_routes_do_not_fire() -> None:
      "no study could match"),
     ({"destinations": ["a"], "objects": ["pdf"]}, "'pdf' is not a result object"),
     ({"destinations": ["a"], "objects": []}, "routes.0.objects"),
-    ({"destinations": ["a"], "match": {"exam_category": "skipped"}},
-     "a study with no analysed view has no result object to send yet"),
+    ({"destinations": ["a"], "on_not_analysed": "quiet"}, "routes.0.on_not_analysed"),
     ({"destinations": ["nowhere"]}, "'nowhere' is not the name of a [[destinations]] entry"),
 ])
 def test_bad_routes_are_refused_with_the_key_named(route: dict[str, object], message: str) -> None:
