@@ -236,7 +236,7 @@ class AnalysisWorker(PollLoop):
             facts = study_facts(session, study, result.headers,
                                 exam_category=result.category, exam_score=result.exam_score)
             plan = plan_deliveries(route_rules(session), facts)
-            built: dict[str, tuple[Dataset, Path]] = {}
+            built: dict[str, list[tuple[Dataset, Path]]] = {}
             # the CAD SR always (the portal offers it); other kinds when a route asks for them
             for kind in dict.fromkeys(["cad_sr", *(p.object_kind for p in plan)]):
                 builder = OBJECT_BUILDERS.get(kind)
@@ -244,9 +244,10 @@ class AnalysisWorker(PollLoop):
                     log.error("a route asks for object kind %r, which this node does not build",
                               kind)
                     continue
-                ds = builder(result, result.headers, _predecessors(session, study, kind))
-                if ds is not None:
-                    built[kind] = (ds, save_report(ds, self.settings.reports_dir / study_uid))
+                datasets = builder(result, result.headers, _predecessors(session, study, kind))
+                if datasets:
+                    built[kind] = [(ds, save_report(ds, self.settings.reports_dir / study_uid))
+                                   for ds in datasets]
 
         with self.db.session() as session:
             owned = self._still_ours(session, job_id, study_id, "dropping this result")
@@ -256,8 +257,9 @@ class AnalysisWorker(PollLoop):
             analysis = record_analysis(
                 session, study, result, job_id=job_id, worker=self.worker_id, overlays=overlays
             )
-            reports = {kind: record_report(session, analysis, ds, path, kind=kind)
-                       for kind, (ds, path) in built.items()}
+            reports = {kind: [record_report(session, analysis, ds, path, kind=kind)
+                              for ds, path in objects]
+                       for kind, objects in built.items()}
             session.flush()  # the reports' ids, for their deliveries
             deliveries = self._queue_deliveries(session, plan, reports)
             if deliveries:
@@ -276,15 +278,16 @@ class AnalysisWorker(PollLoop):
 
     @staticmethod
     def _queue_deliveries(
-        session: Session, plan: Sequence[PlannedDelivery], reports: dict[str, Report]
+        session: Session, plan: Sequence[PlannedDelivery], reports: dict[str, list[Report]]
     ) -> int:
-        """One delivery row per planned (destination, object). A disabled destination gets its
-        rows too (they wait until it is enabled again, or are resubmitted)."""
+        """One delivery row per planned (destination, object kind) and object of that kind (a
+        Secondary Capture per view). A disabled destination gets its rows too (they wait until
+        it is enabled again, or are resubmitted)."""
         destinations = {d.name: d for d in session.scalars(select(DestinationRow))}
         count = 0
         for planned in plan:
-            report = reports.get(planned.object_kind)
-            if report is None:
+            objects = reports.get(planned.object_kind)
+            if not objects:
                 log.info("route %s: no %s for this result (no view analysed), nothing to send "
                          "to %s", planned.route, planned.object_kind, planned.destination)
                 continue
@@ -296,8 +299,9 @@ class AnalysisWorker(PollLoop):
             if not destination.enabled:
                 log.warning("route %s: destination %s is disabled; the delivery waits for it",
                             planned.route, planned.destination)
-            new_delivery(session, report.id, destination.id, planned.route)
-            count += 1
+            for report in objects:
+                new_delivery(session, report.id, destination.id, planned.route)
+                count += 1
         return count
 
     def _write_overlays(self, result: StudyResult, job_id: int) -> dict[str, Path]:

@@ -30,7 +30,7 @@ ENV_PREFIX = "MAMMOGATE_"
 CONFIG_ENV = "MAMMOGATE_CONFIG"
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire, no backslash
-OBJECT_KINDS = ("cad_sr", "comprehensive_sr")
+OBJECT_KINDS = ("cad_sr", "comprehensive_sr", "sc_overlay")
 
 
 class ConfigError(Exception):

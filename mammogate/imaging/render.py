@@ -1,4 +1,5 @@
-"""PNG renderings for the portal: the image with the heatmap blended in colour and marks."""
+"""Renderings of a result: the image with the heatmap blended in colour and marks (the
+portal's PNG), and the same with a caption burned in (the Secondary Capture's pixels)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from mammogate.imaging.geometry import resize
 
@@ -52,3 +53,19 @@ def render_overlay_png(
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+def captioned(png: bytes, lines: Sequence[str]) -> np.ndarray:
+    """The picture ``png`` (from :func:`render_overlay_png`: the portal shows the same) with a
+    black band below it holding ``lines`` of white text, as an RGB uint8 array: what a
+    Secondary Capture burns in."""
+    picture = Image.open(io.BytesIO(png)).convert("RGB")
+    font = ImageFont.load_default()
+    line_height = 14
+    band = line_height * len(lines) + 8
+    out = Image.new("RGB", (max(picture.width, 320), picture.height + band), (0, 0, 0))
+    out.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((4, picture.height + 4 + i * line_height), line, fill=(255, 255, 255), font=font)
+    return np.asarray(out, dtype=np.uint8).copy()

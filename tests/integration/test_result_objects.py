@@ -45,7 +45,8 @@ def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
          "host": "127.0.0.1", "port": pacs["dimse"].dicom_port},
         {"name": "pacs-web", "kind": "stow", "url": f"{pacs['web'].url}/dicom-web"},
     ], routes=[
-        {"name": "workstation", "destinations": ["pacs-dimse"], "objects": ["cad_sr", "comprehensive_sr"]},
+        {"name": "workstation", "destinations": ["pacs-dimse"],
+         "objects": ["cad_sr", "comprehensive_sr", "sc_overlay"]},
         {"name": "viewer", "destinations": ["pacs-web"], "objects": ["comprehensive_sr"]},
     ])
     node.start()
@@ -56,6 +57,10 @@ def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
         by_dimse = wait_until(lambda: (o := _objects(pacs["dimse"], uid)) and len(o) == 2 and o,
                               120, "both reports in the DIMSE PACS")
         by_stow = wait_until(lambda: _objects(pacs["web"], uid), 120, "the report in the STOW PACS")
+        captures = wait_until(
+            lambda: (found := pacs["dimse"].find_instances(StudyInstanceUID=uid, Modality="OT"))
+            and len(found) == 4 and found, 120, "a Secondary Capture per view in the DIMSE PACS")
+        capture = pydicom.dcmread(io.BytesIO(pacs["dimse"].instance_file(str(captures[0]["ID"]))))
     finally:
         assert node.stop() == 0
     assert set(by_dimse) == {CAD_SR, COMPREHENSIVE_SR}
@@ -67,6 +72,8 @@ def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
         assert 0 <= exam.get_measurements()[0].value <= 100
         assert ds.StudyInstanceUID == uid and ds.PatientID == pydicom.dcmread(
             study.images[0].path).PatientID
+    assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and capture.BurnedInAnnotation == "YES"
+    assert capture.StudyInstanceUID == uid and capture.SamplesPerPixel == 3
     # one analysis, so one object of each kind: the same instance in both PACS
     assert by_dimse[COMPREHENSIVE_SR].SOPInstanceUID == by_stow[COMPREHENSIVE_SR].SOPInstanceUID
 

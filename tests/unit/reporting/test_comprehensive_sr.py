@@ -113,6 +113,6 @@ def test_nothing_analysed_gives_no_measurement_report(make_source: SourceFactory
                                                       study_uid: str, model: ModelInfo) -> None:
     source = make_source("R", "CC")
     result = study_result(study_uid, model, (), (skipped(source, failed=True),))
-    assert OBJECT_BUILDERS["comprehensive_sr"](result, [source], ()) is None
+    assert OBJECT_BUILDERS["comprehensive_sr"](result, [source], ()) == []
     with pytest.raises(ValueError, match="nothing to say"):
         build_comprehensive_sr(result, [source])
