@@ -19,7 +19,14 @@ from mammogate.db import AuditEntry, Database, User, utcnow
 from mammogate.storage import FreeSpaceGuard
 from mammogate.web.auth import admin_only, any_role, user_of
 from mammogate.web.http import read
-from mammogate.web.studies import StudyDetail, StudyPage, list_studies, overlay_for, study_detail
+from mammogate.web.studies import (
+    StudyDetail,
+    StudyPage,
+    list_studies,
+    overlay_for,
+    result_object_for,
+    study_detail,
+)
 
 PER_PAGE = 50
 PageNumber = Annotated[int, QueryParameter(name="page", ge=1, le=1_000_000)]
@@ -89,6 +96,22 @@ class StudyController(Controller):
         # the overlay is the patient's image: as much patient data as the detail page
         record_access(db, request, "image viewed", study_instance_uid)
         return File(path, media_type="image/png", content_disposition_type="inline")
+
+    @read("/objects/{sop_instance_uid:str}", sync_to_thread=True)
+    def result_object(
+        self,
+        request: AnyRequest,
+        db_session: DbSession,
+        db: Db,
+        data_dir: DataDir,
+        study_instance_uid: FromPath[str],
+        sop_instance_uid: FromPath[str],
+    ) -> File:
+        """A result object of the study, as a DICOM file (it holds the patient's data)."""
+        path = result_object_for(db_session, study_instance_uid, sop_instance_uid, data_dir)
+        record_access(db, request, "result object downloaded", study_instance_uid)
+        return File(path, media_type="application/dicom", filename=f"{sop_instance_uid}.dcm",
+                    content_disposition_type="attachment")
 
 
 class ApiController(Controller):

@@ -101,7 +101,7 @@ class OperationsController(Controller):
         self, db_session: DbSession,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
         calling: Annotated[str | None, QueryParameter(max_length=16)] = None,
-        rejected: bool = False,
+        rejected: Annotated[bool, QueryParameter()] = False,
     ) -> list[AssociationOut]:
         """The latest DICOM associations, newest first: who called which AE title from where,
         accepted or rejected and why, and how many instances each stored."""

@@ -360,6 +360,24 @@ def overlay_file(overlay_path: str, data_dir: Path) -> Path | None:
     return path
 
 
+def result_object_for(
+    session: Session, study_instance_uid: str, sop_instance_uid: str, data_dir: Path
+) -> Path:
+    """The file of one result object (CAD SR, Comprehensive SR, Secondary Capture) of the
+    study, as written under the data directory's reports."""
+    study = _get_study(session, study_instance_uid)
+    _check_uid(sop_instance_uid, "SOP Instance UID")
+    stored = session.scalar(
+        select(Report.path).join(Analysis, Report.analysis_id == Analysis.id)
+        .where(Analysis.study_id == study.id, Report.sop_instance_uid == sop_instance_uid))
+    if stored:
+        path = Path(stored)
+        reports = (data_dir / "reports").resolve()
+        if path.resolve().is_relative_to(reports) and path.is_file():
+            return path
+    raise NotFoundError(f"This study has no result object {sop_instance_uid} on this node.")
+
+
 def overlay_for(
     session: Session, study_instance_uid: str, sop_instance_uid: str, data_dir: Path
 ) -> Path:

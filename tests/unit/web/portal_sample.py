@@ -29,6 +29,7 @@ LEFT_CC = "1.2.826.0.1.3680043.8.498.1001.1"
 RIGHT_MLO = "1.2.826.0.1.3680043.8.498.1001.2"
 SKIPPED = "1.2.826.0.1.3680043.8.498.1001.3"
 SR_UID = "1.2.826.0.1.3680043.8.498.1001.99"
+SR_BYTES = b"\x00" * 128 + b"DICM" + b"a stand-in for the CAD SR file"
 PATIENT_NAME = "DUPONT^Hélène"
 EXAM_SCORE = 0.873456
 PNG_BYTES = (
@@ -64,6 +65,9 @@ def add_sample_study(db: Database, data_dir: Path) -> str:
     overlay = data_dir / "overlays" / "left_cc.png"
     overlay.parent.mkdir(parents=True)
     overlay.write_bytes(PNG_BYTES)
+    sr_file = data_dir / "reports" / STUDY_UID / f"{SR_UID}.dcm"
+    sr_file.parent.mkdir(parents=True)
+    sr_file.write_bytes(SR_BYTES)
     now = utcnow()
     with db.session() as session:
         s = Study(
@@ -148,7 +152,7 @@ def add_sample_study(db: Database, data_dir: Path) -> str:
             sop_class_uid="1.2.840.10008.5.1.4.1.1.88.50",
             sop_instance_uid=SR_UID,
             series_instance_uid=SR_UID + ".0",
-            path="/spool/sr.dcm",
+            path=str(sr_file),
             created_at=now,
         )
         session.add_all([dest, report])

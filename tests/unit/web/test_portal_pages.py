@@ -240,6 +240,26 @@ def test_every_category_inference_can_produce_has_a_label() -> None:
     assert set(get_args(ExamCategory)) <= set(CATEGORY_LABELS)
 
 
+def test_result_objects_download_with_an_audit_row_and_nothing_else_does(
+    client: TestClient[Litestar], db: Database, study: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.unit.web.portal_sample import SR_BYTES
+
+    sign_in(client, "vic")
+    html = client.get(f"/studies/{study}").text
+    link = f"/studies/{study}/objects/{SR_UID}"
+    assert f'href="{link}"' in html
+    got = client.get(link)
+    assert got.status_code == 200 and got.content == SR_BYTES
+    assert got.headers["content-type"] == "application/dicom"
+    assert "attachment" in got.headers["content-disposition"]
+    with db.session() as session:
+        assert session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "result object downloaded", AuditEntry.actor == "vic")).all()
+    assert client.get(f"/studies/{study}/objects/1.2.3.4").status_code == 404
+    assert client.get(f"/studies/{study}/objects/..%2F..%2Fetc").status_code in (400, 404)
+
+
 def test_views_summary_says_how_many_expected_views_came_and_which_are_missing() -> None:
     from mammogate.web.studies import views_summary
 
