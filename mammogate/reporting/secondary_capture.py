@@ -69,8 +69,9 @@ def build_secondary_captures(result: StudyResult, sources: Sequence[Dataset]) ->
             patient_orientation=("P", "L"),
             transfer_syntax_uid="1.2.840.10008.1.2.1",
         )
-        # the picture keeps the view's orientation (same flips, only scaled)
-        sc.PatientOrientation = copy.deepcopy(source.get("PatientOrientation", ""))
+        # the picture keeps the view's orientation (same flips, only scaled), when the view
+        # states a valid one (digitised film may not)
+        setattr(sc, "PatientOrientation", _orientation(source))  # noqa: B010 -- CS, VM 2 or empty
         copy_source_attributes(sc, source)
         if "SpecificCharacterSet" in source:
             sc.SpecificCharacterSet = copy.deepcopy(source.SpecificCharacterSet)
@@ -82,6 +83,15 @@ def build_secondary_captures(result: StudyResult, sources: Sequence[Dataset]) ->
         sc.SourceImageSequence = [_source_reference(source)]
         captures.append(sc)
     return captures
+
+
+def _orientation(source: Dataset) -> list[str] | str:
+    value = source.get("PatientOrientation")
+    values = ([str(v).strip().upper() for v in value]
+              if isinstance(value, Sequence) and not isinstance(value, str) else [])
+    if len(values) == 2 and all(v and set(v) <= set("LRAPHF") for v in values):
+        return values
+    return ""  # Type 2C: empty rather than invalid
 
 
 def _source_reference(source: Dataset) -> Dataset:

@@ -153,3 +153,73 @@ def test_no_mark_of_the_shipped_model_outside_the_breast_on_any_real_sample(anal
         scored = postprocess(logits, prepared, 0.0, bundle.calibration, sharpness=bundle.sharpness, max_findings=10)
         display = 1.0 - pixels / 255.0 if prepared.inverted else pixels / 255.0
         inside(display.astype(np.float32), pixels.shape[0], [f.center for f in scored.findings])
+
+
+def test_every_object_kind_from_the_real_samples_is_valid(analyzer: Analyzer, tmp_path: Path) -> None:
+    """CBIS-DDSM's four views as one exam (each its own study) and the GE image: each kind of
+    result object under dciodvfy, and dsrdump and PixelMed for the SRs."""
+    from mammogate.reporting.objects import OBJECT_BUILDERS
+    from tests.peers import pixelmed_sr_validation
+
+    samples = _samples()
+    cbis, ge = samples[:4], samples[4:]
+    for label, paths in (("cbis", cbis), ("ge", ge)):
+        result = analyzer.analyze_study(paths)
+        headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+        studies = tuple(dict.fromkeys(str(h.StudyInstanceUID) for h in headers))
+        if len(studies) > 1:  # as the worker records an assembled exam
+            import dataclasses
+            result = dataclasses.replace(result, study_instance_uid=studies[0],
+                                         assembled_from=studies)
+        assert result.images, label
+        for kind, builder in OBJECT_BUILDERS.items():
+            datasets = builder(result, headers, ())
+            assert datasets, f"{label}: no {kind}"
+            for ds in datasets:
+                path = save_report(ds, tmp_path / label / kind)
+                require_tool(DCIODVFY)
+                vfy = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True)
+                errors = [ln for ln in (vfy.stdout + vfy.stderr).splitlines()
+                          if ln.startswith("Error")]
+                assert errors == [], f"{label} {kind}: {errors}"
+                written = pydicom.dcmread(path)
+                assert written.StudyInstanceUID == result.study_instance_uid
+                # an SR: the first image's patient attributes; a capture: its own view's
+                by_uid = {str(h.SOPInstanceUID): h for h in headers}
+                own = (by_uid[str(written.SourceImageSequence[0].ReferencedSOPInstanceUID)]
+                       if kind == "sc_overlay" else headers[0])
+                assert written.PatientID == own.PatientID
+                if kind.endswith("_sr"):
+                    dump = subprocess.run([DSRDUMP, str(path)], capture_output=True, text=True)
+                    assert dump.returncode == 0, dump.stdout + dump.stderr
+                    pixelmed = pixelmed_sr_validation(path)
+                    assert not [ln for ln in pixelmed.splitlines() if ln.startswith("Error")], (
+                        f"{label} {kind}: {pixelmed}")
+
+
+@pytest.mark.parametrize("charset", ["ISO_IR 192", "ISO_IR 100"])
+def test_a_french_name_survives_in_every_object_in_its_character_set(
+    charset: str, tmp_path: Path
+) -> None:
+    """The source's Specific Character Set is the objects' too, and the name reads back."""
+    from mammogate.reporting.objects import OBJECT_BUILDERS
+    from mammogate.training.synthetic import write_study
+
+    study = write_study(tmp_path / "study", seed=77, lesion=True, rows=512, columns=416)
+    paths = []
+    for image in study.images:
+        assert image.path is not None
+        ds = pydicom.dcmread(image.path)
+        ds.SpecificCharacterSet = charset
+        ds.PatientName = "Lefèvre^Anaïs"
+        ds.save_as(image.path)
+        raw = image.path.read_bytes()
+        assert ("Lefèvre".encode("latin-1") in raw) == (charset == "ISO_IR 100")
+        paths.append(image.path)
+    result = Analyzer(load_bundle(None)).analyze_study(paths)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    for kind, builder in OBJECT_BUILDERS.items():
+        for ds in builder(result, headers, ()):
+            written = pydicom.dcmread(save_report(ds, tmp_path / kind))
+            assert written.SpecificCharacterSet == charset, kind
+            assert str(written.PatientName) == "Lefèvre^Anaïs", kind
