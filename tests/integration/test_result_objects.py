@@ -31,6 +31,12 @@ def pacs(tmp_path: Path) -> Iterator[dict[str, Orthanc]]:
             peer.stop()
 
 
+def _destinations(pacs: dict[str, Orthanc]) -> list[dict[str, object]]:
+    return [{"name": "pacs-dimse", "kind": "dimse", "ae_title": pacs["dimse"].aet,
+             "host": "127.0.0.1", "port": pacs["dimse"].dicom_port},
+            {"name": "pacs-web", "kind": "stow", "url": f"{pacs['web'].url}/dicom-web"}]
+
+
 def _objects(pacs: Orthanc, study_uid: str) -> dict[str, pydicom.Dataset]:
     found = pacs.find_instances(StudyInstanceUID=study_uid, Modality="SR")
     datasets = [pydicom.dcmread(io.BytesIO(pacs.instance_file(str(f["ID"])))) for f in found]
@@ -40,11 +46,7 @@ def _objects(pacs: Orthanc, study_uid: str) -> dict[str, pydicom.Dataset]:
 def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
     tmp_path: Path, pacs: dict[str, Orthanc]
 ) -> None:
-    node = Node(tmp_path / "node", destinations=[
-        {"name": "pacs-dimse", "kind": "dimse", "ae_title": pacs["dimse"].aet,
-         "host": "127.0.0.1", "port": pacs["dimse"].dicom_port},
-        {"name": "pacs-web", "kind": "stow", "url": f"{pacs['web'].url}/dicom-web"},
-    ], routes=[
+    node = Node(tmp_path / "node", destinations=_destinations(pacs), routes=[
         {"name": "workstation", "destinations": ["pacs-dimse"],
          "objects": ["cad_sr", "comprehensive_sr", "sc_overlay"]},
         {"name": "viewer", "destinations": ["pacs-web"], "objects": ["comprehensive_sr"]},
@@ -94,11 +96,7 @@ def test_a_study_that_is_not_analysed_is_reported_as_such_unless_the_route_is_si
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2.1"
         ds.PresentationIntentType = "FOR PROCESSING"
         ds.save_as(image.path)
-    node = Node(tmp_path / "node", destinations=[
-        {"name": "pacs-dimse", "kind": "dimse", "ae_title": pacs["dimse"].aet,
-         "host": "127.0.0.1", "port": pacs["dimse"].dicom_port},
-        {"name": "pacs-web", "kind": "stow", "url": f"{pacs['web'].url}/dicom-web"},
-    ], routes=[
+    node = Node(tmp_path / "node", destinations=_destinations(pacs), routes=[
         {"name": "tell-the-pacs", "destinations": ["pacs-dimse"],
          "objects": ["cad_sr", "comprehensive_sr"]},
         {"name": "results-only", "destinations": ["pacs-web"], "on_not_analysed": "silent"},

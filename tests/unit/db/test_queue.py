@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,22 +18,6 @@ from mammogate.db.engine import MIGRATIONS_DIR
 from mammogate.db.models import AllowedPeer, DestinationRow, RouteRow
 from mammogate.db.queue import claim_job, complete_job, fail_job, retry_delay, settle_studies
 from mammogate.db.seed import apply_config, seed_if_first_start
-from tests.peers import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'q.sqlite3'}")
-        database.migrate()
-        yield database
-        database.dispose()
-    else:
-        with postgres_database() as url:
-            database = Database(url)
-            database.migrate()
-            yield database
-            database.dispose()
 
 
 def _study(db: Database, uid: str, quiet_for: float) -> None:

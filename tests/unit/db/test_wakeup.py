@@ -6,9 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,21 +15,6 @@ from mammogate.db.loop import PollLoop
 from mammogate.db.queue import settle_studies
 from mammogate.db.wakeup import ANALYSIS, DELIVERY, PgListener, announce
 from tests.peers import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'w.sqlite3'}")
-        database.migrate()
-        yield database
-        database.dispose()
-    else:
-        with postgres_database() as url:
-            database = Database(url)
-            database.migrate()
-            yield database
-            database.dispose()
 
 
 def test_an_announcement_wakes_its_topic_at_commit_and_not_on_rollback(db: Database) -> None:
