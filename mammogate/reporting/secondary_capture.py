@@ -79,7 +79,8 @@ def build_secondary_captures(result: StudyResult, sources: Sequence[Dataset]) ->
         sc.BurnedInAnnotation = "YES"
         sc.ImageComments = "NOT FOR CLINICAL USE"
         sc.DerivationDescription = (
-            f"heatmap of {result.model.name} {result.model.version} blended over the view")[:1024]
+            f"heatmap of {result.model.name} {result.model.version} (sha256 "
+            f"{result.model.sha256 or 'unknown'}) blended over the view")[:1024]
         sc.SourceImageSequence = [_source_reference(source)]
         captures.append(sc)
     return captures

@@ -49,7 +49,8 @@ def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
     node = Node(tmp_path / "node", destinations=_destinations(pacs), routes=[
         {"name": "workstation", "destinations": ["pacs-dimse"],
          "objects": ["cad_sr", "comprehensive_sr", "sc_overlay"]},
-        {"name": "viewer", "destinations": ["pacs-web"], "objects": ["comprehensive_sr"]},
+        {"name": "viewer", "destinations": ["pacs-web"],
+         "objects": ["comprehensive_sr", "sc_overlay"]},
     ])
     node.start()
     try:
@@ -63,10 +64,13 @@ def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
             lambda: (found := pacs["dimse"].find_instances(StudyInstanceUID=uid, Modality="OT"))
             and len(found) == 4 and found, 120, "a Secondary Capture per view in the DIMSE PACS")
         capture = pydicom.dcmread(io.BytesIO(pacs["dimse"].instance_file(str(captures[0]["ID"]))))
+        by_stow_captures = wait_until(
+            lambda: (found := pacs["web"].find_instances(StudyInstanceUID=uid, Modality="OT"))
+            and len(found) == 4 and found, 120, "the Secondary Captures by STOW-RS")
     finally:
         assert node.stop() == 0
     assert set(by_dimse) == {CAD_SR, COMPREHENSIVE_SR}
-    assert set(by_stow) == {COMPREHENSIVE_SR}  # the viewer route asked for this one only
+    assert set(by_stow) == {COMPREHENSIVE_SR}  # the viewer route asked for no CAD SR
     for ds in (by_dimse[COMPREHENSIVE_SR], by_stow[COMPREHENSIVE_SR]):
         report = hd.sr.ComprehensiveSR.from_dataset(ds).content
         groups = report.get_image_measurement_groups()
@@ -76,6 +80,9 @@ def test_routes_send_each_object_kind_they_name_by_c_store_and_stow(
             study.images[0].path).PatientID
     assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and capture.BurnedInAnnotation == "YES"
     assert capture.StudyInstanceUID == uid and capture.SamplesPerPixel == 3
+    assert "sha256" in capture.DerivationDescription
+    assert {c["MainDicomTags"]["SOPInstanceUID"] for c in by_stow_captures} == {
+        c["MainDicomTags"]["SOPInstanceUID"] for c in captures}
     # one analysis, so one object of each kind: the same instance in both PACS
     assert by_dimse[COMPREHENSIVE_SR].SOPInstanceUID == by_stow[COMPREHENSIVE_SR].SOPInstanceUID
 
