@@ -228,6 +228,8 @@ def cmd_association_list(args: argparse.Namespace) -> int:
                   f"{row.instances_stored:>6} {row.instances_refused:>7}")
             if row.reason:
                 print(f"{'':>8}reason: {row.reason}")
+            if row.security:
+                print(f"{'':>8}secured: {row.security}")
     return 0
 
 

@@ -260,6 +260,8 @@ class AssociationRecord(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     instances_stored: Mapped[int] = mapped_column(Integer, default=0)
     instances_refused: Mapped[int] = mapped_column(Integer, default=0)
+    # "" in plain TCP; with dicom.tls the protocol, cipher and client certificate subject
+    security: Mapped[str] = mapped_column(String(255), default="", server_default="")
 
 
 class Delivery(Base):

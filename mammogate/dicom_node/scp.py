@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any, cast
@@ -58,7 +59,7 @@ from mammogate.dicom_node.limits import LimitExceeded, read_bounded
 from mammogate.dicom_node.policy import AssociationPolicy, peer_rule
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
 from mammogate.dicom_node.tls import describe as describe_tls
-from mammogate.dicom_node.tls import server_context
+from mammogate.dicom_node.tls import peer_summary, server_context
 from mammogate.imaging.views import patient_stem, view_info
 from mammogate.storage import FreeSpaceGuard
 
@@ -565,6 +566,7 @@ class Scp:
                     accepted=accepted,
                     outcome="open" if accepted else "rejected",
                     reason=reason,
+                    security=_security(assoc)[:255],
                     ended_at=None if accepted else utcnow(),
                 )
                 session.add(row)
@@ -640,6 +642,12 @@ class Scp:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+
+
+def _security(assoc: Any) -> str:
+    """How the association's connection is secured: "" in plain TCP."""
+    raw = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+    return peer_summary(raw) if isinstance(raw, ssl.SSLSocket) else ""
 
 
 def _on_released(event: evt.Event) -> None:

@@ -80,6 +80,7 @@ class AssociationOut:
     reason: str  # why it was rejected
     instances_stored: int
     instances_refused: int
+    security: str  # "" in plain TCP; else TLS version, cipher, client certificate
 
 
 def _refused(exc: RequestRefused) -> HTTPException:
@@ -109,7 +110,8 @@ class OperationsController(Controller):
                                    rejected_only=rejected)
         return [AssociationOut(r.id, r.requested_at, r.ended_at, r.calling_ae_title,
                                r.called_ae_title, r.address, r.port, r.accepted, r.outcome,
-                               r.reason, r.instances_stored, r.instances_refused) for r in rows]
+                               r.reason, r.instances_stored, r.instances_refused, r.security)
+                for r in rows]
 
     @read("/studies/{study_instance_uid:str}/routes", sync_to_thread=True)
     def explain_routes(self, request: AnyRequest, db_session: DbSession, db: Db,

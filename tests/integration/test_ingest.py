@@ -109,7 +109,7 @@ def test_each_listening_ae_title_and_peer_rule_with_the_reason_in_the_history(
         ("FARAWAY", "MAMMOGATE", False, "rejected"),
     ]
     assert [r.instances_stored for r in rows[:3]] == [0, 4, 0]
-    assert all(r.address == "127.0.0.1" and r.port > 0 for r in rows)
+    assert all(r.address == "127.0.0.1" and r.port > 0 and r.security == "" for r in rows)
     assert "'SOMEONE_ELSE' is not one of this node's (MAMMOGATE, MAMMO_RESEARCH" in rows[3].reason
     assert "'INTRUDER' is not an allowed peer" in rows[4].reason
     assert "allowed from 192.0.2.7, 198.51.100.0/24 only, not from 127.0.0.1" in rows[5].reason

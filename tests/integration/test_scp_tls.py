@@ -159,6 +159,13 @@ def test_mutual_tls_refuses_a_client_without_a_trusted_certificate_and_serves_on
     trusted = _storescu(mutual.port, _tls(pki, pki), *files)
     assert trusted.returncode == 0, _out(trusted)
     assert len(mutual.instances()) == len(files)
+    # the association history says how each association was secured
+    from mammogate.db import AssociationRecord
+    with mutual.db.read_session() as session:
+        secured = [r.security for r in session.scalars(
+            select(AssociationRecord).where(AssociationRecord.accepted.is_(True)))]
+    assert secured and all(s.startswith("TLSv1.") and "client certificate commonName=client" in s
+                           for s in secured), secured
     assert _echoscu(mutual.port, _tls(pki, pki)).returncode == 0
 
 
