@@ -7,7 +7,7 @@ import getpass
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +78,58 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         db.dispose()
     print(f"user {user.username} added with role {user.role}")
     return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from mammogate.web.accounts import list_accounts
+
+    with _database(args) as (_settings_, db), db.read_session() as session:
+        accounts = list_accounts(session)
+    print(f"{'user':<24} {'role':<12} {'state':<9} {'sign-in':<6} {'last sign-in (UTC)':<19}")
+    for a in accounts:
+        last = f"{a.last_login_at:%Y-%m-%d %H:%M:%S}" if a.last_login_at else "never"
+        print(f"{a.username:<24} {a.role:<12} {'disabled' if a.disabled else 'enabled':<9} "
+              f"{'local' if a.local else 'OIDC':<6} {last:<19}")
+    return 0
+
+
+def _account_change(args: argparse.Namespace, change: Callable[[Database], int],
+                    done: str) -> int:
+    with _database(args) as (_settings_, db):
+        try:
+            ended = change(db)
+        except (LookupError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"{done}; {ended} portal sign-in(s) ended")
+    return 0
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    from mammogate.web.accounts import set_disabled
+
+    return _account_change(
+        args, lambda db: set_disabled(db, args.name, args.disable, actor=_actor()),
+        f"user {args.name} {'disabled' if args.disable else 'enabled'}")
+
+
+def cmd_user_set_role(args: argparse.Namespace) -> int:
+    from mammogate.web.accounts import set_role
+
+    return _account_change(args, lambda db: set_role(db, args.name, args.role, actor=_actor()),
+                           f"user {args.name} now has role {args.role}")
+
+
+def cmd_user_reset_password(args: argparse.Namespace) -> int:
+    from mammogate.web.accounts import reset_password
+
+    if not args.password_stdin:
+        print("error: give the password on standard input with --password-stdin", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\r\n")
+    return _account_change(
+        args, lambda db: reset_password(db, args.name, password, actor=_actor()),
+        f"password of user {args.name} reset")
 
 
 @contextmanager
@@ -327,6 +379,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the password from the first line of standard input (required)",
     )
     p.set_defaults(func=cmd_user_add)
+    p = with_config(user_sub.add_parser("list", help="every account: role, state, last sign-in"))
+    p.set_defaults(func=cmd_user_list)
+    for action, helptext in (("disable", "disable an account (its sign-ins end at once)"),
+                             ("enable", "enable a disabled account")):
+        p = with_config(user_sub.add_parser(action, help=helptext))
+        p.add_argument("name", help="user name")
+        p.set_defaults(func=cmd_user_disable, disable=action == "disable")
+    p = with_config(user_sub.add_parser(
+        "set-role", help="give an account another role (its sign-ins end)"))
+    p.add_argument("name", help="user name")
+    p.add_argument("role", choices=ROLES)
+    p.set_defaults(func=cmd_user_set_role)
+    p = with_config(user_sub.add_parser(
+        "reset-password", help="a new password from standard input (its sign-ins end)"))
+    p.add_argument("name", help="user name")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the "
+                   "first line of standard input (required)")
+    p.set_defaults(func=cmd_user_reset_password)
 
     config = sub.add_parser("config", help="configuration tasks")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -68,9 +68,8 @@ def create_local_user(db: Database, username: str, role: str, password: str) -> 
         raise ValueError("username: at most 128 characters, no control characters")
     if role not in ROLES:
         raise ValueError(f"role: {role!r} is not a role; use one of {', '.join(ROLES)}")
-    if not password:
-        raise ValueError("password: must not be empty")
-    password_hash = _hasher.hash(password)
+    check_password_policy(password, username)
+    password_hash = hash_password(password)
     try:
         with db.session() as session:
             if session.scalar(select(User.id).where(User.username == username)) is not None:
@@ -95,6 +94,33 @@ def create_local_user(db: Database, username: str, role: str, password: str) -> 
         raise ValueError(f"username: a user called {username!r} already exists") from exc
     log.info("created local user %s with role %s", username, role)
     return user
+
+
+MIN_PASSWORD_LENGTH = 12
+# the most common passwords and the obvious ones for this system (a breached-password list
+# cannot be downloaded here; length does most of the work)
+_COMMON = {"password", "passw0rd", "123456", "12345678", "123456789", "1234567890",
+           "qwerty", "azerty", "letmein", "welcome", "admin", "administrator", "mammogate",
+           "radiology", "radiologist", "mammography", "changeme", "secret", "iloveyou"}
+
+
+def check_password_policy(password: str, username: str = "") -> None:
+    """Refuse a password that is easy to guess, with the rule it breaks (ValueError)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password: at least {MIN_PASSWORD_LENGTH} characters "
+                         f"(a passphrase of a few words is best); this one has {len(password)}")
+    lowered = password.lower()
+    if len(set(lowered)) < 4:
+        raise ValueError("password: uses fewer than 4 different characters")
+    if username and username.strip().lower() in lowered:
+        raise ValueError("password: must not contain the user name")
+    stripped = lowered.strip("0123456789!?.-_ ")
+    if lowered in _COMMON or stripped in _COMMON:
+        raise ValueError("password: one of the most common passwords")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
 
 
 def check_local_password(session: Session, username: str, password: str) -> User | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,28 @@ def test_allow_list_rule_is_checked_against_the_database_that_enforces_it(tmp_pa
         assert echo.returncode != 0 and "Association Rejected" in echo.stdout + echo.stderr
     finally:
         assert node.stop() == 0
+
+
+def test_user_management_from_the_command_line(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.write_config()
+    node.run_cli("user", "add", "hannah", "--role", "radiologist", "--password-stdin",
+                 stdin="correct horse battery staple\n")
+    weak = node.run_cli("user", "add", "eve", "--role", "viewer", "--password-stdin",
+                        stdin="abc\n", check=False)
+    assert weak.returncode == 1 and "password: at least 12 characters" in weak.stderr
+    listed = node.run_cli("user", "list").stdout
+    assert re.search(r"hannah\s+radiologist\s+enabled\s+local\s+never", listed)
+    assert not re.search(r"^eve\s", listed, re.MULTILINE)
+    assert "user hannah disabled" in node.run_cli("user", "disable", "hannah").stdout
+    assert re.search(r"hannah\s+radiologist\s+disabled", node.run_cli("user", "list").stdout)
+    node.run_cli("user", "enable", "hannah")
+    node.run_cli("user", "set-role", "hannah", "admin")
+    assert re.search(r"hannah\s+admin\s+enabled", node.run_cli("user", "list").stdout)
+    short = node.run_cli("user", "reset-password", "hannah", "--password-stdin", stdin="short\n",
+                         check=False)
+    assert short.returncode == 1 and "at least 12 characters" in short.stderr
+    node.run_cli("user", "reset-password", "hannah", "--password-stdin",
+                 stdin="another long passphrase\n")
+    missing = node.run_cli("user", "disable", "nobody", check=False)
+    assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr

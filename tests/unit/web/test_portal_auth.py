@@ -256,8 +256,8 @@ def test_create_local_user_refuses_bad_input(db: Database) -> None:
     with pytest.raises(ValueError, match="role"):
         create_local_user(db, "eve", "root", "pw")
     with pytest.raises(ValueError, match="already exists"):
-        create_local_user(db, "ada", "viewer", "pw")
-    with pytest.raises(ValueError, match="password"):
+        create_local_user(db, "ada", "viewer", "a long enough passphrase")
+    with pytest.raises(ValueError, match="password: at least 12 characters"):
         create_local_user(db, "eve", "viewer", "")
     with pytest.raises(ValueError, match="username"):
         create_local_user(db, "  ", "viewer", "pw")
