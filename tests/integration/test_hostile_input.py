@@ -13,9 +13,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from mammogate.db import Database, Report, Study
+from mammogate.reporting.cad_sr import read_cad_sr
 from mammogate.training.synthetic import make_study
 from tests.integration.test_scp import (  # noqa: F401
     MG_FOR_PRESENTATION,
@@ -274,7 +275,8 @@ def test_associations_over_the_per_host_limit_are_rejected_as_local_limit_exceed
 
 def test_a_study_of_1x1_images_is_not_analysed_and_sends_no_result(tmp_path: Path, database_url: str) -> None:
     """Finding 5: a 1x1 "mammogram" once got a "not flagged" CAD SR. Now the study ends
-    skipped, saying why, with no report and nothing for the PACS."""
+    skipped, saying why, and the only object is the report that says no analysis was
+    attempted (so the PACS shows it arrived), with no finding and no score."""
     study = make_study(seed=61, lesion=False, rows=96, columns=80)
     files = []
     for number, ds in enumerate(study.datasets):
@@ -299,7 +301,10 @@ def test_a_study_of_1x1_images_is_not_analysed_and_sends_no_result(tmp_path: Pat
             assert ended.state == "skipped"
             assert "too small" in (ended.last_error or "")
             with db.session() as session:
-                assert session.scalar(select(func.count(Report.id))) == 0
+                (report,) = session.scalars(select(Report)).all()
+                assert report.kind == "cad_sr"
+                contents = read_cad_sr(pydicom.dcmread(report.path))
+                assert contents.detections.value == "111225" and contents.findings == ()
         finally:
             db.dispose()
     finally:
