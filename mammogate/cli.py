@@ -58,13 +58,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def _password_from_stdin(args: argparse.Namespace) -> str | None:
+    """The first line of standard input; None (after saying why) without --password-stdin:
+    a password is never an argument, which other users could read in the process list."""
+    if not args.password_stdin:
+        print("error: give the password on standard input with --password-stdin", file=sys.stderr)
+        return None
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 def cmd_user_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging("WARNING")
-    if not args.password_stdin:
-        print("error: give the password on standard input with --password-stdin", file=sys.stderr)
+    password = _password_from_stdin(args)
+    if password is None:
         return 2
-    password = sys.stdin.readline().rstrip("\r\n")
     from mammogate.app import open_database
     from mammogate.web.auth import create_local_user
 
@@ -123,10 +131,9 @@ def cmd_user_set_role(args: argparse.Namespace) -> int:
 def cmd_user_reset_password(args: argparse.Namespace) -> int:
     from mammogate.web.accounts import reset_password
 
-    if not args.password_stdin:
-        print("error: give the password on standard input with --password-stdin", file=sys.stderr)
+    password = _password_from_stdin(args)
+    if password is None:
         return 2
-    password = sys.stdin.readline().rstrip("\r\n")
     return _account_change(
         args, lambda db: reset_password(db, args.name, password, actor=_actor()),
         f"password of user {args.name} reset")

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -32,7 +33,6 @@ from mammogate.db import (
     Job,
     Report,
     Study,
-    utcnow,
 )
 from mammogate.db.loop import PollLoop
 from mammogate.db.queue import (
@@ -192,16 +192,11 @@ class AnalysisWorker(PollLoop):
             self._job_failed(job_id, study_id, f"internal error: {type(exc).__name__}: {exc}")
         return True
 
-    def idle_seconds(self) -> float:
-        """Until the quietest receiving study settles (the store that would make it ready
+    def next_due(self) -> datetime | None:
+        """When the quietest receiving study settles (the store that would make it ready
         sooner wakes the worker)."""
         with self.db.read_session() as session:
-            due = next_settle_due(session, self.settings.dicom.settle_seconds)
-        if due is None:
-            return self.poll_seconds
-        left = (due - utcnow()).total_seconds()
-        # due already but not claimable (held back behind another, or locked): poll
-        return left + 0.01 if left > 0 else self.poll_seconds
+            return next_settle_due(session, self.settings.dicom.settle_seconds)
 
     def _analyze(self, job_id: int, study_id: int) -> None:
         assert self.analyzer is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from mammogate.db.wakeup import PgListener, wakeup_for
@@ -101,6 +101,15 @@ class Database:
         ``session()`` for that). Rolled back when the block ends."""
         with self.read_sessions() as session:  # closing it rolls the transaction back
             yield session
+
+    def reachable(self) -> str:
+        """"ok" when a query answers, else why not (for readiness checks)."""
+        try:
+            with self.read_session() as session:
+                session.execute(text("SELECT 1"))
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            return f"unreachable ({type(exc).__name__})"
+        return "ok"
 
     def migrate(self) -> None:
         """Bring the schema to the one head revision (Alembic, package data)."""

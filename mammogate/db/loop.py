@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from mammogate.db.engine import utcnow
 from mammogate.db.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,19 @@ class PollLoop:
         if wakeup is not None and topic:
             wakeup.subscribe(topic, self.woken)
 
+    def next_due(self) -> datetime | None:
+        """When the loop's next work falls due, if it knows (the base class does not)."""
+        return None
+
     def idle_seconds(self) -> float:
-        """How long to wait when idle, unless woken: ``poll_seconds``, or less when the loop
-        knows when its next work falls due."""
-        return self.poll_seconds
+        """How long to wait when idle, unless woken: until :meth:`next_due`, at most
+        ``poll_seconds``."""
+        due = self.next_due()
+        if due is None:
+            return self.poll_seconds
+        left = (due - utcnow()).total_seconds()
+        # due already but not claimable (held back behind another, or locked): poll
+        return left + 0.01 if left > 0 else self.poll_seconds
 
     def run_once(self) -> bool:
         """Do one unit of work; False when there was none."""

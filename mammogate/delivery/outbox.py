@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammogate.config import Settings
-from mammogate.db import Database, Delivery, DestinationRow, Job, utcnow
+from mammogate.db import Database, Delivery, DestinationRow, Job
 from mammogate.db.loop import PollLoop
 from mammogate.db.queue import (
     claim_delivery,
@@ -56,15 +57,10 @@ class DeliveryLoop(PollLoop):
     def run_once(self) -> bool:
         return self._run_test_job() or self._run_delivery()
 
-    def idle_seconds(self) -> float:
-        """Until the next retry falls due (new deliveries wake the sender)."""
+    def next_due(self) -> datetime | None:
+        """When the next retry falls due (new deliveries wake the sender)."""
         with self.db.read_session() as session:
-            due = next_delivery_due(session)
-        if due is None:
-            return self.poll_seconds
-        left = (due - utcnow()).total_seconds()
-        # due already but not claimable (held back behind another, or locked): poll
-        return left + 0.01 if left > 0 else self.poll_seconds
+            return next_delivery_due(session)
 
     def _run_test_job(self) -> bool:
         """A connection test asked for through the portal's API: the sender has the network."""

@@ -191,7 +191,10 @@ def build_mammography_cad_sr(
 
 
 def copy_source_attributes(ds: Dataset, first: Dataset) -> None:
-    """The patient and study attributes of a result object, from its first source image."""
+    """The patient and study attributes of a result object, and their character set, from its
+    first source image."""
+    if "SpecificCharacterSet" in first:
+        ds.SpecificCharacterSet = copy.deepcopy(first.SpecificCharacterSet)
     for keyword in _COPIED_FROM_SOURCE:
         if keyword in first and _copyable(first[keyword]):
             ds[keyword] = copy.deepcopy(first[keyword])
@@ -199,6 +202,15 @@ def copy_source_attributes(ds: Dataset, first: Dataset) -> None:
             # Type 2 in the SR: a missing or invalid source value (real archives hold birth
             # dates of 00000000) is left empty rather than copied into an invalid object.
             setattr(ds, keyword, "")
+
+
+def sanitised(header: Dataset) -> Dataset:
+    """A copy of a source header whose patient and study attributes are as the result objects
+    carry them (highdicom copies them from the headers it is given, and fails on a birth date
+    of 00000000)."""
+    clean = copy.deepcopy(header)
+    copy_source_attributes(clean, header)
+    return clean
 
 
 def _copyable(element: DataElement) -> bool:
@@ -352,8 +364,6 @@ def _document(
     file_meta.ImplementationVersionName = f"MAMMOGATE_{__version__}"[:16]
     ds.file_meta = file_meta
 
-    if "SpecificCharacterSet" in first:
-        ds.SpecificCharacterSet = copy.deepcopy(first.SpecificCharacterSet)
     ds.SOPClassUID = MAMMOGRAPHY_CAD_SR_STORAGE
     ds.SOPInstanceUID = sop_instance_uid
     ds.InstanceCreationDate = when.strftime("%Y%m%d")

@@ -21,7 +21,6 @@ birth date of 00000000 is left empty, not copied) and the model's name and versi
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -41,6 +40,7 @@ from mammogate.reporting.cad_sr import (
     evidence_items,
     index_sources,
     references,
+    sanitised,
 )
 
 COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -81,14 +81,6 @@ def _region(finding: Finding, source: Dataset) -> hd.sr.ImageRegion:
     return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT,
                              graphic_data=np.array([finding.center], dtype=np.float64),
                              source_image=image)
-
-
-def _sanitised(header: Dataset) -> Dataset:
-    """The header with its patient and study attributes as the result objects carry them
-    (highdicom copies them from the evidence, and fails on a birth date of 00000000)."""
-    clean = copy.deepcopy(header)
-    copy_source_attributes(clean, header)
-    return clean
 
 
 def build_comprehensive_sr(
@@ -156,7 +148,7 @@ def build_comprehensive_sr(
         title=codes.DCM.ImagingMeasurementReport,
     )
     first = sources[0]
-    evidence = sorted((_sanitised(headers[image.sop_instance_uid]) for image in result.images),
+    evidence = sorted((sanitised(headers[image.sop_instance_uid]) for image in result.images),
                       key=lambda h: str(h.StudyInstanceUID) != result.study_instance_uid)
     # (the result's own study first: highdicom takes the object's study from evidence[0])
     ds = hd.sr.ComprehensiveSR(
@@ -172,8 +164,6 @@ def build_comprehensive_sr(
     ds.CurrentRequestedProcedureEvidenceSequence = evidence_items(evidence)
     if "PertinentOtherEvidenceSequence" in ds:
         del ds.PertinentOtherEvidenceSequence
-    if "SpecificCharacterSet" in first:
-        ds.SpecificCharacterSet = copy.deepcopy(first.SpecificCharacterSet)
     ds.ManufacturerModelName = result.model.name[:64]
     setattr(ds, "SoftwareVersions", [f"mammogate {__version__}"[:64],  # noqa: B010 -- LO, VM 1-n
                                      f"{result.model.name} {result.model.version}"[:64]])

@@ -6,7 +6,6 @@ CLINICAL USE". A new series in the study, built with highdicom.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -20,6 +19,7 @@ from mammogate.reporting.cad_sr import (
     MANUFACTURER,
     copy_source_attributes,
     index_sources,
+    sanitised,
 )
 
 SERIES_DESCRIPTION = "mammogate heatmaps (NOT FOR CLINICAL USE)"
@@ -49,8 +49,7 @@ def build_secondary_captures(result: StudyResult, sources: Sequence[Dataset]) ->
     for number, image in enumerate((i for i in result.images if i.overlay_png), start=1):
         assert image.overlay_png is not None
         source = headers[image.sop_instance_uid]
-        reference = copy.deepcopy(source)
-        copy_source_attributes(reference, source)  # highdicom copies patient and study from it
+        reference = sanitised(source)  # highdicom copies patient and study from it
         reference.StudyInstanceUID = result.study_instance_uid
         sc = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=reference,
@@ -73,8 +72,6 @@ def build_secondary_captures(result: StudyResult, sources: Sequence[Dataset]) ->
         # states a valid one (digitised film may not)
         setattr(sc, "PatientOrientation", _orientation(source))  # noqa: B010 -- CS, VM 2 or empty
         copy_source_attributes(sc, source)
-        if "SpecificCharacterSet" in source:
-            sc.SpecificCharacterSet = copy.deepcopy(source.SpecificCharacterSet)
         sc.SeriesDescription = SERIES_DESCRIPTION
         sc.BurnedInAnnotation = "YES"
         sc.ImageComments = "NOT FOR CLINICAL USE"

@@ -16,8 +16,6 @@ from litestar.security.session_auth import SessionAuth
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mammogate.config.settings import Settings, WebSettings
@@ -125,12 +123,7 @@ def create_app(
         return list(settings.dicom.expected_views)
 
     def database_only() -> dict[str, str]:
-        try:
-            with db.read_session() as session:
-                session.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
-            return {"database": f"unreachable ({type(exc).__name__})"}
-        return {"database": "ok"}
+        return {"database": db.reachable()}
 
     def provide_readiness() -> Callable[[], dict[str, str]]:
         return readiness or database_only
