@@ -212,6 +212,9 @@ class AnalysisWorker(PollLoop):
             ]
         log.info("analysing study %s (%d instances, job %d)", study_uid, len(paths), job_id)
         result = self.analyzer.analyze_study(paths)
+        # the result objects say which of the views a complete exam has were missing
+        result = dataclasses.replace(
+            result, expected_views=tuple(self.settings.dicom.expected_views))
         studies = tuple(dict.fromkeys(str(h.get("StudyInstanceUID", "")) for h in result.headers))
         if studies and studies != (study_uid,):
             # an exam assembled from several studies (dicom.group_studies_by_patient_and_date):

@@ -281,3 +281,31 @@ def segment_breast(
     if flip:
         pectoral = pectoral[:, ::-1]
     return BreastRegion(region.mask, np.ascontiguousarray(pectoral), flip, region.scale, region.threshold)
+
+
+@dataclass(frozen=True)
+class BreastLandmarks:
+    """Where the nipple is and how deep the breast is, on an image with the chest wall on the
+    left (the model grid), in that image's pixels: ``nipple`` is (column, row) in the SCOORD
+    convention (pixel centres at +0.5), ``depth`` the distance from the nipple to the chest
+    wall (the breast's leftmost column)."""
+
+    nipple: tuple[float, float]
+    depth: float
+
+
+def breast_landmarks(mask: np.ndarray) -> BreastLandmarks | None:
+    """The nipple as the breast's most anterior point: the rows where the mask reaches (within
+    one pixel) its rightmost column, their middle row. On a CC view that is the nipple; on an
+    MLO view the most anterior point of the breast, where the nipple lies in profile on a
+    well-positioned view. Without nipple detection this is an approximation, good enough to
+    compare a lesion's distance from the nipple between a breast's CC and MLO views (the rule
+    of ``mammogate.inference.correspondence``). None for an empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    columns = np.flatnonzero(mask.any(axis=0))
+    if columns.size == 0:
+        return None
+    front = int(columns[-1])
+    rows = np.flatnonzero(mask[:, max(front - 1, 0) : front + 1].any(axis=1))
+    row = float(np.median(rows))
+    return BreastLandmarks(nipple=(front + 0.5, row + 0.5), depth=float(front - columns[0] + 1))

@@ -224,3 +224,20 @@ def to_model_grid(
         0.0 if whole else box_columns * factor_x,
     )
     return grid, transform
+
+
+def pixel_spacing_mm(ds: Dataset | None) -> float | None:
+    """mm per pixel of an image: PixelSpacing (calibrated to the patient) when present, else
+    ImagerPixelSpacing (at the detector); the mean of the row and column spacing. None when
+    neither holds two positive numbers."""
+    if ds is None:
+        return None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            spacing = [float(v) for v in value] if value is not None else []
+        except (TypeError, ValueError):
+            continue
+        if len(spacing) == 2 and all(np.isfinite(v) and v > 0 for v in spacing):
+            return (spacing[0] + spacing[1]) / 2
+    return None

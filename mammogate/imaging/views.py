@@ -8,6 +8,7 @@ else text such as ``LEFT_CC`` in PatientID / SeriesDescription (digitised-film a
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydicom import Dataset
@@ -222,3 +223,13 @@ def view_info(ds: Dataset) -> ViewInfo:
         if view is None and conflict is None and text_view:
             view, view_source = text_view, "text"
     return ViewInfo(laterality, view, laterality_source, view_source, _view_modifiers(ds), conflict)
+
+
+def views_summary(present: Sequence[str], expected: Sequence[str]) -> tuple[list[str], str]:
+    """The expected views missing, and a sentence a reader takes in at a glance."""
+    missing = [v for v in expected if v not in present]
+    if not expected:
+        return [], f"{len(present)} views" if present else "no view recognised"
+    found = len(expected) - len(missing)
+    text = f"{found} of {len(expected)} expected views"
+    return missing, text + (f"; {', '.join(missing)} missing" if missing else "")

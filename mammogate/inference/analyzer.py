@@ -14,6 +14,8 @@ import numpy as np
 from pydicom import Dataset
 
 from mammogate.imaging import ImagingError, UnsupportedImageError, header_of, read_dataset
+from mammogate.imaging.breast import breast_landmarks
+from mammogate.imaging.geometry import pixel_spacing_mm
 from mammogate.imaging.render import render_overlay_png
 from mammogate.inference.bundle import ModelBundle, load_bundle
 from mammogate.inference.pipeline import (
@@ -169,6 +171,12 @@ class Analyzer:
             for p in scored.findings
         )
         original_heatmap = prepared.transform.heatmap_to_original(scored.cell_probabilities.astype(np.float32))
+        nipple = depth = None
+        landmarks = breast_landmarks(prepared.breast)
+        if landmarks is not None:
+            column, row = prepared.transform.to_original(*landmarks.nipple)
+            nipple = (round(column, 2), round(row, 2))
+            depth = round(prepared.transform.length_to_original(landmarks.depth), 2)
         return ImageResult(
             sop_instance_uid=sop_uid,
             sop_class_uid=str(ds.get("SOPClassUID", "")),
@@ -184,4 +192,7 @@ class Analyzer:
                 prepared.display, original_heatmap, [f.center for f in findings],
                 original_rows=prepared.transform.rows,
             ),
+            nipple=nipple,
+            breast_depth=depth,
+            pixel_spacing=pixel_spacing_mm(ds),
         )

@@ -60,6 +60,23 @@ class ImageResult:
     heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
     # The portal's picture: the image with the heatmap blended in and the findings marked.
     overlay_png: bytes | None = field(default=None, compare=False, repr=False)
+    # The breast's most anterior point (the nipple, see imaging.breast.breast_landmarks) and
+    # its depth to the chest wall, in original pixels; None when not determined
+    nipple: tuple[float, float] | None = None
+    breast_depth: float | None = None
+    # mm per original pixel (PixelSpacing, else ImagerPixelSpacing; the mean of the two
+    # directions); None when the header states none
+    pixel_spacing: float | None = None
+
+    def distance_from_nipple(self, point: tuple[float, float]) -> tuple[float | None, float | None]:
+        """How far ``point`` (column, row) lies from the nipple: (mm, fraction of the breast's
+        depth), each None when the image lacks what it needs (spacing, landmarks)."""
+        if self.nipple is None:
+            return None, None
+        pixels = float(np.hypot(point[0] - self.nipple[0], point[1] - self.nipple[1]))
+        mm = pixels * self.pixel_spacing if self.pixel_spacing else None
+        relative = pixels / self.breast_depth if self.breast_depth else None
+        return mm, relative
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,9 @@ class StudyResult:
     # an exam assembled from several studies (the node's grouping by patient and date): each
     # study whose images it holds; () when the images are of study_instance_uid alone
     assembled_from: tuple[str, ...] = ()
+    # the views a complete exam has (dicom.expected_views, e.g. RCC, LCC, RMLO, LMLO), set by
+    # the worker so the result objects can say which were missing; () when not known
+    expected_views: tuple[str, ...] = ()
 
     @property
     def findings(self) -> tuple[Finding, ...]:

@@ -18,6 +18,7 @@ constructors and raise plain ``TypeError`` / ``ValueError`` naming the offending
 from mammogate.reporting.cad_sr import (
     CadSrContents,
     PriorDocument,
+    ReportedComposite,
     ReportedFinding,
     build_mammography_cad_sr,
     read_cad_sr,
@@ -40,6 +41,7 @@ __all__ = [
     "PriorDocument",
     "ReportParseError",
     "ReportWriteError",
+    "ReportedComposite",
     "ReportedFinding",
     "ReportingError",
     "SourceMismatchError",

@@ -43,10 +43,14 @@ from pydicom.sr.coding import Code
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from mammogate import DISCLAIMER, __version__
+from mammogate.imaging.views import view_info, views_summary
+from mammogate.inference.correspondence import RULE as CORRESPONDENCE_RULE
+from mammogate.inference.correspondence import corresponding_findings
 from mammogate.inference.results import ImageResult, ModelInfo, SkippedImage, StudyResult
 from mammogate.reporting import sr_items as si
 from mammogate.reporting.cad_templates import (
     AlgorithmIdentification,
+    CompositeFeature,
     DetectionPerformed,
     ImageLibraryEntry,
     SingleImageFinding,
@@ -122,15 +126,28 @@ def build_mammography_cad_sr(
     path_of = {uid: (*_IMAGE_LIBRARY_PATH, k) for k, (uid, _) in enumerate(library, start=1)}
     algorithm = algorithm_identification(result.model)
 
-    impressions = []
+    single: dict[int, tuple[SingleImageFinding, ContentItemPath]] = {}
     for image in result.images:
         for index, finding in enumerate(image.findings):
             _check_finding_on_image(image, index)
-            impressions.append(
-                SingleImageFinding(
-                    finding.probability, finding.center, finding.outline, algorithm
-                ).to_item(path_of[image.sop_instance_uid])
+            single[id(finding)] = (
+                SingleImageFinding(finding.probability, finding.center, finding.outline, algorithm),
+                path_of[image.sop_instance_uid],
             )
+    # a lesion seen on a breast's two views is one composite feature (TID 4004) inferred
+    # from its two findings, in place of two unrelated marks (the rule: inference.correspondence)
+    pairs = corresponding_findings(result)
+    pair_of = {id(p.craniocaudal): p for p in pairs}
+    in_pairs = {id(f) for p in pairs for f in (p.craniocaudal, p.lateral)}
+    impressions = []
+    for finding in result.findings:
+        if id(finding) in pair_of:
+            pair = pair_of[id(finding)]
+            impressions.append(CompositeFeature(
+                [single[id(pair.craniocaudal)], single[id(pair.lateral)]], pair.probability,
+                algorithm).to_item())
+        elif id(finding) not in in_pairs:
+            impressions.append(single[id(finding)][0].to_item(single[id(finding)][1]))
 
     analysed = [path_of[i.sop_instance_uid] for i in result.images]
     failed = [
@@ -143,7 +160,13 @@ def build_mammography_cad_sr(
             "CONTAINS",
             si.CAD_PROCESSING_AND_FINDINGS_SUMMARY,
             _processing_summary(bool(analysed), bool(failed), bool(impressions)),
-            impressions,
+            [
+                # TID 4002: the impression in words, and the algorithm that made it (TID 4019)
+                si.text("HAS PROPERTIES", si.IMPRESSION_DESCRIPTION,
+                        impression_description(result, len(pairs))),
+                *algorithm.to_items(),
+                *impressions,
+            ],
         ),
         _summary_of_detections(algorithm, analysed, failed),
         si.coded("CONTAINS", si.SUMMARY_OF_ANALYSES, si.NOT_ATTEMPTED),
@@ -180,14 +203,60 @@ def build_mammography_cad_sr(
     ds.ContentTemplateSequence = [template]
     ds.ContentSequence = content
     logger.info(
-        "built Mammography CAD SR %s for study %s: %d images, %d findings, %d failed",
+        "built Mammography CAD SR %s for study %s: %d images, %d findings (%d on two views), "
+        "%d failed",
         ds.SOPInstanceUID,
         result.study_instance_uid,
         len(analysed),
-        len(impressions),
+        len(single),
+        len(pairs),
         len(failed),
     )
     return ds
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def received_views(headers: Sequence[Dataset]) -> list[str]:
+    """Laterality + view ("RMLO") of each image header whose laterality and view are known."""
+    views = set()
+    for header in headers:
+        info = view_info(header)
+        if info.laterality in ("L", "R") and info.view:
+            views.add(f"{info.laterality}{info.view}")
+    return sorted(views)
+
+
+def impression_description(result: StudyResult, lesions_on_two_views: int = 0) -> str:
+    """The overall impression in words (TID 4002 Impression Description): the exam and breast
+    probabilities against the operating point, how many views were analysed, which expected
+    views were missing, and the disclaimer."""
+    parts = []
+    if result.exam_score is not None:
+        flagged = result.exam_score >= result.model.operating_point
+        parts.append(
+            f"Exam probability of cancer {_percent(result.exam_score)}, "
+            f"{'at or above' if flagged else 'below'} the operating point "
+            f"{_percent(result.model.operating_point)} ({'flagged' if flagged else 'not flagged'})"
+        )
+        breasts = [
+            f"{name} breast {_percent(result.breast_scores[side])}"
+            for side, name in (("R", "right"), ("L", "left")) if side in result.breast_scores
+        ]
+        if breasts:
+            parts.append("; ".join(breasts))
+    parts.append(f"{len(result.images)} view{'s' if len(result.images) != 1 else ''} analysed")
+    if result.expected_views:
+        _, summary = views_summary(received_views(result.headers), result.expected_views)
+        parts.append(f"Received {summary}")
+    if lesions_on_two_views:
+        parts.append(
+            f"{lesions_on_two_views} finding pair{'s' if lesions_on_two_views != 1 else ''} on "
+            f"a breast's two views reported as one mass ({CORRESPONDENCE_RULE})"
+        )
+    return ". ".join(parts) + f". {DISCLAIMER}"
 
 
 def copy_source_attributes(ds: Dataset, first: Dataset) -> None:
@@ -456,6 +525,15 @@ class ReportedFinding:
 
 
 @dataclass(frozen=True)
+class ReportedComposite:
+    """One Composite Feature (TID 4004) read back: a lesion inferred from several findings."""
+
+    feature: Code  # e.g. (129788004, SCT) Mammographic breast mass
+    probability: float  # 0..1
+    findings: tuple[int, ...]  # indices into CadSrContents.findings
+
+
+@dataclass(frozen=True)
 class CadSrContents:
     """What a Mammography CAD SR says, in the terms of this package."""
 
@@ -465,7 +543,9 @@ class CadSrContents:
     detections: Code  # Summary of Detections (CID 6042)
     analyses: Code  # Summary of Analyses (CID 6042)
     image_sop_instance_uids: tuple[str, ...]  # the Image Library, in order
-    findings: tuple[ReportedFinding, ...]
+    findings: tuple[ReportedFinding, ...]  # every single image finding, composites' included
+    composites: tuple[ReportedComposite, ...] = ()
+    impression: str | None = None  # the Impression Description (TID 4002), when present
 
 
 def _is(item: Dataset, concept: Code) -> bool:
@@ -562,13 +642,29 @@ def read_cad_sr(ds: Dataset) -> CadSrContents:
     try:
         library = _child(ds, si.IMAGE_LIBRARY, "root")
         summary = _child(ds, si.CAD_PROCESSING_AND_FINDINGS_SUMMARY, "root")
-        findings = []
+        findings: list[ReportedFinding] = []
+        composites = []
         for i, impression in enumerate(summary.get("ContentSequence", []), start=1):
             if not _is(impression, si.INDIVIDUAL_IMPRESSION):
                 continue
             for item in impression.get("ContentSequence", []):
                 if _is(item, si.SINGLE_IMAGE_FINDING):
                     findings.append(_read_finding(ds, item, f"impression {i}"))
+                elif _is(item, si.COMPOSITE_FEATURE):
+                    first = len(findings)
+                    findings.extend(
+                        _read_finding(ds, part, f"impression {i} composite feature")
+                        for part in item.get("ContentSequence", [])
+                        if _is(part, si.SINGLE_IMAGE_FINDING)
+                    )
+                    probability = _child(item, si.PROBABILITY_OF_CANCER, f"impression {i}")
+                    composites.append(ReportedComposite(
+                        feature=_value_code(item),
+                        probability=float(probability.MeasuredValueSequence[0].NumericValue) / 100.0,
+                        findings=tuple(range(first, len(findings))),
+                    ))
+        descriptions = [c for c in summary.get("ContentSequence", [])
+                        if _is(c, si.IMPRESSION_DESCRIPTION)]
         return CadSrContents(
             sop_instance_uid=str(ds.SOPInstanceUID),
             study_instance_uid=str(ds.StudyInstanceUID),
@@ -581,6 +677,8 @@ def read_cad_sr(ds: Dataset) -> CadSrContents:
                 if item.get("ValueType") == "IMAGE"
             ),
             findings=tuple(findings),
+            composites=tuple(composites),
+            impression=str(descriptions[0].TextValue) if descriptions else None,
         )
     except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ReportParseError):

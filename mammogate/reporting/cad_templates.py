@@ -332,8 +332,15 @@ class SingleImageFinding:
 
     def to_item(self, image_path: ContentItemPath) -> Dataset:
         """The INFERRED FROM container; ``image_path`` locates the Image Library IMAGE."""
-        check_path(image_path, "image_path")
         intent = si.coded("HAS CONCEPT MOD", si.RENDERING_INTENT, self.rendering_intent)
+        return si.container(
+            "INFERRED FROM", si.INDIVIDUAL_IMPRESSION, [intent, self.finding_item(image_path)]
+        )
+
+    def finding_item(self, image_path: ContentItemPath, relationship: str = "CONTAINS") -> Dataset:
+        """The TID 4006 Single Image Finding itself: CONTAINS it from an Individual
+        Impression, INFERRED FROM it from a composite feature."""
+        check_path(image_path, "image_path")
         geometry = [
             si.scoord(
                 "HAS PROPERTIES",
@@ -353,8 +360,8 @@ class SingleImageFinding:
                     [si.by_reference("SELECTED FROM", image_path)],
                 )
             )
-        finding = si.coded(
-            "CONTAINS",
+        return si.coded(
+            relationship,
             si.SINGLE_IMAGE_FINDING,
             si.MAMMOGRAPHY_BREAST_DENSITY,
             [
@@ -366,7 +373,69 @@ class SingleImageFinding:
                 *geometry,
             ],
         )
-        return si.container("INFERRED FROM", si.INDIVIDUAL_IMPRESSION, [intent, finding])
+
+
+class CompositeFeature:
+    """TID 4003 Individual Impression/Recommendation holding one TID 4004 Composite Feature: a
+    lesion seen on two (or more) views of a breast, coded (129788004, SCT, "Mammographic
+    breast mass") and INFERRED FROM its single image findings (each a TID 4006, by value).
+
+    ``findings`` pairs each SingleImageFinding with the Image Library path of its image;
+    ``probability`` is the lesion's probability of cancer in [0, 1] (NUM 111047 in %).
+    """
+
+    def __init__(
+        self,
+        findings: Sequence[tuple[SingleImageFinding, ContentItemPath]],
+        probability: float,
+        algorithm: AlgorithmIdentification,
+        *,
+        feature: Code = si.MAMMOGRAPHIC_BREAST_MASS,
+        rendering_intent: Code = si.PRESENTATION_REQUIRED,
+    ) -> None:
+        if isinstance(findings, str) or not isinstance(findings, Sequence):
+            raise TypeError(f"findings must be a sequence, not {type(findings).__name__}")
+        if len(findings) < 2:
+            raise ValueError("a composite feature is inferred from at least 2 single image findings")
+        self.findings = []
+        for i, pair in enumerate(findings):
+            if not (isinstance(pair, tuple) and len(pair) == 2
+                    and isinstance(pair[0], SingleImageFinding)):
+                raise TypeError(f"findings[{i}] must be (SingleImageFinding, image path)")
+            self.findings.append((pair[0], check_path(pair[1], f"findings[{i}] image path")))
+        if len({path for _, path in self.findings}) < 2:
+            raise ValueError("a composite feature's findings must be on at least 2 images")
+        self.probability = _real(probability, "probability")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], not {self.probability}")
+        if not isinstance(algorithm, AlgorithmIdentification):
+            raise TypeError(
+                f"algorithm must be an AlgorithmIdentification, not {type(algorithm).__name__}"
+            )
+        self.algorithm = algorithm
+        self.feature = _code(feature, "feature")
+        if _code(rendering_intent, "rendering_intent") not in RENDERING_INTENTS:
+            raise ValueError(f"rendering_intent must be from CID 6034, not {rendering_intent}")
+        self.rendering_intent = rendering_intent
+
+    def to_item(self) -> Dataset:
+        intent = si.coded("HAS CONCEPT MOD", si.RENDERING_INTENT, self.rendering_intent)
+        composite = si.coded(
+            "CONTAINS",
+            si.COMPOSITE_FEATURE,
+            self.feature,
+            [
+                si.coded("HAS CONCEPT MOD", si.RENDERING_INTENT, self.rendering_intent),
+                si.coded("HAS PROPERTIES", si.COMPOSITE_TYPE, si.RELATED_SPATIALLY),
+                si.coded("HAS PROPERTIES", si.SCOPE_OF_FEATURE, si.DETECTED_ON_MULTIPLE_IMAGES),
+                *self.algorithm.to_items(),
+                si.num(
+                    "HAS PROPERTIES", si.PROBABILITY_OF_CANCER, self.probability * 100, si.PERCENT
+                ),
+                *(finding.finding_item(path, "INFERRED FROM") for finding, path in self.findings),
+            ],
+        )
+        return si.container("INFERRED FROM", si.INDIVIDUAL_IMPRESSION, [intent, composite])
 
 
 class DetectionPerformed:

@@ -47,6 +47,10 @@ SUMMARY_OF_ANALYSES = Code("111065", "DCM", "Summary of Analyses")
 SUCCESSFUL_DETECTIONS = Code("111063", "DCM", "Successful Detections")
 FAILED_DETECTIONS = Code("111025", "DCM", "Failed Detections")
 DETECTION_PERFORMED = Code("111022", "DCM", "Detection Performed")
+COMPOSITE_FEATURE = Code("111015", "DCM", "Composite Feature")
+COMPOSITE_TYPE = Code("111016", "DCM", "Composite Type")
+SCOPE_OF_FEATURE = Code("111057", "DCM", "Scope of Feature")
+IMPRESSION_DESCRIPTION = Code("111033", "DCM", "Impression Description")
 
 # Values
 # CID 6047
@@ -75,6 +79,11 @@ NOT_FOR_PRESENTATION = Code(
 # CID 6014. A single-view soft-tissue detection: "mass" (129788004) is a composite feature
 # that needs two views, so a one-image finding is coded as a breast density (DICOM_SR.md 1.3).
 MAMMOGRAPHY_BREAST_DENSITY = Code("129793001", "SCT", "Mammography breast density")
+# CID 6016: a lesion seen on two views of a breast (TID 4004, inferred from its two findings)
+MAMMOGRAPHIC_BREAST_MASS = Code("129788004", "SCT", "Mammographic breast mass")
+# CID 6035 / CID 6036
+RELATED_SPATIALLY = Code("111154", "DCM", "Target content items are related spatially")
+DETECTED_ON_MULTIPLE_IMAGES = Code("111158", "DCM", "Feature detected on multiple images")
 # CID 6022
 RIGHT_BREAST = Code("73056007", "SCT", "Right breast")
 LEFT_BREAST = Code("80248007", "SCT", "Left breast")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from mammogate.config.settings import DEFAULT_EXPECTED_VIEWS
 from mammogate.db import Analysis, AnalysisImage, Delivery, Instance, Report, Study
 from mammogate.db.queue import views_present
+from mammogate.imaging.views import views_summary
 from mammogate.web.errors import NotFoundError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -205,16 +206,6 @@ def _get_study(session: Session, study_instance_uid: str) -> Study:
     if study is None:
         raise NotFoundError(f"There is no study with Study Instance UID {study_instance_uid}.")
     return study
-
-
-def views_summary(present: Sequence[str], expected: Sequence[str]) -> tuple[list[str], str]:
-    """The expected views missing, and a sentence a reader takes in at a glance."""
-    missing = [v for v in expected if v not in present]
-    if not expected:
-        return [], f"{len(present)} views" if present else "no view recognised"
-    found = len(expected) - len(missing)
-    text = f"{found} of {len(expected)} expected views"
-    return missing, text + (f"; {', '.join(missing)} missing" if missing else "")
 
 
 def study_detail(

@@ -15,6 +15,7 @@ import pydicom
 
 from mammogate.inference import Analyzer, load_bundle
 from mammogate.inference.bundle import with_operating_point
+from mammogate.inference.correspondence import corresponding_findings
 from mammogate.reporting.cad_sr import read_cad_sr
 from mammogate.training.synthetic import write_study
 from tests.peers import (
@@ -99,6 +100,12 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
         want = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in expected.findings)
         assert got == want
         assert set(contents.image_sop_instance_uids) == referenced
+        # the overall impression in words: the exam score and that all four views came
+        assert contents.impression is not None
+        assert f"Exam probability of cancer {100 * expected.exam_score:.1f} %" in contents.impression
+        assert "4 views analysed. Received 4 of 4 expected views." in contents.impression
+        # composite features pair exactly what the correspondence rule pairs
+        assert len(contents.composites) == len(corresponding_findings(expected))
         assert {(f.algorithm_name, f.algorithm_version) for f in contents.findings} == {
             (expected.model.name, expected.model.version)
         }

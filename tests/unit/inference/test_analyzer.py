@@ -93,6 +93,27 @@ def test_study_result_scores_and_heatmaps(analyzer: Analyzer, tmp_path: Path) ->
             assert np.hypot(column - truth[0].center[0], row - truth[0].center[1]) < 2 * truth[0].radius
 
 
+def test_each_image_knows_its_nipple_breast_depth_and_pixel_spacing(analyzer: Analyzer, tmp_path: Path) -> None:
+    study = write_study(tmp_path / "s", seed=9102, lesion=False, rows=512, columns=416)
+    result = analyzer.analyze_study(study.paths)
+    files = {str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, study.paths)}
+    assert len(result.images) == 4
+    for image in result.images:
+        ds = files[image.sop_instance_uid]
+        assert image.pixel_spacing == pytest.approx(float(ds.ImagerPixelSpacing[0]))
+        assert image.nipple is not None and image.breast_depth is not None
+        column, row = image.nipple
+        # the synthetic breast is a half ellipse 62-82 % of the width deep from the chest wall
+        # (left on the left breast, right on the right one), its apex the nipple
+        anterior = column if image.laterality == "L" else 416 - column
+        assert 0.55 * 416 < anterior < 0.9 * 416, (image.laterality, image.view, column)
+        assert 0.2 * 512 < row < 0.8 * 512
+        assert image.breast_depth == pytest.approx(anterior, rel=0.1)
+        pixels = np.asarray(ds.pixel_array, dtype=np.float64)
+        assert pixels[int(row), int(column) - 8 if image.laterality == "L" else int(column) + 8] > pixels.min()
+        assert image.distance_from_nipple(image.nipple) == (0.0, 0.0)
+
+
 def test_analysis_is_deterministic(analyzer: Analyzer, tmp_path: Path) -> None:
     study = write_study(tmp_path / "s", seed=9102, lesion=True, rows=512, columns=416)
     first = analyzer.analyze_study(study.paths)

@@ -27,7 +27,11 @@ VIEWS = {
 SourceFactory = Callable[..., Dataset]
 
 
-def image_result(source: Dataset, findings: tuple[Finding, ...] = ()) -> ImageResult:
+def image_result(
+    source: Dataset, findings: tuple[Finding, ...] = (), *,
+    nipple: tuple[float, float] | None = None, breast_depth: float | None = None,
+    pixel_spacing: float | None = None,
+) -> ImageResult:
     return ImageResult(
         sop_instance_uid=str(source.SOPInstanceUID),
         sop_class_uid=str(source.SOPClassUID),
@@ -38,6 +42,9 @@ def image_result(source: Dataset, findings: tuple[Finding, ...] = ()) -> ImageRe
         findings=findings,
         rows=ROWS,
         columns=COLUMNS,
+        nipple=nipple,
+        breast_depth=breast_depth,
+        pixel_spacing=pixel_spacing,
     )
 
 

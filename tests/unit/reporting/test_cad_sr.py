@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Sequence
 from datetime import datetime
@@ -24,7 +25,7 @@ from mammogate.reporting import (
     save_report,
     write_dataset,
 )
-from tests.peers import require_tool
+from tests.peers import pixelmed_sr_validation, require_tool
 
 from .factories import (
     PATIENT_NAME,
@@ -130,6 +131,19 @@ def scenario(
             image_result(lmlo),
         )
         return study_result(study_uid, model, images), sources
+    if name == "two_views":
+        # the RCC and RMLO marks lie at about the same distance from the nipple: one mass; the
+        # LCC mark has no partner; the LMLO view never arrived
+        nipple = {"nipple": (47.5, 32.0), "breast_depth": 46.0, "pixel_spacing": 0.5}
+        images = (
+            image_result(rcc, (finding(rcc, 0.875, (20.5, 26.5)),), **nipple),
+            image_result(rmlo, (finding(rmlo, 0.61, (22.0, 40.0)),), **nipple),
+            image_result(lcc, (finding(lcc, 0.55, (10.0, 10.0)),), **nipple),
+        )
+        result = dataclasses.replace(
+            study_result(study_uid, model, images), headers=(rcc, rmlo, lcc),
+            expected_views=("RCC", "LCC", "RMLO", "LMLO"))
+        return result, [rcc, rmlo, lcc]
     if name == "no_findings":
         images = tuple(image_result(s) for s in sources)
         return study_result(study_uid, model, images), sources
@@ -151,10 +165,11 @@ def scenario(
     raise AssertionError(name)
 
 
-SCENARIOS = ["findings", "no_findings", "failed_view", "no_analysable_view", "nothing_attempted"]
+SCENARIOS = ["findings", "two_views", "no_findings", "failed_view", "no_analysable_view", "nothing_attempted"]
 # (CAD Processing and Findings Summary, Summary of Detections, Image Library entries)
 EXPECTED = {
     "findings": ("111242", "111222", 4),
+    "two_views": ("111242", "111222", 3),
     "no_findings": ("111241", "111222", 4),
     "failed_view": ("111244", "111223", 4),
     "no_analysable_view": ("111245", "111224", 4),
@@ -336,7 +351,10 @@ def test_no_analysable_view_has_only_failed_detections(
         child(child(detections, "111025"), "111022"), ds, "HAS PROPERTIES"
     )
     assert {referenced_uid(t) for t in targets} == {s.SOPInstanceUID for s in sources}
-    assert "ContentSequence" not in child(ds, "111017")
+    # no impression: the summary holds only its description, which says nothing was analysed
+    assert [concept(c) for c in child(ds, "111017").ContentSequence][:3] == ["111033", "111001", "111003"]
+    assert children(child(ds, "111017"), "111034") == []
+    assert child(child(ds, "111017"), "111033").TextValue.startswith("0 views analysed.")
 
 
 def test_nothing_attempted_lists_the_skipped_images_and_no_detection_groups(
@@ -701,3 +719,86 @@ def test_algorithm_parameters_say_what_the_model_was_trained_on_and_how_it_perfo
     ]
     assert any("mias 5-fold CV AUC 0.80 (95% CI 0.70-0.88)" in p for p in parameters)
     assert any(DISCLAIMER in p for p in parameters)
+
+
+# Composite features and the overall impression ----------------------------------------------
+
+
+def test_a_lesion_on_both_views_of_a_breast_is_one_mass_inferred_from_its_two_findings(
+    make_source: SourceFactory, study_uid: str, model: ModelInfo, tmp_path: Path
+) -> None:
+    result, sources = scenario("two_views", make_source, study_uid, model)
+    _, ds = write_and_read(build_mammography_cad_sr(result, sources), tmp_path)
+
+    impressions = children(child(ds, "111017"), "111034")
+    assert len(impressions) == 2  # the mass, and the lone left CC mark
+    composite = child(impressions[0], "111015")
+    assert value(composite) == "129788004"  # Mammographic breast mass
+    assert value(child(composite, "111056")) == "111150"
+    assert value(child(composite, "111016")) == "111154"  # related spatially
+    assert value(child(composite, "111057")) == "111158"  # detected on multiple images
+    assert float(child(composite, "111047").MeasuredValueSequence[0].NumericValue) == 87.5
+    parts = children(composite, "111059")
+    assert [p.RelationshipType for p in parts] == ["INFERRED FROM", "INFERRED FROM"]
+    part_images = {
+        referenced_uid(resolve(ds, child(p, "111010").ContentSequence[0].ReferencedContentItemIdentifier))
+        for p in parts
+    }
+    assert part_images == {sources[0].SOPInstanceUID, sources[1].SOPInstanceUID}
+    assert children(impressions[1], "111015") == []
+    assert len(children(impressions[1], "111059")) == 1
+
+    contents = read_cad_sr(ds)
+    assert len(contents.findings) == 3
+    assert len(contents.composites) == 1
+    mass = contents.composites[0]
+    assert mass.feature.value == "129788004" and mass.probability == pytest.approx(0.875)
+    assert {contents.findings[i].sop_instance_uid for i in mass.findings} == part_images
+
+
+def test_findings_too_far_apart_from_the_nipple_stay_two_single_image_findings(
+    make_source: SourceFactory, study_uid: str, model: ModelInfo, tmp_path: Path
+) -> None:
+    rcc, rmlo = make_source("R", "CC"), make_source("R", "MLO")
+    # 1.2 mm per pixel: the marks lie 33 mm and 51 mm from the nipple, 18 mm apart (> 15)
+    where = {"nipple": (47.5, 32.0), "breast_depth": 46.0, "pixel_spacing": 1.2}
+    images = (
+        image_result(rcc, (finding(rcc, 0.8, (20.0, 32.0)),), **where),
+        image_result(rmlo, (finding(rmlo, 0.7, (5.0, 32.0)),), **where),
+    )
+    result = study_result(study_uid, model, images)
+    _, ds = write_and_read(build_mammography_cad_sr(result, [rcc, rmlo]), tmp_path)
+    contents = read_cad_sr(ds)
+    assert contents.composites == ()
+    assert len(contents.findings) == 2
+
+
+def test_the_impression_says_the_exam_score_and_which_expected_views_were_missing(
+    make_source: SourceFactory, study_uid: str, model: ModelInfo, tmp_path: Path
+) -> None:
+    result, sources = scenario("two_views", make_source, study_uid, model)
+    _, ds = write_and_read(build_mammography_cad_sr(result, sources), tmp_path)
+    text = read_cad_sr(ds).impression
+    assert text is not None
+    assert "Exam probability of cancer 87.5 %, at or above the operating point 40.0 % (flagged)" in text
+    assert "3 views analysed" in text
+    assert "Received 3 of 4 expected views; LMLO missing" in text
+    assert "1 finding pair on a breast's two views reported as one mass" in text
+    assert text.endswith(DISCLAIMER)
+
+
+@pytest.mark.parametrize("name", ["two_views", "no_analysable_view"])
+def test_pixelmed_validates_the_templates(
+    name: str, make_source: SourceFactory, study_uid: str, model: ModelInfo, tmp_path: Path
+) -> None:
+    result, sources = scenario(name, make_source, study_uid, model)
+    path = save_report(build_mammography_cad_sr(result, sources), tmp_path)
+    output = pixelmed_sr_validation(path)
+    assert "Root Template Validation Complete" in output, output
+    # PixelMed's template table spells 111025 "Failed  Detections" (two spaces): its warning
+    # that our (correct) meaning differs is PixelMed's typo, not ours
+    problems = [
+        line for line in output.splitlines()
+        if line.startswith(("Error", "Warning")) and '"Failed  Detections")' not in line
+    ]
+    assert problems == [], output

@@ -261,7 +261,7 @@ def test_result_objects_download_with_an_audit_row_and_nothing_else_does(
 
 
 def test_views_summary_says_how_many_expected_views_came_and_which_are_missing() -> None:
-    from mammogate.web.studies import views_summary
+    from mammogate.imaging.views import views_summary
 
     expected = ["RCC", "LCC", "RMLO", "LMLO"]
     assert views_summary(expected, expected) == ([], "4 of 4 expected views")
