@@ -165,9 +165,11 @@ class Analyzer:
         scored = postprocess(
             logits, prepared, self.threshold, self.bundle.calibration,
             sharpness=self.bundle.sharpness, max_findings=self.max_findings_per_image,
+            lesion_calibration=self.bundle.lesion_calibration,
         )
         findings = tuple(
-            Finding(sop_uid, candidate.laterality, candidate.view, p.probability, p.center, p.outline)
+            Finding(sop_uid, candidate.laterality, candidate.view, p.probability, p.center, p.outline,
+                    p.certainty)
             for p in scored.findings
         )
         original_heatmap = prepared.transform.heatmap_to_original(scored.cell_probabilities.astype(np.float32))

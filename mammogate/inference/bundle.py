@@ -56,6 +56,9 @@ class ModelBundle:
     calibration: Calibration = field(default_factory=Calibration)
     sharpness: float = DEFAULT_SHARPNESS
     heatmap_stride: int = 8
+    # Platt scaling of the second channel ("lesion": any lesion, benign or malignant), the
+    # certainty of a finding; None when the bundle has no such channel
+    lesion_calibration: Calibration | None = None
 
     @property
     def description(self) -> str:
@@ -99,6 +102,10 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
         platt = Calibration(float(calibration["slope"]), float(calibration["intercept"]))
         sharpness = float(metadata.get("sharpness", DEFAULT_SHARPNESS))
         stride = int(metadata["outputs"]["heatmap_stride"])
+        lesion_platt = None
+        if list(metadata["outputs"].get("channels", []))[1:2] == ["lesion"] and "lesion" in metadata["calibration"]:
+            lesion = metadata["calibration"]["lesion"]
+            lesion_platt = Calibration(float(lesion["slope"]), float(lesion["intercept"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{metadata_path} is malformed: {exc}") from exc
     actual = file_sha256(model_path)
@@ -109,7 +116,8 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
         )
     logger.info("model bundle %s %s (sha256 %s) verified", name, version, actual[:12])
     return ModelBundle(
-        bundle_dir, name, version, actual, rows, columns, operating_point, metadata, platt, sharpness, stride
+        bundle_dir, name, version, actual, rows, columns, operating_point, metadata, platt, sharpness, stride,
+        lesion_platt,
     )
 
 

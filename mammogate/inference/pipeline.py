@@ -150,6 +150,7 @@ class HeatmapPeak:
     center: tuple[float, float]
     radius: float
     outline: tuple[tuple[float, float], ...]
+    certainty: float | None = None  # the lesion channel's probability there (None: no channel)
 
 
 def _octagon(center: tuple[float, float], radius: float, columns: int, rows: int) -> tuple[tuple[float, float], ...]:
@@ -181,15 +182,15 @@ def postprocess(
     *,
     sharpness: float,
     max_findings: int = 3,
+    lesion_calibration: Calibration | None = None,
 ) -> ScoredImage:
     """An image's probability and findings from its logit map (h, w, channels), consistent by
     construction: the probability is the map's maximum, so ``probability >= threshold`` exactly
     when there is a finding, and the first finding is at the maximum. Only cells of the breast
     without the pectoral muscle count (``prepared.scoring_mask``), so no finding can lie
     outside the breast."""
-    malignant = np.asarray(logits, dtype=np.float64)
-    if malignant.ndim == 3:
-        malignant = malignant[..., 0]
+    channels = np.asarray(logits, dtype=np.float64)
+    malignant = channels[..., 0] if channels.ndim == 3 else channels
     heat_rows, heat_columns = malignant.shape
     cells = cell_mask(prepared.scoring_mask, heat_rows, heat_columns)
     probability, probabilities = probability_map(malignant, cells, calibration, sharpness)
@@ -197,12 +198,20 @@ def postprocess(
     stride_y = transform.grid_rows / heat_rows
     stride_x = transform.grid_columns / heat_columns
     peaks = find_peaks(probabilities, threshold=threshold, max_peaks=max_findings, cells=cells)
+    lesion_map = None
+    if lesion_calibration is not None and channels.ndim == 3 and channels.shape[-1] > 1:
+        lesion_map = probability_map(channels[..., 1], cells, lesion_calibration, sharpness)[1]
     findings = []
     for peak in peaks:
         center = transform.to_original(peak.column * stride_x, peak.row * stride_y)
         center = (round(center[0], 2), round(center[1], 2))
         radius = transform.length_to_original(peak.radius * (stride_x + stride_y) / 2)
-        findings.append(
-            HeatmapPeak(peak.value, center, radius, _octagon(center, radius, transform.columns, transform.rows))
-        )
+        certainty = None
+        if lesion_map is not None:
+            cell = (min(int(peak.row), heat_rows - 1), min(int(peak.column), heat_columns - 1))
+            certainty = float(lesion_map[cell])
+        findings.append(HeatmapPeak(
+            peak.value, center, radius, _octagon(center, radius, transform.columns, transform.rows),
+            certainty,
+        ))
     return ScoredImage(probability, probabilities, findings)

@@ -40,6 +40,9 @@ class Finding:
     probability: float  # probability of cancer, 0..1
     center: tuple[float, float]  # (column, row), original pixel grid
     outline: tuple[tuple[float, float], ...]  # closed POLYLINE (first point repeated at the end)
+    # how likely the region is a lesion at all, benign or malignant (the model's lesion
+    # channel, calibrated), 0..1; None when the model has no such channel
+    certainty: float | None = None
 
 
 @dataclass(frozen=True)

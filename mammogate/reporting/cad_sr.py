@@ -131,7 +131,8 @@ def build_mammography_cad_sr(
         for index, finding in enumerate(image.findings):
             _check_finding_on_image(image, index)
             single[id(finding)] = (
-                SingleImageFinding(finding.probability, finding.center, finding.outline, algorithm),
+                SingleImageFinding(finding.probability, finding.center, finding.outline, algorithm,
+                                   certainty=finding.certainty),
                 path_of[image.sop_instance_uid],
             )
     # a lesion seen on a breast's two views is one composite feature (TID 4004) inferred
@@ -522,6 +523,7 @@ class ReportedFinding:
     algorithm_name: str
     algorithm_version: str
     rendering_intent: Code
+    certainty: float | None = None  # Certainty of Finding, 0..1, when the SR states it
 
 
 @dataclass(frozen=True)
@@ -610,6 +612,7 @@ def _read_finding(root: Dataset, finding: Dataset, where: str) -> ReportedFindin
     image = _resolve(root, path, where)
     outline = [c for c in finding.get("ContentSequence", []) if _is(c, si.OUTLINE)]
     probability = _child(finding, si.PROBABILITY_OF_CANCER, where)
+    certainty = [c for c in finding.get("ContentSequence", []) if _is(c, si.CERTAINTY_OF_FINDING)]
     ref = image.ReferencedSOPSequence[0]
     return ReportedFinding(
         sop_instance_uid=str(ref.ReferencedSOPInstanceUID),
@@ -621,6 +624,8 @@ def _read_finding(root: Dataset, finding: Dataset, where: str) -> ReportedFindin
         algorithm_name=text_of(si.ALGORITHM_NAME),
         algorithm_version=text_of(si.ALGORITHM_VERSION),
         rendering_intent=_value_code(_child(finding, si.RENDERING_INTENT, where)),
+        certainty=(float(certainty[0].MeasuredValueSequence[0].NumericValue) / 100.0
+                   if certainty else None),
     )
 
 

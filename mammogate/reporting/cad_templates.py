@@ -75,6 +75,19 @@ def _real(value: object, name: str) -> float:
     return number
 
 
+def _fraction(value: object, name: str) -> float:
+    number = _real(value, name)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], not {number}")
+    return number
+
+
+def _certainty_items(concept: Code, certainty: float | None) -> list[Dataset]:
+    if certainty is None:
+        return []
+    return [si.num("HAS PROPERTIES", concept, certainty * 100, si.PERCENT)]
+
+
 def _point(value: object, name: str) -> tuple[float, float]:
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be a (column, row) pair, not {type(value).__name__}")
@@ -297,7 +310,9 @@ class SingleImageFinding:
     (a mass needs two views as a TID 4004 composite feature). ``probability`` is the model's
     probability of cancer in [0, 1], written x100 as NUM 111047 in %. ``center`` and
     ``outline`` are (column, row) in the referenced image's pixel matrix (TID 4021 Geometry);
-    an outline, when given, is a closed POLYLINE of at least 3 distinct points.
+    an outline, when given, is a closed POLYLINE of at least 3 distinct points. ``certainty``
+    (optional, [0, 1]): how likely the region is a lesion at all (NUM 111012 Certainty of
+    Finding, in %).
     """
 
     def __init__(
@@ -308,10 +323,10 @@ class SingleImageFinding:
         algorithm: AlgorithmIdentification,
         *,
         rendering_intent: Code = si.PRESENTATION_REQUIRED,
+        certainty: float | None = None,
     ) -> None:
-        self.probability = _real(probability, "probability")
-        if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"probability must be in [0, 1], not {self.probability}")
+        self.probability = _fraction(probability, "probability")
+        self.certainty = None if certainty is None else _fraction(certainty, "certainty")
         self.center = _point(center, "center")
         if isinstance(outline, str) or not isinstance(outline, Sequence):
             raise TypeError(f"outline must be a sequence of points, not {type(outline).__name__}")
@@ -367,6 +382,7 @@ class SingleImageFinding:
             [
                 si.coded("HAS CONCEPT MOD", si.RENDERING_INTENT, self.rendering_intent),
                 *self.algorithm.to_items(),
+                *_certainty_items(si.CERTAINTY_OF_FINDING, self.certainty),
                 si.num(
                     "HAS PROPERTIES", si.PROBABILITY_OF_CANCER, self.probability * 100, si.PERCENT
                 ),
@@ -405,9 +421,10 @@ class CompositeFeature:
             self.findings.append((pair[0], check_path(pair[1], f"findings[{i}] image path")))
         if len({path for _, path in self.findings}) < 2:
             raise ValueError("a composite feature's findings must be on at least 2 images")
-        self.probability = _real(probability, "probability")
-        if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"probability must be in [0, 1], not {self.probability}")
+        self.probability = _fraction(probability, "probability")
+        # the feature is as certain a lesion as its most certain view says
+        certainties = [f.certainty for f, _ in self.findings if f.certainty is not None]
+        self.certainty = max(certainties) if len(certainties) == len(self.findings) else None
         if not isinstance(algorithm, AlgorithmIdentification):
             raise TypeError(
                 f"algorithm must be an AlgorithmIdentification, not {type(algorithm).__name__}"
@@ -429,6 +446,7 @@ class CompositeFeature:
                 si.coded("HAS PROPERTIES", si.COMPOSITE_TYPE, si.RELATED_SPATIALLY),
                 si.coded("HAS PROPERTIES", si.SCOPE_OF_FEATURE, si.DETECTED_ON_MULTIPLE_IMAGES),
                 *self.algorithm.to_items(),
+                *_certainty_items(si.CERTAINTY_OF_FEATURE, self.certainty),
                 si.num(
                     "HAS PROPERTIES", si.PROBABILITY_OF_CANCER, self.probability * 100, si.PERCENT
                 ),

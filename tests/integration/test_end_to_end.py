@@ -99,6 +99,10 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
         got = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in contents.findings)
         want = sorted((f.sop_instance_uid, round(f.probability, 6)) for f in expected.findings)
         assert got == want
+        # each finding says how certain a lesion it is (the model's lesion channel), as in-process
+        assert sorted(round(f.certainty or -1, 6) for f in contents.findings) == sorted(
+            round(f.certainty or -1, 6) for f in expected.findings)
+        assert all(f.certainty is not None for f in contents.findings)
         assert set(contents.image_sop_instance_uids) == referenced
         # the overall impression in words: the exam score and that all four views came
         assert contents.impression is not None

@@ -44,6 +44,11 @@ def test_shipped_bundle_is_verified_and_describes_itself(shipped_bundle: ModelBu
     info = shipped_bundle.model_info
     assert (info.name, info.version, info.sha256) == (meta["name"], meta["version"], meta["sha256"])
     assert info.operating_point == point["threshold"]
+    # the second channel (any lesion) is calibrated too: the certainty of a finding
+    lesion = meta["calibration"]["lesion"]
+    assert shipped_bundle.lesion_calibration is not None
+    assert (shipped_bundle.lesion_calibration.slope, shipped_bundle.lesion_calibration.intercept) == (
+        lesion["slope"], lesion["intercept"])
     assert "kaggle_bcd640" in info.description and "AUC" in info.description
     size = sum(p.stat().st_size for p in shipped_bundle.path.iterdir())
     assert size < 50_000_000

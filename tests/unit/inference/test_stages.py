@@ -66,6 +66,28 @@ def test_a_bright_mass_is_the_top_finding_in_original_pixels(
     assert top.outline[0] == top.outline[-1] and len(top.outline) == 9
 
 
+def test_a_finding_is_as_certain_a_lesion_as_the_lesion_channel_says_there(
+    tiny_analyzer: Analyzer,
+) -> None:
+    from mammogate.inference.scoring import Calibration, cell_mask, probability_map
+
+    ds = _study_with_a_blob(33, "L", 300.0, 400.0, 25.0)
+    prepared = preprocess(ds, 256, 160)
+    logits = predict(tiny_analyzer.model, [prepared.grid])[0]
+    lesion = Calibration(0.8, -0.2)
+    scored = postprocess(logits, prepared, 0.0, tiny_analyzer.bundle.calibration, sharpness=6.0,
+                         lesion_calibration=lesion)
+    cells = cell_mask(prepared.scoring_mask, *logits.shape[:2])
+    _, lesion_map = probability_map(logits[..., 1], cells, lesion, 6.0)
+    assert scored.findings
+    for finding in scored.findings:
+        assert finding.certainty is not None and 0.0 < finding.certainty < 1.0
+        assert finding.certainty in set(lesion_map[cells].tolist())
+    # without a lesion calibration (or a one-channel model) no certainty is claimed
+    plain = postprocess(logits, prepared, 0.0, tiny_analyzer.bundle.calibration, sharpness=6.0)
+    assert all(f.certainty is None for f in plain.findings)
+
+
 def _float_around(value: float) -> tuple[float, float]:
     return float(np.nextafter(value, -1.0)), value
 

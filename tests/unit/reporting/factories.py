@@ -48,7 +48,9 @@ def image_result(
     )
 
 
-def finding(source: Dataset, probability: float, center: tuple[float, float]) -> Finding:
+def finding(
+    source: Dataset, probability: float, center: tuple[float, float], certainty: float | None = None
+) -> Finding:
     c, r = center
     outline = ((c - 4, r - 4), (c + 4, r - 4), (c + 4, r + 4), (c - 4, r + 4), (c - 4, r - 4))
     return Finding(
@@ -58,6 +60,7 @@ def finding(source: Dataset, probability: float, center: tuple[float, float]) ->
         probability=probability,
         center=center,
         outline=outline,
+        certainty=certainty,
     )
 
 

@@ -136,8 +136,8 @@ def scenario(
         # LCC mark has no partner; the LMLO view never arrived
         nipple = {"nipple": (47.5, 32.0), "breast_depth": 46.0, "pixel_spacing": 0.5}
         images = (
-            image_result(rcc, (finding(rcc, 0.875, (20.5, 26.5)),), **nipple),
-            image_result(rmlo, (finding(rmlo, 0.61, (22.0, 40.0)),), **nipple),
+            image_result(rcc, (finding(rcc, 0.875, (20.5, 26.5), certainty=0.5),), **nipple),
+            image_result(rmlo, (finding(rmlo, 0.61, (22.0, 40.0), certainty=0.75),), **nipple),
             image_result(lcc, (finding(lcc, 0.55, (10.0, 10.0)),), **nipple),
         )
         result = dataclasses.replace(
@@ -738,6 +738,8 @@ def test_a_lesion_on_both_views_of_a_breast_is_one_mass_inferred_from_its_two_fi
     assert value(child(composite, "111016")) == "111154"  # related spatially
     assert value(child(composite, "111057")) == "111158"  # detected on multiple images
     assert float(child(composite, "111047").MeasuredValueSequence[0].NumericValue) == 87.5
+    # Certainty of Feature: the more certain view's Certainty of Finding
+    assert float(child(composite, "111011").MeasuredValueSequence[0].NumericValue) == 75.0
     parts = children(composite, "111059")
     assert [p.RelationshipType for p in parts] == ["INFERRED FROM", "INFERRED FROM"]
     part_images = {
@@ -754,6 +756,9 @@ def test_a_lesion_on_both_views_of_a_breast_is_one_mass_inferred_from_its_two_fi
     mass = contents.composites[0]
     assert mass.feature.value == "129788004" and mass.probability == pytest.approx(0.875)
     assert {contents.findings[i].sop_instance_uid for i in mass.findings} == part_images
+    assert sorted(contents.findings[i].certainty for i in mass.findings) == [0.5, 0.75]
+    assert contents.findings[2].certainty is None  # the LCC mark states none: no 111012 item
+    assert children(child(impressions[1], "111059"), "111012") == []
 
 
 def test_findings_too_far_apart_from_the_nipple_stay_two_single_image_findings(
