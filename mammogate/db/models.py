@@ -167,6 +167,11 @@ class Finding(Base):
     center_column: Mapped[float] = mapped_column(Float)
     center_row: Mapped[float] = mapped_column(Float)
     outline: Mapped[list[Any]] = mapped_column(JSON)
+    certainty: Mapped[float | None] = mapped_column(Float)  # how likely a lesion at all, 0..1
+    nipple_distance_mm: Mapped[float | None] = mapped_column(Float)
+    # findings of one analysis with the same number are one lesion seen on two views
+    # (inference.correspondence); None: seen on one view only
+    lesion: Mapped[int | None] = mapped_column(Integer)
 
     analysis: Mapped[Analysis] = relationship(back_populates="findings")
 

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
 from mammogate.db import Analysis, AnalysisImage, Finding, Report, Study, utcnow
+from mammogate.inference.correspondence import corresponding_findings
 from mammogate.inference.results import StudyResult
 
 
@@ -45,6 +46,9 @@ def record_analysis(
         supersedes_id=previous.id if previous is not None else None,
     )
     session.add(analysis)
+    lesion_of: dict[int, int] = {}
+    for number, pair in enumerate(corresponding_findings(result), start=1):
+        lesion_of[id(pair.craniocaudal)] = lesion_of[id(pair.lateral)] = number
     for image in result.images:
         analysis.images.append(
             AnalysisImage(
@@ -57,6 +61,7 @@ def record_analysis(
             )
         )
         for finding in image.findings:
+            distance_mm, _ = image.distance_from_nipple(finding.center)
             analysis.findings.append(
                 Finding(
                     sop_instance_uid=finding.sop_instance_uid,
@@ -66,6 +71,9 @@ def record_analysis(
                     center_column=finding.center[0],
                     center_row=finding.center[1],
                     outline=[list(p) for p in finding.outline],
+                    certainty=finding.certainty,
+                    nipple_distance_mm=None if distance_mm is None else round(distance_mm, 1),
+                    lesion=lesion_of.get(id(finding)),
                 )
             )
     for skipped in result.skipped:

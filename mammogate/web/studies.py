@@ -71,6 +71,9 @@ class FindingView:
     probability: float
     center_column: float
     center_row: float
+    certainty: float | None = None  # how likely a lesion at all (benign or malignant)
+    nipple_distance_mm: float | None = None
+    lesion: int | None = None  # findings sharing the number: one lesion seen on two views
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,9 @@ def _analysis_view(analysis: Analysis, data_dir: Path) -> AnalysisView:
                 probability=f.probability,
                 center_column=f.center_column,
                 center_row=f.center_row,
+                certainty=f.certainty,
+                nipple_distance_mm=f.nipple_distance_mm,
+                lesion=f.lesion,
             )
             for f in analysis.findings
         ],

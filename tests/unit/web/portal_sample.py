@@ -140,6 +140,8 @@ def add_sample_study(db: Database, data_dir: Path) -> str:
                     center_column=1023.5,
                     center_row=2047.25,
                     outline=[[1000, 2000], [1050, 2000], [1050, 2100], [1000, 2000]],
+                    certainty=0.634,
+                    nipple_distance_mm=42.3,
                 ),
             ]
         )

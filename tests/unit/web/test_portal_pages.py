@@ -101,7 +101,13 @@ def test_detail_shows_analysis_scores_findings_and_deliveries(
     assert LEFT_CC in html and RIGHT_MLO in html
     assert "not a For Presentation image" in html and "image-skipped" in html
     assert _data_score(html, "finding-probability") == 0.812345
-    assert "81.2 %" in html and "1023.5" in html and "2047.2" in html
+    assert "81.2 %" in html and "1024, 2047" in html
+    # each finding as a reader describes it: breast and view, how certain a lesion, how far
+    # from the nipple, and whether it is one lesion with a mark on the other view
+    finding = re.search(r'<tr class="finding".*?</tr>', html, re.S)
+    assert finding is not None
+    assert "Left CC" in finding.group(0) and "63.4 %" in finding.group(0)
+    assert "42 mm" in finding.group(0) and "one view" in finding.group(0)
     assert SR_UID in html
     assert "pacs-main" in html and "delivery-dead" in html
     assert "association rejected by PACS" in html
@@ -196,6 +202,8 @@ def test_api_returns_the_same_scores(client: TestClient[Litestar], study: str) -
     detail = client.get(f"/api/studies/{study}").json()
     assert detail["analysis"]["score_right"] == 0.051234
     assert detail["analysis"]["findings"][0]["probability"] == 0.812345
+    assert detail["analysis"]["findings"][0]["nipple_distance_mm"] == 42.3
+    assert detail["analysis"]["findings"][0]["lesion"] is None
     assert detail["analysis"]["reports"][0]["deliveries"][0]["destination"] == "pacs-main"
     missing = client.get("/api/studies/9.9.9")
     assert missing.status_code == 404 and "9.9.9" in missing.json()["error"]

@@ -1,0 +1,46 @@
+"""An analysis recorded as rows: findings keep their certainty, their distance from the nipple
+and which of them are one lesion (SQLite and PostgreSQL, through the migrations)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from mammogate.db import Database, Finding, Study, utcnow
+from mammogate.inference.results import Finding as ResultFinding
+from mammogate.inference.results import ImageResult, ModelInfo, StudyResult
+from mammogate.reporting.store import record_analysis
+
+MODEL = ModelInfo(name="m", version="1", sha256="ab" * 32, operating_point=0.5)
+
+
+def _image(uid: str, laterality: str, view: str, centers: list[tuple[float, float]]) -> ImageResult:
+    findings = tuple(
+        ResultFinding(uid, laterality, view, 0.8, c, (), certainty=0.6)  # type: ignore[arg-type]
+        for c in centers
+    )
+    return ImageResult(uid, "1.2.840.10008.5.1.4.1.1.1.2", "1.2.3", laterality, view, 0.8,  # type: ignore[arg-type]
+                       findings, 1200, 1100, nipple=(1000.0, 500.0), breast_depth=900.0,
+                       pixel_spacing=0.1)
+
+
+def test_paired_findings_share_a_lesion_number_and_every_finding_its_nipple_distance(db: Database) -> None:
+    # RCC and RMLO marks 40 and 41 mm from the nipple: one mass; the LCC mark stands alone
+    images = (
+        _image("1.1", "R", "CC", [(600.0, 500.0)]),
+        _image("1.2", "R", "MLO", [(590.0, 500.0)]),
+        _image("1.3", "L", "CC", [(900.0, 500.0)]),
+    )
+    result = StudyResult("1.2.3.4", MODEL, images, (), {"R": 0.8, "L": 0.8}, 0.8, "flagged")
+    with db.session() as session:
+        study = Study(study_instance_uid="1.2.3.4", first_received_at=utcnow(),
+                      last_received_at=utcnow(), updated_at=utcnow())
+        session.add(study)
+        session.flush()
+        record_analysis(session, study, result, job_id=None, worker="w")
+    with db.session() as session:
+        rows = {f.sop_instance_uid: f for f in session.scalars(select(Finding))}
+    assert {uid: (f.lesion, f.nipple_distance_mm, f.certainty) for uid, f in rows.items()} == {
+        "1.1": (1, 40.0, 0.6),
+        "1.2": (1, 41.0, 0.6),
+        "1.3": (None, 10.0, 0.6),
+    }
