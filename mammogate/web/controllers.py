@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,22 +11,22 @@ from typing import Annotated, Any
 from litestar import Controller, Request
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
-from litestar.response import File, Response, Template
+from litestar.response import File, Response, Stream, Template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammogate.db import AuditEntry, Database, User, utcnow
 from mammogate.storage import FreeSpaceGuard
 from mammogate.web.auth import admin_only, any_role, user_of
+from mammogate.web.errors import InvalidInputError
 from mammogate.web.http import read
 from mammogate.web.studies import (
     StudyDetail,
-    StudyPage,
-    list_studies,
     overlay_for,
     result_object_for,
     study_detail,
 )
+from mammogate.web.worklist import StudyPage, WorklistFilter, export_csv, list_studies, parse_filter
 
 PER_PAGE = 50
 PageNumber = Annotated[int, QueryParameter(name="page", ge=1, le=1_000_000)]
@@ -53,15 +53,45 @@ def record_access(db: Database, request: AnyRequest, action: str, target: str) -
         )
 
 
+def worklist_filter(request: AnyRequest) -> WorklistFilter:
+    """The worklist's filters from the query string; 422 naming the parameter that is wrong."""
+    try:
+        return parse_filter(request.query_params)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
+def _audit_target(page: int, worklist: WorklistFilter) -> str:
+    # the audit log (an admin-only table, not the process log) records who searched for what
+    return f"page {page}" + (f" ({worklist.describe()})" if worklist.active else "")
+
+
 class HistoryController(Controller):
     guards = [any_role]
 
     @read("/", sync_to_thread=True)
-    def history(self, request: AnyRequest, db_session: DbSession,
-        db: Db, page: PageNumber = 1) -> Template:
-        result = list_studies(db_session, page, PER_PAGE)
-        record_access(db, request, "history viewed", f"page {page}")
+    def history(self, request: AnyRequest, db_session: DbSession, db: Db,
+                expected_views: ExpectedViews, page: PageNumber = 1) -> Template:
+        worklist = worklist_filter(request)
+        result = list_studies(db_session, page, PER_PAGE, worklist, expected_views)
+        record_access(db, request, "history viewed", _audit_target(page, worklist))
         return Template("studies/history.html", context={"result": result})
+
+    @read("/worklist.csv", sync_to_thread=True)
+    def export(self, request: AnyRequest, db: Db, expected_views: ExpectedViews) -> Stream:
+        """Exactly the filtered set (every page), streamed as CSV; audited like the page."""
+        worklist = worklist_filter(request)
+        record_access(db, request, "worklist exported", worklist.describe() or "all studies")
+
+        def chunks() -> Iterator[str]:
+            with db.session() as session:
+                yield from export_csv(session, worklist, expected_views)
+
+        stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+        return Stream(chunks(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="mammogate-worklist-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        })
 
 
 class StudyController(Controller):
@@ -119,10 +149,12 @@ class ApiController(Controller):
     guards = [any_role]
 
     @read("/studies", sync_to_thread=True)
-    def studies(self, request: AnyRequest, db_session: DbSession,
-        db: Db, page: PageNumber = 1) -> StudyPage:
-        result = list_studies(db_session, page, PER_PAGE)
-        record_access(db, request, "history viewed", f"page {page}")
+    def studies(self, request: AnyRequest, db_session: DbSession, db: Db,
+                expected_views: ExpectedViews, page: PageNumber = 1) -> StudyPage:
+        """The worklist page as JSON, with the same filters as the portal's (query string)."""
+        worklist = worklist_filter(request)
+        result = list_studies(db_session, page, PER_PAGE, worklist, expected_views)
+        record_access(db, request, "history viewed", _audit_target(page, worklist))
         return result
 
     @read("/studies/{study_instance_uid:str}", sync_to_thread=True)

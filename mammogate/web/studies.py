@@ -28,31 +28,6 @@ _VIEW_ORDER = {v: i for i, v in enumerate(DEFAULT_EXPECTED_VIEWS)}
 
 
 @dataclass(frozen=True)
-class StudyRow:
-    study_instance_uid: str
-    received_at: datetime
-    accession_number: str
-    patient_name: str
-    study_date: str
-    instance_count: int
-    state: str
-    exam_score: float | None
-    category: str  # flagged | not_flagged | failed | skipped
-
-
-@dataclass(frozen=True)
-class StudyPage:
-    studies: list[StudyRow]
-    page: int
-    per_page: int
-    total: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-
-@dataclass(frozen=True)
 class ImageView:
     sop_instance_uid: str
     laterality: str
@@ -149,52 +124,6 @@ class EarlierAnalysis:
     exam_score: float | None
     category: str
     superseded_by: int | None
-
-
-def exam_category(state: str, analysis: Analysis | None) -> str:
-    if state == "failed":
-        return "failed"
-    return analysis.category if analysis is not None else ""
-
-
-def list_studies(session: Session, page: int = 1, per_page: int = 50) -> StudyPage:
-    """One page of studies, newest first, each with its latest analysis's score and category."""
-    page = max(1, page)
-    total = session.scalar(select(func.count()).select_from(Study)) or 0
-    studies = session.scalars(
-        select(Study)
-        .order_by(Study.last_received_at.desc(), Study.id.desc())
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    ).all()
-    latest = _latest_analyses(session, [s.id for s in studies])
-    rows = [
-        StudyRow(
-            study_instance_uid=s.study_instance_uid,
-            received_at=s.last_received_at,
-            accession_number=s.accession_number,
-            patient_name=s.patient_name,
-            study_date=s.study_date,
-            instance_count=s.instance_count,
-            state=s.state,
-            exam_score=latest[s.id].exam_score if s.id in latest else None,
-            category=exam_category(s.state, latest.get(s.id)),
-        )
-        for s in studies
-    ]
-    return StudyPage(studies=rows, page=page, per_page=per_page, total=total)
-
-
-def _latest_analyses(session: Session, study_ids: list[int]) -> dict[int, Analysis]:
-    if not study_ids:
-        return {}
-    latest_ids = (
-        select(func.max(Analysis.id))
-        .where(Analysis.study_id.in_(study_ids))
-        .group_by(Analysis.study_id)
-    )
-    analyses = session.scalars(select(Analysis).where(Analysis.id.in_(latest_ids))).all()
-    return {a.study_id: a for a in analyses}
 
 
 def _check_uid(uid: str, what: str) -> str:

@@ -67,6 +67,23 @@ def test_sign_in_history_detail_screenshot_sign_out(portal: PortalServer, tmp_pa
             assert float(score.get_attribute("data-score") or "nan") == EXAM_SCORE
             assert "DUPONT, Hélène" in row.inner_text()
 
+            # filter the worklist on the server, then export exactly what it shows
+            page.fill("input[name=q]", "nobody")
+            page.get_by_role("button", name="Filter").click()
+            page.wait_for_url("**/?q=nobody**")
+            assert "No studies match these filters" in page.locator("main").inner_text()
+            page.fill("input[name=q]", "pid-1")
+            page.select_option("select[name=category]", "flagged")
+            page.get_by_role("button", name="Filter").click()
+            page.wait_for_url("**category=flagged**")
+            assert page.locator("tr.study").count() == 1
+            with page.expect_download() as download_info:
+                page.click("#export-csv")
+            exported = Path(download_info.value.path()).read_text(encoding="utf-8")
+            assert exported.startswith("received_at_utc,") and STUDY_UID in exported
+            assert len(exported.splitlines()) == 2  # the header and the one study
+
+            row = page.locator(f'tr[data-study-uid="{STUDY_UID}"]')
             row.get_by_role("link", name="Details").click()
             page.wait_for_url(f"**/studies/{STUDY_UID}")
             assert page.locator("#analysis .exam-score").inner_text() == "87.3 %"
