@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -436,3 +437,55 @@ def which(tool: str) -> str:
     if found is None:
         raise AssertionError(f"{tool} not found")
     return found
+
+
+OIDC_DIR = Path(__file__).parent / "oidc"
+
+
+def _drain(stream: Any) -> None:
+    for _line in stream:
+        continue
+
+
+@dataclass
+class OidcProvider:
+    """A real OpenID Connect provider (panva/oidc-provider on Node.js, tests/oidc) on a free
+    loopback port. ``accounts``: account id -> provider roles; any password signs them in."""
+
+    clients: list[dict[str, Any]]
+    accounts: dict[str, list[str]]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[str] | None = None
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        require_tool("/usr/bin/node")
+        require_tool(str(OIDC_DIR / "node_modules" / "oidc-provider"))  # scripts/test: npm ci
+        env = {**os.environ, "PORT": str(self.port), "CLIENTS": json.dumps(self.clients),
+               "ACCOUNTS": json.dumps({k: {"roles": v} for k, v in self.accounts.items()})}
+        self.process = subprocess.Popen(
+            ["/usr/bin/node", str(OIDC_DIR / "provider.mjs")], cwd=OIDC_DIR, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 30
+        for line in self.process.stdout:
+            if line.startswith("ready "):
+                break
+            if time.monotonic() > deadline:
+                break
+        else:
+            raise AssertionError(f"the OpenID provider did not start (exit {self.process.poll()})")
+        # keep reading its output so it never blocks on a full pipe
+        threading.Thread(target=_drain, args=(self.process.stdout,), daemon=True).start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

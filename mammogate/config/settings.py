@@ -624,6 +624,51 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+OIDC_ROLE_RANK = {"viewer": 1, "radiologist": 2, "admin": 3}
+
+
+class OidcSettings(_Section):
+    """Sign-in with an OpenID Connect provider (authorization code flow with PKCE S256). The
+    client secret is read from the environment variable named by ``client_secret_env``, never
+    from the file."""
+
+    enabled: bool = False
+    issuer: str = ""  # e.g. https://login.example.org/realms/radiology (discovery at /.well-known)
+    client_id: str = ""
+    client_secret_env: str = "MAMMOGATE_OIDC_CLIENT_SECRET"  # empty variable: a public client
+    # where the provider sends the browser back; empty: this portal's own /login/oidc/callback
+    # as the request reached it (set it behind a proxy)
+    redirect_uri: str = ""
+    scopes: str = "openid profile email"
+    # where the roles are in the ID token: a claim name, dots for nested (realm_access.roles)
+    roles_claim: str = "roles"
+    # a role value at the provider -> a mammogate role; the highest one a user has wins
+    role_map: dict[str, str] = Field(default_factory=lambda: {
+        "admin": "admin", "radiologist": "radiologist", "viewer": "viewer"})
+    username_claim: str = "preferred_username"
+    display_name: str = "single sign-on"  # the button says "Sign in with <display_name>"
+    http_timeout_seconds: float = Field(10.0, gt=0)  # discovery, JWKS and token requests
+    metadata_cache_seconds: float = Field(3600.0, ge=0)  # discovery document and JWKS
+    clock_skew_seconds: int = Field(60, ge=0, le=600)  # leeway for exp / iat / nbf
+    sign_in_timeout_seconds: int = Field(600, gt=0)  # from the redirect to the provider's answer
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcSettings:
+        if not self.enabled:
+            return self
+        if not self.issuer or not self.client_id:
+            raise ValueError("oidc.enabled needs oidc.issuer and oidc.client_id")
+        parts = urlsplit(self.issuer)
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+            raise ValueError(f"oidc.issuer must be an https URL (http only on loopback), not {self.issuer!r}")
+        if "openid" not in self.scopes.split():
+            raise ValueError("oidc.scopes must include openid")
+        unknown = sorted(set(self.role_map.values()) - set(OIDC_ROLE_RANK))
+        if unknown:
+            raise ValueError(f"oidc.role_map maps to {unknown}: roles are admin, radiologist, viewer")
+        return self
+
+
 class Settings(BaseSettings):
     """All of the node's settings. Build with :func:`load_settings`."""
 
@@ -637,6 +682,7 @@ class Settings(BaseSettings):
     node: NodeSettings = Field(default_factory=NodeSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -33,6 +33,7 @@ from mammogate.web.controllers import (
 from mammogate.web.errors import EXCEPTION_HANDLERS
 from mammogate.web.formatting import register_filters
 from mammogate.web.keys import derive_key, load_session_key
+from mammogate.web.oidc import OidcClient
 from mammogate.web.operations import OperationsController
 
 HERE = Path(__file__).parent
@@ -42,7 +43,8 @@ STATIC_DIR = HERE / "static"
 SESSION_COOKIE = "mammogate_session"
 CSRF_COOKIE = "mammogate_csrf"
 # Open to anonymous visitors; every other path needs a signed-in user.
-PUBLIC_PATHS = [r"^/login$", r"^/static/", r"^/healthz$", r"^/ready$"]
+PUBLIC_PATHS = [r"^/login$", r"^/login/oidc$", r"^/login/oidc/callback$", r"^/static/", r"^/healthz$",
+                r"^/ready$"]
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -119,6 +121,11 @@ def create_app(
     def provide_web_settings() -> WebSettings:
         return settings.web
 
+    oidc = OidcClient(settings.oidc) if settings.oidc.enabled else None
+
+    def provide_oidc() -> OidcClient | None:
+        return oidc
+
     def provide_expected_views() -> list[str]:
         return list(settings.dicom.expected_views)
 
@@ -158,6 +165,7 @@ def create_app(
             "data_dir": Provide(provide_data_dir, use_cache=True, sync_to_thread=False),
             "web_settings": Provide(provide_web_settings, use_cache=True, sync_to_thread=False),
             "expected_views": Provide(provide_expected_views, use_cache=True, sync_to_thread=False),
+            "oidc": Provide(provide_oidc, use_cache=True, sync_to_thread=False),
             "readiness": Provide(provide_readiness, use_cache=True, sync_to_thread=False),
             "spool_space": Provide(provide_spool_space, use_cache=True, sync_to_thread=False),
         },

@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session
 from mammogate.config.settings import WebSettings
 from mammogate.db import AuditEntry, Database, User, WebSession, utcnow
 from mammogate.web import throttle
-from mammogate.web.errors import MAX_NEXT_LENGTH, ForbiddenError
+from mammogate.web.errors import MAX_NEXT_LENGTH, ForbiddenError, NotFoundError
 from mammogate.web.http import read
+from mammogate.web.oidc import PENDING_KEY, OidcClient, OidcError, OidcIdentity, callback_uri
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,53 @@ radiologist_or_admin = requires_role("admin", "radiologist")
 admin_only = requires_role("admin")
 
 
+def _sso_name(oidc: OidcClient | None) -> str:
+    return oidc.settings.display_name if oidc is not None else ""
+
+
+def _login_page(oidc: OidcClient | None, target: str, error: str = "", status_code: int = 200) -> Template:
+    return Template("auth/login.html", status_code=status_code,
+                    context={"next": target, "error": error, "sso_name": _sso_name(oidc)})
+
+
+def _sign_in(writing: Session, request: Request[Any, Any, Any], user: User, *, method: str) -> str:
+    """Record a sign-in of ``user`` (audit row, a new sign-in row; one the browser already
+    had ends) and return the new sign-in's id for the session cookie."""
+    session_id = secrets.token_hex(32)
+    user.last_login_at = utcnow()
+    writing.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in",
+                           detail="" if method == "password" else method))
+    _end_sign_in(writing, request)  # signing in over another sign-in ends that one
+    writing.add(WebSession(id=session_id, user_id=user.id, created_at=utcnow()))
+    return session_id
+
+
+def _oidc_user(writing: Session, identity: OidcIdentity) -> User:
+    """The account of the provider's user, made on first sign-in; its role follows the
+    provider's on every sign-in. A disabled account stays out (OidcError 403)."""
+    user = writing.scalar(select(User).where(User.oidc_subject == identity.subject))
+    if user is None:
+        name = identity.username
+        taken = set(writing.scalars(select(User.username).where(User.username.like(f"{name}%"))))
+        if name in taken:  # a local account (or another provider's user) has that name
+            name = next(f"{identity.username} (sso {n})" for n in range(2, 10_000)
+                        if f"{identity.username} (sso {n})" not in taken)
+        user = User(username=name, role=identity.role, password_hash=None,
+                    oidc_subject=identity.subject, created_at=utcnow())
+        writing.add(user)
+        writing.flush()
+        writing.add(AuditEntry(at=utcnow(), actor="oidc", action="user created", target=name,
+                               detail=f"role={identity.role} from the provider"))
+        log.info("created single sign-on user %s with role %s", name, identity.role)
+    elif user.disabled:
+        raise OidcError("This account is disabled on this node: ask an administrator.", 403)
+    elif user.role != identity.role:
+        writing.add(AuditEntry(at=utcnow(), actor="oidc", action="role changed", target=user.username,
+                               detail=f"{user.role} -> {identity.role} from the provider"))
+        user.role = identity.role
+    return user
+
+
 @dataclass
 class LoginForm:
     username: str = ""
@@ -257,8 +305,53 @@ class AuthController(Controller):
     """Sign-in and sign-out. ``/login`` is the one page open to anonymous visitors."""
 
     @read("/login", sync_to_thread=False)
-    def login_page(self, next_: Annotated[str, QueryParameter(name="next")] = "/") -> Template:
-        return Template("auth/login.html", context={"next": safe_next(next_), "error": ""})
+    def login_page(self, oidc: NamedDependency[OidcClient | None],
+                   next_: Annotated[str, QueryParameter(name="next")] = "/") -> Template:
+        return _login_page(oidc, safe_next(next_))
+
+    @read("/login/oidc", sync_to_thread=True)
+    def oidc_start(self, request: Request[Any, Any, Any], oidc: NamedDependency[OidcClient | None],
+                   next_: Annotated[str, QueryParameter(name="next")] = "/") -> Template | Redirect:
+        """Off to the OpenID provider (a link, not a form: the CSP's form-action stays 'self')."""
+        target = safe_next(next_)
+        if oidc is None:
+            raise NotFoundError("Single sign-on is not configured on this node (oidc.enabled).")
+        try:
+            url, pending = oidc.start(callback_uri(oidc.settings, str(request.base_url)), target)
+        except OidcError as exc:
+            return _login_page(oidc, target, str(exc), exc.status_code)
+        data = dict(request.session or {})
+        data[PENDING_KEY] = pending
+        request.set_session(data)
+        return Redirect(url, status_code=303)
+
+    @read("/login/oidc/callback", sync_to_thread=True)
+    def oidc_callback(self, request: Request[Any, Any, Any], db: NamedDependency[Database],
+                      oidc: NamedDependency[OidcClient | None]) -> Template | Redirect:
+        """The provider's answer: the code exchanged, the ID token validated, the user signed in
+        with the role the provider gives."""
+        if oidc is None:
+            raise NotFoundError("Single sign-on is not configured on this node (oidc.enabled).")
+        session = dict(request.session or {})
+        pending = session.pop(PENDING_KEY, None)
+        target = safe_next(pending.get("next")) if isinstance(pending, dict) else "/"
+        address = request.client.host if request.client else "unknown"
+        try:
+            identity = oidc.finish(dict(request.query_params), pending)
+            with db.session() as writing:
+                user = _oidc_user(writing, identity)
+                session_id = _sign_in(writing, request, user, method="oidc")
+                username, user_id = user.username, user.id
+        except OidcError as exc:
+            with db.session() as writing:
+                writing.add(AuditEntry(at=utcnow(), actor="", action="sign-in failed",
+                                       detail=f"oidc from {address[:64]}: {str(exc)[:200]}"))
+            log.info("single sign-on failed: %s", str(exc)[:200])
+            request.set_session(session) if session else request.clear_session()
+            return _login_page(oidc, target, str(exc), exc.status_code)
+        log.info("user %s signed in through the OpenID provider", username)
+        request.set_session({"sid": session_id, "user_id": user_id, "signed_in_at": int(time.time())})
+        return Redirect(target, status_code=303)
 
     @post("/login", sync_to_thread=True)
     def login(
@@ -267,6 +360,7 @@ class AuthController(Controller):
         db_session: NamedDependency[Session],
         db: NamedDependency[Database],
         web_settings: NamedDependency[WebSettings],
+        oidc: NamedDependency[OidcClient | None],
         data: URLEncodedBody[LoginForm],
     ) -> Template | Redirect:
         """Checks (throttle, password) in the request's read-only transaction, outside the
@@ -287,7 +381,7 @@ class AuthController(Controller):
             log.warning("sign-in throttled for %d s", retry)
             return Template(
                 "auth/login.html",
-                context={"next": target, "error": THROTTLED.format(seconds=retry), "username": username},
+                context={"sso_name": _sso_name(oidc), "next": target, "error": THROTTLED.format(seconds=retry), "username": username},
                 status_code=429,
                 headers={"Retry-After": str(retry)},
             )
@@ -301,24 +395,20 @@ class AuthController(Controller):
             request.clear_session()
             return Template(
                 "auth/login.html",
-                context={"next": target, "error": LOGIN_FAILED, "username": username},
+                context={"sso_name": _sso_name(oidc), "next": target, "error": LOGIN_FAILED, "username": username},
                 status_code=401,
             )
-        session_id = secrets.token_hex(32)
         with db.session() as writing:
             user = writing.get(User, checked.id)
             if user is None or user.disabled:  # disabled between the check and now
                 request.clear_session()
                 return Template(
-                    "auth/login.html", context={"next": target, "error": LOGIN_FAILED, "username": username},
+                    "auth/login.html", context={"sso_name": _sso_name(oidc), "next": target, "error": LOGIN_FAILED, "username": username},
                     status_code=401,
                 )
             _rehash_if_needed(user, data.password)
             throttle.clear(writing, keys[0])
-            user.last_login_at = utcnow()
-            writing.add(AuditEntry(at=utcnow(), actor=user.username, action="sign-in"))
-            _end_sign_in(writing, request)  # signing in over another sign-in ends that one
-            writing.add(WebSession(id=session_id, user_id=user.id, created_at=utcnow()))
+            session_id = _sign_in(writing, request, user, method="password")
         log.info("user %s signed in", checked.username)
         request.set_session(
             {"sid": session_id, "user_id": checked.id, "signed_in_at": int(time.time())}
