@@ -41,6 +41,9 @@ class Study(Base):
     study_description: Mapped[str] = mapped_column(String(64), default="")
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     called_ae_title: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    # of the study's first image: the statistics break results down by them
+    manufacturer: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    manufacturer_model: Mapped[str] = mapped_column(String(64), default="", server_default="")
     # dicom.group_studies_by_patient_and_date: PatientID stem + StudyDate; "" when not grouped
     exam_key: Mapped[str] = mapped_column(String(128), default="", server_default="", index=True)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -290,6 +293,23 @@ class Delivery(Base):
 
     report: Mapped[Report] = relationship(back_populates="deliveries")
     destination: Mapped[DestinationRow] = relationship()
+
+
+class Feedback(Base):
+    """A radiologist's word on a study's result: agree / disagree with the result shown, and the
+    ground truth when known (biopsy malignant, biopsy benign, normal follow-up). The latest row
+    of a study counts; earlier ones stay as its history."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    analysis_id: Mapped[int | None] = mapped_column(ForeignKey("analyses.id"))  # the result judged
+    username: Mapped[str] = mapped_column(String(128))
+    verdict: Mapped[str] = mapped_column(String(16), default="", server_default="")  # agree | disagree | ""
+    ground_truth: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    comment: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime]
 
 
 class User(Base):

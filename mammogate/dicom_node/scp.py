@@ -385,6 +385,8 @@ class StoreService:
             patient_birth_date=_text(ds, "PatientBirthDate", 8),
             study_date=_text(ds, "StudyDate", 8),
             study_description=_text(ds, "StudyDescription", 64),
+            manufacturer=_text(ds, "Manufacturer", 64),
+            manufacturer_model=_text(ds, "ManufacturerModelName", 64),
             calling_ae_title=calling_ae,
             # which of the node's AE titles was called; routes may match on it
             called_ae_title=called_ae[:16],

@@ -25,7 +25,9 @@ from mammogate.web.auth import AuthController, PortalUser, make_user_loader
 from mammogate.web.controllers import (
     AdminController,
     ApiController,
+    FeedbackController,
     HistoryController,
+    StatisticsController,
     StudyController,
     healthz,
     ready,
@@ -152,6 +154,8 @@ def create_app(
             StudyController,
             ApiController,
             AdminController,
+            FeedbackController,
+            StatisticsController,
             OperationsController,
             healthz,
             ready,

@@ -8,27 +8,30 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Controller, Request
+from litestar import Controller, Request, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
-from litestar.response import File, Response, Stream, Template
+from litestar.params import FromPath, QueryParameter, URLEncodedBody
+from litestar.response import File, Redirect, Response, Stream, Template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammogate.db import AuditEntry, Database, User, utcnow
 from mammogate.storage import FreeSpaceGuard
-from mammogate.web.auth import admin_only, any_role, user_of
+from mammogate.web.auth import admin_only, any_role, radiologist_or_admin, user_of
 from mammogate.web.errors import InvalidInputError
 from mammogate.web.http import read
+from mammogate.web.statistics import Statistics, as_dict, compute
 from mammogate.web.studies import (
     StudyDetail,
     overlay_for,
+    record_feedback,
     result_object_for,
     study_detail,
 )
 from mammogate.web.worklist import StudyPage, WorklistFilter, export_csv, list_studies, parse_filter
 
 PER_PAGE = 50
+Days = Annotated[int, QueryParameter(name="days", ge=1, le=3650)]
 PageNumber = Annotated[int, QueryParameter(name="page", ge=1, le=1_000_000)]
 DbSession = NamedDependency[Session]  # the request's read-only transaction
 Db = NamedDependency[Database]  # for the short write transactions (audit rows)
@@ -142,6 +145,55 @@ class StudyController(Controller):
         record_access(db, request, "result object downloaded", study_instance_uid)
         return File(path, media_type="application/dicom", filename=f"{sop_instance_uid}.dcm",
                     content_disposition_type="attachment")
+
+
+@dataclass
+class FeedbackForm:
+    verdict: str = ""
+    ground_truth: str = ""
+    comment: str = ""
+
+
+class FeedbackController(Controller):
+    """Radiologists (and admins) say whether they agree with a result and what the truth was."""
+
+    path = "/studies/{study_instance_uid:str}"
+    guards = [radiologist_or_admin]
+
+    @post("/feedback", sync_to_thread=True)
+    def feedback(self, request: AnyRequest, db: Db, study_instance_uid: FromPath[str],
+                 data: URLEncodedBody[FeedbackForm]) -> Redirect:
+        user = user_of(request)
+        assert user is not None  # the guard let a signed-in user through
+        with db.session() as writing:
+            try:
+                row = record_feedback(writing, study_instance_uid, user.username, data.verdict.strip(),
+                                      data.ground_truth.strip(), data.comment)
+            except ValueError as exc:
+                raise InvalidInputError(f"Feedback not saved: {exc}.") from None
+            writing.add(AuditEntry(at=utcnow(), actor=user.username, action="feedback given",
+                                   target=study_instance_uid,
+                                   detail=f"verdict={row.verdict or '-'} ground_truth={row.ground_truth or '-'}"))
+        return Redirect(f"/studies/{study_instance_uid}#feedback", status_code=303)
+
+
+def _statistics(db_session: Session, days: int) -> Statistics:
+    return compute(db_session, days, utcnow().date())
+
+
+class StatisticsController(Controller):
+    """What the node did, and how the model does here by the radiologists' ground truth. Counts
+    only, no patient data: every role may look."""
+
+    guards = [any_role]
+
+    @read("/statistics", sync_to_thread=True)
+    def page(self, db_session: DbSession, days: Days = 30) -> Template:
+        return Template("statistics.html", context={"stats": _statistics(db_session, days)})
+
+    @read("/api/statistics", sync_to_thread=True)
+    def api(self, db_session: DbSession, days: Days = 30) -> dict[str, Any]:
+        return as_dict(_statistics(db_session, days))
 
 
 class ApiController(Controller):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -16,7 +16,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from mammogate.config.settings import DEFAULT_EXPECTED_VIEWS
-from mammogate.db import Analysis, AnalysisImage, Delivery, Instance, Report, Study
+from mammogate.db import (
+    Analysis,
+    AnalysisImage,
+    Delivery,
+    Feedback,
+    Instance,
+    Report,
+    Study,
+    utcnow,
+)
 from mammogate.db.queue import views_present
 from mammogate.imaging.views import views_summary
 from mammogate.web.errors import NotFoundError
@@ -113,6 +122,45 @@ class StudyDetail:
     analysis_count: int
     analysis: AnalysisView | None  # the current result
     earlier: list[EarlierAnalysis]  # the results it superseded, newest first
+    feedback: list[FeedbackView] = field(default_factory=list)  # newest first
+    manufacturer: str = ""
+
+
+@dataclass(frozen=True)
+class FeedbackView:
+    username: str
+    verdict: str  # agree | disagree | ""
+    ground_truth: str  # biopsy_malignant | biopsy_benign | normal_followup | ""
+    comment: str
+    created_at: datetime
+    analysis_id: int | None
+
+
+VERDICTS = ("agree", "disagree")
+GROUND_TRUTHS = ("biopsy_malignant", "biopsy_benign", "normal_followup")
+
+
+def record_feedback(session: Session, study_instance_uid: str, username: str, verdict: str,
+                    ground_truth: str, comment: str) -> Feedback:
+    """A radiologist's word on the study's current result (ValueError naming a bad field;
+    NotFoundError for an unknown study). The caller's transaction writes it."""
+    study = _get_study(session, study_instance_uid)
+    if verdict not in ("", *VERDICTS):
+        raise ValueError(f"verdict must be agree or disagree, not {verdict[:32]!r}")
+    if ground_truth not in ("", *GROUND_TRUTHS):
+        raise ValueError(f"ground truth must be one of {', '.join(GROUND_TRUTHS)}, not {ground_truth[:32]!r}")
+    if not verdict and not ground_truth:
+        raise ValueError("say whether you agree with the result, or what the ground truth is (or both)")
+    if len(comment) > 2000:
+        raise ValueError("the comment is longer than 2,000 characters")
+    current = session.scalar(select(func.max(Analysis.id)).where(Analysis.study_id == study.id))
+    if verdict and current is None:
+        raise ValueError("this study has no result to agree or disagree with yet")
+    row = Feedback(study_id=study.id, analysis_id=current, username=username, verdict=verdict,
+                   ground_truth=ground_truth, comment=comment.replace("\x00", "").strip(),
+                   created_at=utcnow())
+    session.add(row)
+    return row
 
 
 @dataclass(frozen=True)
@@ -192,6 +240,12 @@ def study_detail(
         analysis_count=analysis_count,
         analysis=_analysis_view(analysis, data_dir) if analysis is not None else None,
         earlier=_earlier(session, study.id, analysis.id) if analysis is not None else [],
+        feedback=[
+            FeedbackView(f.username, f.verdict, f.ground_truth, f.comment, f.created_at, f.analysis_id)
+            for f in session.scalars(select(Feedback).where(Feedback.study_id == study.id)
+                                     .order_by(Feedback.id.desc()))
+        ],
+        manufacturer=" ".join(p for p in (study.manufacturer, study.manufacturer_model) if p),
     )
 
 

@@ -302,3 +302,5 @@ def test_a_nul_inside_a_patient_attribute_is_stored_on_every_database(
     with any_db_scp.db.session() as session:
         study = session.scalars(select(Study)).one()
         assert study.patient_name == "DUPONT^Hélène" and study.accession_number == "A1"
+        # the statistics' breakdown by manufacturer reads these
+        assert (study.manufacturer, study.manufacturer_model) == (ds.Manufacturer, ds.ManufacturerModelName)

@@ -1,0 +1,283 @@
+"""The statistics page: what the node did over a period, and how the model does at this site.
+
+Everything is computed from the database for the studies last received in the period: counts
+in SQL, the percentiles and the AUC in Python over the period's analysed studies (one row each).
+The charts are server-side SVG (bars, a histogram, a donut), drawn with presentation attributes
+only, so the portal's Content-Security-Policy (no script, no inline style) holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from xml.sax.saxutils import escape
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mammogate.db import Analysis, Delivery, DestinationRow, Feedback, Study
+
+POSITIVE_TRUTH = ("biopsy_malignant",)
+NEGATIVE_TRUTH = ("biopsy_benign", "normal_followup")
+GROUND_TRUTHS = {
+    "biopsy_malignant": "biopsy: malignant",
+    "biopsy_benign": "biopsy: benign",
+    "normal_followup": "normal follow-up",
+}
+CATEGORY_COLOURS = {"flagged": "#b42318", "not_flagged": "#2e7d32", "skipped": "#8a8f98",
+                    "failed": "#6b3fa0", "pending": "#c8ccd2"}
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    name: str
+    studies: int
+    analysed: int
+    flagged: int
+
+    @property
+    def flagged_rate(self) -> float | None:
+        return self.flagged / self.analysed if self.analysed else None
+
+
+@dataclass(frozen=True)
+class SitePerformance:
+    """The model against the radiologists' ground truth at this site, at the operating point
+    each result was flagged at."""
+
+    positives: int  # studies with a malignant biopsy and a score
+    negatives: int  # benign biopsy or normal follow-up, with a score
+    true_positives: int
+    true_negatives: int
+    auc: float | None  # None unless both classes are present
+
+    @property
+    def sensitivity(self) -> float | None:
+        return self.true_positives / self.positives if self.positives else None
+
+    @property
+    def specificity(self) -> float | None:
+        return self.true_negatives / self.negatives if self.negatives else None
+
+
+@dataclass(frozen=True)
+class Statistics:
+    since: date
+    until: date  # inclusive
+    days: int
+    received: int
+    analysed: int
+    flagged: int
+    not_analysed: int  # skipped: outside the intended use
+    failed: int
+    pending: int  # received, no result yet
+    time_to_result_p50: float | None  # seconds from the last image to the result
+    time_to_result_p95: float | None
+    deliveries_dead: int
+    deliveries_pending: int
+    per_day: list[tuple[date, int]]
+    score_histogram: list[int]  # 10 bins of 10 %
+    categories: dict[str, int]
+    by_ae: list[Breakdown]
+    by_manufacturer: list[Breakdown]
+    dead_by_destination: list[tuple[str, int]]
+    performance: SitePerformance
+    charts: dict[str, str] = field(default_factory=dict)  # name -> SVG markup
+
+    @property
+    def flagged_rate(self) -> float | None:
+        return self.flagged / self.analysed if self.analysed else None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0..100) by linear interpolation (numpy's default); None when
+    empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half); None without both."""
+    if not positives or not negatives:
+        return None
+    ranked = sorted([(v, 1) for v in positives] + [(v, 0) for v in negatives])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        average_rank = (i + 1 + j) / 2
+        rank_sum += average_rank * sum(1 for k in range(i, j) if ranked[k][1] == 1)
+        i = j
+    n_pos, n_neg = len(positives), len(negatives)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def compute(session: Session, days: int, today: date) -> Statistics:
+    """The statistics of the studies last received in the ``days`` days up to ``today``."""
+    since = today - timedelta(days=days - 1)
+    start = datetime.combine(since, datetime.min.time())
+    latest = (select(Analysis.study_id, func.max(Analysis.id).label("analysis_id"))
+              .group_by(Analysis.study_id).subquery())
+    rows = session.execute(
+        select(Study.id, Study.state, Study.last_received_at, Study.calling_ae_title,
+               Study.manufacturer, Analysis.exam_score, Analysis.category, Analysis.created_at)
+        .outerjoin(latest, latest.c.study_id == Study.id)
+        .outerjoin(Analysis, Analysis.id == latest.c.analysis_id)
+        .where(Study.last_received_at >= start)
+    ).all()
+
+    categories: Counter[str] = Counter()
+    per_day: Counter[date] = Counter()
+    histogram = [0] * 10
+    waits: list[float] = []
+    by_ae: dict[str, list[int]] = {}
+    by_maker: dict[str, list[int]] = {}
+    scores: dict[int, tuple[float, bool]] = {}
+    for r in rows:
+        category = "failed" if r.state == "failed" else (r.category or "pending")
+        categories[category] += 1
+        per_day[r.last_received_at.date()] += 1
+        analysed = category in ("flagged", "not_flagged")
+        if analysed and r.exam_score is not None:
+            histogram[min(9, int(r.exam_score * 10))] += 1
+            scores[r.id] = (r.exam_score, category == "flagged")
+        if r.created_at is not None and category != "pending":
+            waits.append(max(0.0, (r.created_at - r.last_received_at).total_seconds()))
+        for table, key in ((by_ae, r.calling_ae_title or "(none)"), (by_maker, r.manufacturer or "(unknown)")):
+            counts = table.setdefault(key, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += analysed
+            counts[2] += category == "flagged"
+
+    dead = session.execute(
+        select(DestinationRow.name, func.count(Delivery.id))
+        .join(DestinationRow, DestinationRow.id == Delivery.destination_id)
+        .where(Delivery.state == "dead", Delivery.created_at >= start)
+        .group_by(DestinationRow.name).order_by(func.count(Delivery.id).desc())
+    ).all()
+    deliveries_pending = session.scalar(
+        select(func.count(Delivery.id)).where(Delivery.state.in_(("pending", "sending")))) or 0
+    performance = _performance(session, scores)
+    breakdown = lambda table: sorted(  # noqa: E731
+        (Breakdown(name, *counts) for name, counts in table.items()), key=lambda b: (-b.studies, b.name))
+    stats = Statistics(
+        since=since, until=today, days=days, received=len(rows),
+        analysed=categories["flagged"] + categories["not_flagged"], flagged=categories["flagged"],
+        not_analysed=categories["skipped"], failed=categories["failed"], pending=categories["pending"],
+        time_to_result_p50=percentile(waits, 50), time_to_result_p95=percentile(waits, 95),
+        deliveries_dead=sum(n for _, n in dead), deliveries_pending=deliveries_pending,
+        per_day=[(since + timedelta(days=k), per_day[since + timedelta(days=k)]) for k in range(days)],
+        score_histogram=histogram, categories=dict(categories),
+        by_ae=breakdown(by_ae), by_manufacturer=breakdown(by_maker),
+        dead_by_destination=[(name, n) for name, n in dead], performance=performance,
+    )
+    stats.charts.update(
+        per_day=bar_chart([(d.strftime("%d %b"), n) for d, n in stats.per_day],
+                          "Studies received per day"),
+        scores=bar_chart([(f"{10 * k}–{10 * k + 10} %", n) for k, n in enumerate(histogram)],
+                         "Exam scores of the analysed studies"),
+        categories=donut([(c, categories[c], CATEGORY_COLOURS[c]) for c in CATEGORY_COLOURS if categories[c]],
+                         "Results by category"),
+    )
+    return stats
+
+
+def _performance(session: Session, scores: dict[int, tuple[float, bool]]) -> SitePerformance:
+    """Latest ground truth per study (the last feedback row that states one)."""
+    truths: dict[int, str] = {}
+    if scores:
+        for study_id, truth in session.execute(
+            select(Feedback.study_id, Feedback.ground_truth)
+            .where(Feedback.study_id.in_(list(scores)), Feedback.ground_truth != "")
+            .order_by(Feedback.id)
+        ):
+            truths[study_id] = truth
+    positives = [scores[s] for s, t in truths.items() if t in POSITIVE_TRUTH]
+    negatives = [scores[s] for s, t in truths.items() if t in NEGATIVE_TRUTH]
+    return SitePerformance(
+        positives=len(positives), negatives=len(negatives),
+        true_positives=sum(1 for _, flagged in positives if flagged),
+        true_negatives=sum(1 for _, flagged in negatives if not flagged),
+        auc=auc([s for s, _ in positives], [s for s, _ in negatives]),
+    )
+
+
+# Server-side SVG ----------------------------------------------------------------------------
+
+
+def bar_chart(bars: Sequence[tuple[str, int]], title: str, *, width: int = 640, height: int = 180) -> str:
+    """A bar chart as SVG: one bar per (label, value), the value above each non-empty bar, every
+    fifth label (all of them when there are 12 or fewer) under the axis."""
+    top = max((v for _, v in bars), default=0) or 1
+    plot_h, base = height - 40, height - 24
+    step = width / max(1, len(bars))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+             f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>']
+    every = 1 if len(bars) <= 12 else 5
+    for k, (label, value) in enumerate(bars):
+        h = plot_h * value / top
+        x = k * step + step * 0.15
+        parts.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{step * 0.7:.1f}" height="{h:.1f}" '
+                     f'fill="#2b6cb0"><title>{escape(label)}: {value}</title></rect>')
+        if value:
+            parts.append(f'<text x="{x + step * 0.35:.1f}" y="{base - h - 3:.1f}" font-size="10" '
+                         f'text-anchor="middle" fill="#222">{value}</text>')
+        if k % every == 0:
+            parts.append(f'<text x="{x + step * 0.35:.1f}" y="{height - 8}" font-size="10" '
+                         f'text-anchor="middle" fill="#555">{escape(label)}</text>')
+    parts.append(f'<line x1="0" y1="{base}" x2="{width}" y2="{base}" stroke="#999"/></svg>')
+    return "".join(parts)
+
+
+def donut(slices: Sequence[tuple[str, int, str]], title: str, *, size: int = 180) -> str:
+    """A donut chart as SVG: one arc per (name, value, colour), with a legend beside it."""
+    total = sum(v for _, v, _ in slices)
+    r, cx, cy, stroke = size * 0.35, size / 2, size / 2, size * 0.18
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {size + 200} {size}" '
+             f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>']
+    circumference = 2 * math.pi * r
+    offset = 0.0
+    if not total:
+        parts.append(f'<circle cx="{cx}" cy="{cy}" r="{r:.1f}" fill="none" stroke="#e3e6ea" '
+                     f'stroke-width="{stroke:.1f}"/>')
+    for k, (name, value, colour) in enumerate(slices):
+        length = circumference * value / total if total else 0
+        parts.append(
+            f'<circle cx="{cx}" cy="{cy}" r="{r:.1f}" fill="none" stroke="{colour}" stroke-width="{stroke:.1f}" '
+            f'stroke-dasharray="{length:.2f} {circumference - length:.2f}" stroke-dashoffset="{-offset:.2f}" '
+            f'transform="rotate(-90 {cx} {cy})"><title>{escape(name)}: {value}</title></circle>')
+        offset += length
+        y = 20 + 22 * k
+        parts.append(f'<rect x="{size + 10}" y="{y - 10}" width="12" height="12" fill="{colour}"/>'
+                     f'<text x="{size + 28}" y="{y}" font-size="12" fill="#222">'
+                     f'{escape(name.replace("_", " "))}: {value}</text>')
+    parts.append(f'<text x="{cx}" y="{cy + 5}" font-size="16" text-anchor="middle" fill="#222">{total}</text></svg>')
+    return "".join(parts)
+
+
+def as_dict(stats: Statistics) -> dict[str, Any]:
+    """The statistics for the JSON API (charts left out)."""
+    return {
+        "since": stats.since.isoformat(), "until": stats.until.isoformat(), "days": stats.days,
+        "received": stats.received, "analysed": stats.analysed, "flagged": stats.flagged,
+        "flagged_rate": stats.flagged_rate, "not_analysed": stats.not_analysed,
+        "failed": stats.failed, "pending": stats.pending,
+        "time_to_result_seconds": {"p50": stats.time_to_result_p50, "p95": stats.time_to_result_p95},
+        "deliveries": {"dead": stats.deliveries_dead, "pending": stats.deliveries_pending,
+                       "dead_by_destination": dict(stats.dead_by_destination)},
+        "per_day": {d.isoformat(): n for d, n in stats.per_day},
+        "score_histogram": stats.score_histogram, "categories": stats.categories,
+        "by_calling_ae": [vars(b) | {"flagged_rate": b.flagged_rate} for b in stats.by_ae],
+        "by_manufacturer": [vars(b) | {"flagged_rate": b.flagged_rate} for b in stats.by_manufacturer],
+        "site_performance": vars(stats.performance) | {
+            "sensitivity": stats.performance.sensitivity, "specificity": stats.performance.specificity},
+    }
