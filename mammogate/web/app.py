@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 from mammogate.config.settings import Settings, WebSettings
 from mammogate.db import Database
 from mammogate.storage import FreeSpaceGuard
+from mammogate.web.admin import AdminController
 from mammogate.web.auth import AuthController, PortalUser, make_user_loader
 from mammogate.web.controllers import (
-    AdminController,
     ApiController,
     FeedbackController,
     HistoryController,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,12 +11,11 @@ from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter, URLEncodedBody
 from litestar.response import File, Redirect, Response, Stream, Template
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammogate.db import AuditEntry, Database, User, utcnow
+from mammogate.db import AuditEntry, Database, utcnow
 from mammogate.storage import FreeSpaceGuard
-from mammogate.web.auth import admin_only, any_role, radiologist_or_admin, user_of
+from mammogate.web.auth import any_role, radiologist_or_admin, user_of
 from mammogate.web.errors import InvalidInputError
 from mammogate.web.http import read
 from mammogate.web.statistics import Statistics, as_dict, compute
@@ -222,36 +220,6 @@ class ApiController(Controller):
         result = study_detail(db_session, study_instance_uid, data_dir, expected_views)
         record_access(db, request, "study viewed", study_instance_uid)
         return result
-
-
-@dataclass(frozen=True)
-class UserRow:
-    username: str
-    role: str
-    kind: str  # local | oidc
-    disabled: bool
-    created_at: datetime
-    last_login_at: datetime | None
-
-
-class AdminController(Controller):
-    path = "/admin"
-    guards = [admin_only]
-
-    @read("/", sync_to_thread=True)
-    def users(self, db_session: DbSession) -> Template:
-        users = [
-            UserRow(
-                username=u.username,
-                role=u.role,
-                kind="oidc" if u.oidc_subject else "local",
-                disabled=u.disabled,
-                created_at=u.created_at,
-                last_login_at=u.last_login_at,
-            )
-            for u in db_session.scalars(select(User).order_by(User.username))
-        ]
-        return Template("admin/users.html", context={"users": users})
 
 
 @read("/healthz", sync_to_thread=False, exclude_from_auth=True)

@@ -258,7 +258,7 @@ CSV_COLUMNS = (
 )
 
 
-def _cell(value: object) -> str:
+def csv_cell(value: object) -> str:
     """A CSV cell a spreadsheet will not run: text starting with = + - @ (or a tab or carriage
     return) is prefixed with an apostrophe (OWASP's CSV injection advice)."""
     text = "" if value is None else str(value)
@@ -282,7 +282,7 @@ def export_csv(
         buffer.seek(0)
         buffer.truncate()
         for row in _rows(session, results, expected_views):
-            writer.writerow([_cell(v) for v in (
+            writer.writerow([csv_cell(v) for v in (
                 row.received_at.strftime("%Y-%m-%d %H:%M:%S"), row.patient_name, row.patient_id,
                 row.accession_number, row.study_date, row.calling_ae_title, row.state,
                 row.views_analysed, row.views_expected,

@@ -40,6 +40,17 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/studies"): SIGNED_IN,
     ("GET", "/api/studies/{study_instance_uid:str}"): SIGNED_IN,
     ("GET", "/admin"): ADMIN,
+    ("POST", "/admin/users/{username:str}/role"): ADMIN,
+    ("POST", "/admin/users/{username:str}/disable"): ADMIN,
+    ("POST", "/admin/users/{username:str}/enable"): ADMIN,
+    ("POST", "/admin/users/{username:str}/password"): ADMIN,
+    ("GET", "/admin/sessions"): ADMIN,
+    ("POST", "/admin/sessions/{handle:str}/revoke"): ADMIN,
+    ("GET", "/admin/audit"): ADMIN,
+    ("GET", "/admin/audit.csv"): ADMIN,
+    ("GET", "/admin/associations"): ADMIN,
+    ("GET", "/admin/deliveries"): ADMIN,
+    ("POST", "/admin/deliveries/resubmit"): ADMIN,
     ("GET", "/api/admin/associations"): ADMIN,
     ("GET", "/api/admin/studies/{study_instance_uid:str}/routes"): ADMIN,
     ("GET", "/api/admin/jobs/{job_id:int}"): ADMIN,
@@ -51,6 +62,8 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
 BODIES = {
     "/login": {"username": "nobody", "password": "wrong"},
     "/studies/{study_instance_uid:str}/feedback": {"verdict": "agree"},
+    "/admin/users/{username:str}/role": {"role": "viewer"},
+    "/admin/users/{username:str}/password": {"password": "another long passphrase"},
 }
 JSON_BODIES = {"/api/admin/deliveries/resubmit": {"dead": True}}
 
@@ -72,6 +85,7 @@ def test_every_route_has_a_declared_audience(app: Litestar) -> None:
 def _concrete(path: str, study: str) -> str:
     path = path.replace("{study_instance_uid:str}", study).replace("{sop_instance_uid:str}", LEFT_CC)
     path = path.replace("{job_id:int}", "1").replace("{name:str}", "pacs-main")
+    path = path.replace("{username:str}", "nobody-here").replace("{handle:str}", "0" * 16)
     return path.replace("{file_path:path}", "portal.css")
 
 

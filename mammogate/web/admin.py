@@ -1,0 +1,339 @@
+"""The admin pages: users and roles, sign-ins (listed and revocable), the audit log (filtered,
+exported), association history, deliveries (resubmitted as jobs for the sender), and a health
+panel that says when deliveries are dead or work is piling up.
+
+Every change is a short write transaction with an audit row naming the admin; a sign-in is
+named by a digest of its id, never the id itself (the id is what the session cookie carries).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter, URLEncodedBody
+from litestar.response import Redirect, Stream, Template
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from mammogate.config.settings import WebSettings
+from mammogate.db import (
+    Analysis,
+    AuditEntry,
+    Database,
+    Delivery,
+    DestinationRow,
+    Job,
+    Report,
+    Study,
+    User,
+    WebSession,
+    utcnow,
+)
+from mammogate.db.admin import RequestRefused, association_history, request_resubmission
+from mammogate.db.states import DeliveryState, JobState
+from mammogate.web.accounts import list_accounts, reset_password, set_disabled, set_role
+from mammogate.web.auth import ROLES, admin_only, user_of
+from mammogate.web.controllers import Db, DbSession
+from mammogate.web.errors import InvalidInputError, NotFoundError
+from mammogate.web.http import read
+from mammogate.web.worklist import csv_cell
+
+AnyRequest = Request[Any, Any, Any]
+AUDIT_PER_PAGE = 100
+BACKLOG_WARNING = 50  # pending jobs
+BACKLOG_AGE_WARNING = timedelta(minutes=30)  # the oldest pending job
+
+
+def session_handle(session_id: str) -> str:
+    """How a sign-in is named on the page: a digest, so the page never shows a cookie's key."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Health:
+    dead_deliveries: int
+    pending_deliveries: int
+    pending_jobs: int
+    oldest_pending_job: timedelta | None
+    receiving_studies: int
+
+    @property
+    def warnings(self) -> list[str]:
+        found = []
+        if self.dead_deliveries:
+            found.append(f"{self.dead_deliveries} deliver{'y' if self.dead_deliveries == 1 else 'ies'} "
+                         "failed for good (dead): see Deliveries, fix the destination, resubmit.")
+        if self.pending_jobs >= BACKLOG_WARNING or (
+                self.oldest_pending_job is not None and self.oldest_pending_job >= BACKLOG_AGE_WARNING):
+            age = int(self.oldest_pending_job.total_seconds() // 60) if self.oldest_pending_job else 0
+            found.append(f"{self.pending_jobs} jobs wait for a worker, the oldest for {age} min: "
+                         "is a worker running?")
+        return found
+
+
+def health(session: Session) -> Health:
+    now = utcnow()
+    oldest = session.scalar(select(func.min(Job.created_at)).where(Job.state == JobState.PENDING))
+    return Health(
+        dead_deliveries=session.scalar(select(func.count()).where(Delivery.state == DeliveryState.DEAD)) or 0,
+        pending_deliveries=session.scalar(select(func.count()).where(
+            Delivery.state.in_((DeliveryState.PENDING, DeliveryState.SENDING)))) or 0,
+        pending_jobs=session.scalar(select(func.count()).where(Job.state == JobState.PENDING)) or 0,
+        oldest_pending_job=(now - oldest) if oldest is not None else None,
+        receiving_studies=session.scalar(select(func.count()).where(Study.state == "receiving")) or 0,
+    )
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor: str = ""
+    action: str = ""
+    q: str = ""  # in the target or the detail
+    since: date | None = None
+    until: date | None = None
+
+    def query(self, **extra: Any) -> str:
+        values = {"actor": self.actor, "action": self.action, "q": self.q,
+                  "from": self.since.isoformat() if self.since else "",
+                  "to": self.until.isoformat() if self.until else "", **extra}
+        return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.actor:
+            query = query.where(AuditEntry.actor == self.actor)
+        if self.action:
+            query = query.where(AuditEntry.action == self.action)
+        if self.q:
+            pattern = "%" + self.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(or_(func.lower(AuditEntry.target).like(pattern, escape="\\"),
+                                    func.lower(AuditEntry.detail).like(pattern, escape="\\")))
+        if self.since:
+            query = query.where(AuditEntry.at >= datetime.combine(self.since, time()))
+        if self.until:
+            query = query.where(AuditEntry.at < datetime.combine(self.until + timedelta(days=1), time()))
+        return query
+
+    def describe(self) -> str:
+        return self.query() or "everything"
+
+
+def audit_filter(request: AnyRequest) -> AuditFilter:
+    query = request.query_params
+
+    def day(name: str) -> date | None:
+        value = str(query.get(name) or "").strip()
+        if not value:
+            return None
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise InvalidInputError(f"{name} must be a date as YYYY-MM-DD, not {value[:32]!r}") from None
+
+    texts = {name: str(query.get(name) or "").strip() for name in ("actor", "action", "q")}
+    for name, value in texts.items():
+        if len(value) > 128:
+            raise InvalidInputError(f"{name} is longer than 128 characters")
+    return AuditFilter(texts["actor"], texts["action"], texts["q"], day("from"), day("to"))
+
+
+@dataclass
+class RoleForm:
+    role: str = ""
+
+
+@dataclass
+class PasswordForm:
+    password: str = ""
+
+
+@dataclass
+class ResubmitForm:
+    delivery_id: str = ""  # empty: every dead delivery
+
+
+def _actor(request: AnyRequest) -> str:
+    user = user_of(request)
+    return user.username if user else ""
+
+
+def _audit(db: Database, request: AnyRequest, action: str, target: str, detail: str = "") -> None:
+    with db.session() as writing:
+        writing.add(AuditEntry(at=utcnow(), actor=_actor(request), action=action, target=target,
+                               detail=detail))
+
+
+def _page(name: str, db_session: Session, **context: Any) -> Template:
+    return Template(f"admin/{name}.html", context={"health": health(db_session), **context})
+
+
+class AdminController(Controller):
+    path = "/admin"
+    guards = [admin_only]
+
+    @read("/", sync_to_thread=True)
+    def users(self, db_session: DbSession) -> Template:
+        return _page("users", db_session, users=list_accounts(db_session), roles=ROLES)
+
+    @post("/users/{username:str}/role", sync_to_thread=True)
+    def change_role(self, request: AnyRequest, db: Db, username: FromPath[str],
+                    data: URLEncodedBody[RoleForm]) -> Redirect:
+        if username == _actor(request):
+            raise InvalidInputError("You cannot change your own role (another admin can).")
+        try:
+            set_role(db, username, data.role, actor=_actor(request))
+        except LookupError as exc:
+            raise NotFoundError(str(exc)) from None
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        return Redirect("/admin", status_code=303)
+
+    @post("/users/{username:str}/disable", sync_to_thread=True)
+    def disable(self, request: AnyRequest, db: Db, username: FromPath[str]) -> Redirect:
+        if username == _actor(request):
+            raise InvalidInputError("You cannot disable your own account.")
+        return self._set_disabled(request, db, username, True)
+
+    @post("/users/{username:str}/enable", sync_to_thread=True)
+    def enable(self, request: AnyRequest, db: Db, username: FromPath[str]) -> Redirect:
+        return self._set_disabled(request, db, username, False)
+
+    @staticmethod
+    def _set_disabled(request: AnyRequest, db: Database, username: str, disabled: bool) -> Redirect:
+        try:
+            set_disabled(db, username, disabled, actor=_actor(request))
+        except LookupError as exc:
+            raise NotFoundError(str(exc)) from None
+        return Redirect("/admin", status_code=303)
+
+    @post("/users/{username:str}/password", sync_to_thread=True)
+    def password(self, request: AnyRequest, db: Db, db_session: DbSession,
+                 username: FromPath[str], data: URLEncodedBody[PasswordForm]) -> Redirect:
+        user = db_session.scalar(select(User).where(User.username == username))
+        if user is None:
+            raise NotFoundError(f"There is no user {username!r}.")
+        if user.oidc_subject and not user.password_hash:
+            raise InvalidInputError("This account signs in through the OpenID provider: its password is set there.")
+        try:
+            reset_password(db, username, data.password, actor=_actor(request))
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        return Redirect("/admin", status_code=303)
+
+    @read("/sessions", sync_to_thread=True)
+    def sessions(self, db_session: DbSession, web_settings: NamedDependency[WebSettings]) -> Template:
+        oldest = utcnow() - timedelta(seconds=web_settings.session_max_age_seconds)
+        rows = db_session.execute(
+            select(WebSession.id, WebSession.created_at, User.username, User.role)
+            .join(User, User.id == WebSession.user_id)
+            .where(WebSession.revoked_at.is_(None), WebSession.created_at >= oldest)
+            .order_by(WebSession.created_at.desc())
+        ).all()
+        sign_ins = [{"handle": session_handle(r.id), "created_at": r.created_at, "username": r.username,
+                     "role": r.role} for r in rows]
+        return _page("sessions", db_session, sign_ins=sign_ins)
+
+    @post("/sessions/{handle:str}/revoke", sync_to_thread=True)
+    def revoke(self, request: AnyRequest, db: Db, handle: FromPath[str]) -> Redirect:
+        with db.session() as writing:
+            open_ids = writing.scalars(select(WebSession.id).where(WebSession.revoked_at.is_(None))).all()
+            matching = [i for i in open_ids if session_handle(i) == handle]
+            if not matching:
+                raise NotFoundError("That sign-in has ended already (or never was).")
+            owner = writing.scalar(select(User.username).join(WebSession, WebSession.user_id == User.id)
+                                   .where(WebSession.id == matching[0]))
+            writing.execute(update(WebSession).where(WebSession.id == matching[0]).values(revoked_at=utcnow()))
+            writing.add(AuditEntry(at=utcnow(), actor=_actor(request), action="sign-in revoked",
+                                   target=owner or "", detail=f"sign-in {handle}"))
+        return Redirect("/admin/sessions", status_code=303)
+
+    @read("/audit", sync_to_thread=True)
+    def audit(self, request: AnyRequest, db_session: DbSession,
+              page: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 1) -> Template:
+        wanted = audit_filter(request)
+        total = db_session.scalar(wanted.apply(select(func.count()).select_from(AuditEntry))) or 0
+        rows = db_session.scalars(wanted.apply(select(AuditEntry)).order_by(AuditEntry.id.desc())
+                                  .limit(AUDIT_PER_PAGE).offset((page - 1) * AUDIT_PER_PAGE)).all()
+        actions = db_session.scalars(select(AuditEntry.action).distinct().order_by(AuditEntry.action)).all()
+        return _page("audit", db_session, rows=rows, total=total, page=page, filter=wanted,
+                     pages=max(1, -(-total // AUDIT_PER_PAGE)), actions=actions)
+
+    @read("/audit.csv", sync_to_thread=True)
+    def audit_export(self, request: AnyRequest, db: Db) -> Stream:
+        wanted = audit_filter(request)
+        _audit(db, request, "audit log exported", "", wanted.describe())
+
+        def chunks() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\r\n")
+            writer.writerow(["at_utc", "actor", "action", "target", "detail"])
+            yield buffer.getvalue()
+            with db.read_session() as session:
+                last = None
+                while True:
+                    query = wanted.apply(select(AuditEntry)).order_by(AuditEntry.id.desc()).limit(1000)
+                    if last is not None:
+                        query = query.where(AuditEntry.id < last)
+                    rows = session.scalars(query).all()
+                    if not rows:
+                        return
+                    buffer.seek(0)
+                    buffer.truncate()
+                    for r in rows:
+                        writer.writerow([csv_cell(v) for v in (
+                            r.at.strftime("%Y-%m-%d %H:%M:%S"), r.actor, r.action, r.target, r.detail)])
+                    yield buffer.getvalue()
+                    last = rows[-1].id
+
+        stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+        return Stream(chunks(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="mammogate-audit-{stamp}.csv"'})
+
+    @read("/associations", sync_to_thread=True)
+    def associations(self, db_session: DbSession,
+                     rejected: Annotated[bool, QueryParameter()] = False) -> Template:
+        rows = association_history(db_session, limit=200, rejected_only=rejected)
+        return _page("associations", db_session, rows=rows, rejected=rejected)
+
+    @read("/deliveries", sync_to_thread=True)
+    def deliveries(self, db_session: DbSession,
+                   state_: Annotated[str, QueryParameter(name="state", max_length=16)] = "") -> Template:
+        state = state_
+        if state and state not in tuple(DeliveryState):
+            raise InvalidInputError(f"state must be one of {', '.join(DeliveryState)}, not {state!r}")
+        query = (select(Delivery.id, Delivery.state, Delivery.attempts, Delivery.last_error,
+                        Delivery.created_at, Delivery.delivered_at, Delivery.route,
+                        DestinationRow.name.label("destination"), Report.kind,
+                        Study.study_instance_uid, Study.accession_number)
+                 .join(DestinationRow, DestinationRow.id == Delivery.destination_id)
+                 .join(Report, Report.id == Delivery.report_id)
+                 .join(Analysis, Analysis.id == Report.analysis_id)
+                 .join(Study, Study.id == Analysis.study_id)
+                 .order_by(Delivery.id.desc()).limit(200))
+        if state:
+            query = query.where(Delivery.state == state)
+        return _page("deliveries", db_session, rows=db_session.execute(query).all(), state=state)
+
+    @post("/deliveries/resubmit", sync_to_thread=True)
+    def resubmit(self, request: AnyRequest, db: Db, data: URLEncodedBody[ResubmitForm]) -> Redirect:
+        ids: list[int] = []
+        if data.delivery_id.strip():
+            if not data.delivery_id.strip().isdigit():
+                raise InvalidInputError(f"delivery_id must be a number, not {data.delivery_id[:32]!r}")
+            ids = [int(data.delivery_id)]
+        with db.session() as writing:
+            try:
+                rows = request_resubmission(writing, actor=_actor(request), delivery_ids=ids, dead=not ids)
+            except RequestRefused as exc:
+                raise InvalidInputError(str(exc)) from None
+            if not rows:
+                raise InvalidInputError("No dead delivery to resubmit.")
+        return Redirect("/admin/deliveries", status_code=303)
