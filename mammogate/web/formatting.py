@@ -15,10 +15,17 @@ CATEGORY_LABELS = {
 
 
 def percent(probability: float | None) -> str:
-    """A probability as the SR writes it: x100, one decimal (0.873456 -> "87.3 %")."""
+    """A probability as the SR writes it: x100, one decimal (0.873456 -> "87.3 %"); a value
+    that would round to 0.0 or 100.0 without being exactly that says "< 0.1 %" / "> 99.9 %"
+    (a model is never certain, and the page must not say it is)."""
     if probability is None:
         return "—"
-    return f"{probability * 100:.1f} %"
+    shown = f"{probability * 100:.1f}"
+    if shown == "100.0" and probability < 1.0:
+        return "> 99.9 %"
+    if shown in ("0.0", "-0.0") and probability > 0.0:
+        return "< 0.1 %"
+    return f"{shown} %"
 
 
 def raw_score(probability: float | None) -> str:
@@ -27,8 +34,12 @@ def raw_score(probability: float | None) -> str:
 
 
 def dicom_date(value: str) -> str:
+    """A DICOM DA as YYYY-MM-DD; "—" for an empty or impossible one (archives hold 00000000)."""
     if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+        try:
+            return datetime.strptime(value, "%Y%m%d").strftime("%Y-%m-%d")
+        except ValueError:
+            return "—"
     return value or "—"
 
 

@@ -46,6 +46,14 @@ class ImageView:
     reason: str
     has_overlay: bool
 
+    @property
+    def hanging_order(self) -> int:
+        """Where the view hangs: RCC, LCC (top row), RMLO, LMLO (bottom row), then the rest."""
+        return _HANGING.get(f"{self.laterality}{self.view}", 4)
+
+
+_HANGING = {"RCC": 0, "LCC": 1, "RMLO": 2, "LMLO": 3}
+
 
 @dataclass(frozen=True)
 class FindingView:

@@ -222,7 +222,8 @@ def test_patient_name_is_never_logged(
 
 @pytest.mark.parametrize(
     ("probability", "shown"),
-    [(0.873456, "87.3 %"), (0.0, "0.0 %"), (1.0, "100.0 %"), (0.00049, "0.0 %"), (None, "—")],
+    [(0.873456, "87.3 %"), (0.0, "0.0 %"), (1.0, "100.0 %"), (0.00049, "< 0.1 %"),
+     (0.99996, "> 99.9 %"), (None, "—")],
 )
 def test_percent_is_the_sr_number(probability: float | None, shown: str) -> None:
     assert percent(probability) == shown

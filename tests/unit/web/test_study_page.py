@@ -1,0 +1,65 @@
+"""The study page as a reader wants it: the four views in the mirrored hanging protocol, a study
+that was not analysed said so in neutral words, impossible dates shown as unknown."""
+
+from __future__ import annotations
+
+import re
+
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from mammogate.config.settings import Settings
+from mammogate.db import Analysis, AnalysisImage, Database, Study, utcnow
+from tests.unit.web.portal_sample import PNG_BYTES, sign_in
+
+UID = "1.2.826.0.1.3680043.8.498.2001"
+
+
+def _study(db: Database, settings: Settings, *, category: str, views: list[str], birth: str = "19600101") -> None:
+    now = utcnow()
+    overlays = settings.data_dir / "overlays"
+    overlays.mkdir(parents=True, exist_ok=True)
+    with db.session() as session:
+        study = Study(study_instance_uid=UID, state="done" if category != "skipped" else "skipped",
+                      patient_name="LEROY^Anne", patient_birth_date=birth, instance_count=len(views),
+                      first_received_at=now, last_received_at=now, updated_at=now)
+        session.add(study)
+        session.flush()
+        analysis = Analysis(study_id=study.id, model_name="m", model_version="1", model_sha256="0" * 64,
+                            operating_point=0.5, exam_score=0.3 if category != "skipped" else None,
+                            category=category, created_at=now)
+        session.add(analysis)
+        session.flush()
+        for k, view in enumerate(views):
+            png = overlays / f"{view}.png"
+            png.write_bytes(PNG_BYTES)
+            analysed = category != "skipped"
+            session.add(AnalysisImage(
+                analysis_id=analysis.id, sop_instance_uid=f"{UID}.{k}", laterality=view[0], view=view[1:],
+                status="analysed" if analysed else "skipped", score=0.3 if analysed else None,
+                reason="" if analysed else "For Processing (raw) breast projection; only For Presentation images are analysed",
+                overlay_path=str(png) if analysed else ""))
+
+
+def test_overlays_hang_rcc_lcc_over_rmlo_lmlo_whatever_the_order_received(
+    client: TestClient[Litestar], db: Database, settings: Settings,
+) -> None:
+    _study(db, settings, category="not_flagged", views=["LMLO", "RCC", "LCC", "RMLO"])
+    sign_in(client, "rita")
+    html = client.get(f"/studies/{UID}").text
+    hung = re.findall(r'alt="Overlay of (\w) (\w+)"', html)
+    assert hung == [("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO")]
+    assert 'class="overlays hanging"' in html
+
+
+def test_a_study_with_nothing_analysable_is_not_analysed_in_neutral_words(
+    client: TestClient[Litestar], db: Database, settings: Settings,
+) -> None:
+    _study(db, settings, category="skipped", views=["RCC", "LCC"], birth="00000000")
+    sign_in(client, "rita")
+    html = " ".join(client.get(f"/studies/{UID}").text.split())
+    assert 'id="study-not-analysed"' in html and "This is not a finding about the patient" in html
+    assert 'role="alert"' not in html and "Analysis failed" not in html
+    assert "Analysed (UTC)" not in html and "No score: no view was analysed." in html
+    assert "only For Presentation images are analysed" in html
+    assert "0000-00-00" not in html and re.search(r"<dt>Birth date</dt><dd>—</dd>", html)
