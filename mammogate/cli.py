@@ -232,6 +232,28 @@ def cmd_study_reanalyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_purge(args: argparse.Namespace) -> int:
+    from mammogate.db.admin import RequestRefused, purge_study, remove_purged_files
+
+    if not args.yes:
+        print("error: purging removes the study's images, results and objects from this node for "
+              "good; add --yes to confirm", file=sys.stderr)
+        return 2
+    with _database(args) as (settings, db):
+        try:
+            with db.session() as session:
+                purged = purge_study(session, args.study_uid, actor=_actor(), reason=args.reason)
+        except RequestRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        problems = remove_purged_files(purged, [settings.data_dir])
+    print(f"study {args.study_uid} purged: {purged.instances} image(s), {purged.analyses} analysis(es), "
+          f"{purged.reports} result object(s), {purged.deliveries} delivery(ies); the audit log keeps a record")
+    for problem in problems:
+        print(f"warning: not removed: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def cmd_delivery_resubmit(args: argparse.Namespace) -> int:
     from mammogate.db.admin import RequestRefused, request_resubmission
 
@@ -443,6 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
     ))
     p.add_argument("study_uid", metavar="STUDY_UID")
     p.set_defaults(func=cmd_study_reanalyse)
+    p = with_config(study_sub.add_parser(
+        "purge", help="remove a study and everything made from it from this node (wrong patient, "
+        "erasure request); results already delivered stay at their destinations; audited",
+    ))
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--reason", required=True, help="why, for the audit log (e.g. 'wrong patient')")
+    p.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    p.set_defaults(func=cmd_study_purge)
 
     delivery = sub.add_parser("delivery", help="deliveries of result objects")
     delivery_sub = delivery.add_subparsers(dest="delivery_command", required=True,

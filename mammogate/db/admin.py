@@ -4,18 +4,25 @@ worker or the sender carries out, and an audit entry; nothing here touches the n
 
 from __future__ import annotations
 
+import errno
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from mammogate.db.engine import utcnow
 from mammogate.db.models import (
     Analysis,
+    AnalysisImage,
     AssociationRecord,
     AuditEntry,
     Delivery,
     DestinationRow,
+    Feedback,
+    Finding,
     Instance,
     Job,
     Report,
@@ -28,7 +35,7 @@ from mammogate.db.queue import (
     resubmit_delivery,
 )
 from mammogate.db.retention import removed_reason
-from mammogate.db.states import DeliveryState
+from mammogate.db.states import DeliveryState, JobState
 from mammogate.db.wakeup import ANALYSIS, DELIVERY, announce
 
 
@@ -131,3 +138,91 @@ def association_history(
     if rejected_only:
         query = query.where(AssociationRecord.accepted.is_(False))
     return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What a purge removed from the database, and the files that are now to go."""
+
+    study_instance_uid: str
+    instances: int
+    analyses: int
+    reports: int
+    deliveries: int
+    files: tuple[Path, ...]  # images, result objects, overlays: unlink after the commit
+
+
+def purge_study(session: Session, study_instance_uid: str, *, actor: str, reason: str) -> Purged:
+    """Remove a study (wrong patient, an erasure request): its instances, analyses, findings,
+    result objects, deliveries, feedback and jobs go from the database, and the files are
+    returned for the caller to unlink once this transaction has committed. The audit rows stay,
+    and one more says who purged it and why. Refused while the study is being received,
+    analysed or its results sent (try again when that is over)."""
+    reason = reason.strip()
+    if len(reason) < 4:
+        raise RequestRefused("say why the study is purged (e.g. 'wrong patient', 'erasure request')")
+    study = find_study(session, study_instance_uid)
+    busy = session.scalar(select(Job.id).where(Job.study_id == study.id, Job.state == JobState.RUNNING).limit(1))
+    if busy is not None:
+        raise RequestRefused(f"study {study_instance_uid} is being analysed now (job {busy}): try again "
+                             "when the analysis is over")
+    analysis_ids = list(session.scalars(select(Analysis.id).where(Analysis.study_id == study.id)))
+    report_rows = list(session.execute(select(Report.id, Report.path).where(Report.analysis_id.in_(analysis_ids))))
+    report_ids = [r.id for r in report_rows]
+    if session.scalar(select(Delivery.id).where(Delivery.report_id.in_(report_ids),
+                                                Delivery.state == DeliveryState.SENDING).limit(1)):
+        raise RequestRefused(f"a result of study {study_instance_uid} is being sent now: try again in a minute")
+    files = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.study_id == study.id)) if p]
+    files += [Path(r.path) for r in report_rows if r.path]
+    files += [Path(p) for p in session.scalars(select(AnalysisImage.overlay_path).where(
+        AnalysisImage.analysis_id.in_(analysis_ids))) if p]
+    counts = {"deliveries": _deleted(session.execute(delete(Delivery).where(Delivery.report_id.in_(report_ids))))}
+    session.execute(delete(Report).where(Report.id.in_(report_ids)))
+    session.execute(delete(Finding).where(Finding.analysis_id.in_(analysis_ids)))
+    session.execute(delete(AnalysisImage).where(AnalysisImage.analysis_id.in_(analysis_ids)))
+    session.execute(delete(Feedback).where(Feedback.study_id == study.id))
+    session.execute(update(Analysis).where(Analysis.id.in_(analysis_ids)).values(supersedes_id=None))
+    session.execute(delete(Analysis).where(Analysis.id.in_(analysis_ids)))
+    session.execute(delete(Job).where(Job.study_id == study.id))
+    counts["instances"] = _deleted(session.execute(delete(Instance).where(Instance.study_id == study.id)))
+    session.delete(study)
+    _audit(session, actor, "study purged", study_instance_uid,
+           f"{reason[:200]}; {counts['instances']} image(s), {len(analysis_ids)} analysis(es), "
+           f"{len(report_ids)} result object(s), {counts['deliveries']} delivery(ies) removed")
+    return Purged(study_instance_uid, counts["instances"], len(analysis_ids), len(report_ids),
+                  counts["deliveries"], tuple(files))
+
+
+def _deleted(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def remove_purged_files(purged: Purged, roots: Sequence[Path]) -> list[str]:
+    """Unlink a committed purge's files (only those inside ``roots``: the data directory and the
+    spool) and the study's overlay and report folders; the problems, one line each (an empty
+    list: all gone)."""
+    problems = []
+    bases = [r.resolve() for r in roots]
+    folders = {base / sub / purged.study_instance_uid for base in bases for sub in ("overlays", "reports")}
+    for path in purged.files:
+        try:
+            resolved = path.resolve()
+            if not any(base in resolved.parents for base in bases):
+                problems.append(f"{resolved}: outside the data directory and the spool, left alone")
+                continue
+            resolved.unlink(missing_ok=True)
+            folders.add(resolved.parent)
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        if not folder.is_dir() or not any(base in folder.resolve().parents for base in bases):
+            continue
+        try:
+            if folder.name == purged.study_instance_uid:
+                shutil.rmtree(folder)  # the study's own folder: whatever is left in it goes
+            else:
+                folder.rmdir()  # a shared folder goes only when empty
+        except OSError as exc:
+            if folder.name == purged.study_instance_uid or exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                problems.append(f"{folder}: {exc.strerror or exc}")
+    return problems

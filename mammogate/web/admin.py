@@ -14,6 +14,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -38,7 +39,13 @@ from mammogate.db import (
     WebSession,
     utcnow,
 )
-from mammogate.db.admin import RequestRefused, association_history, request_resubmission
+from mammogate.db.admin import (
+    RequestRefused,
+    association_history,
+    purge_study,
+    remove_purged_files,
+    request_resubmission,
+)
 from mammogate.db.states import DeliveryState, JobState
 from mammogate.web.accounts import list_accounts, reset_password, set_disabled, set_role
 from mammogate.web.auth import ROLES, admin_only, user_of
@@ -153,6 +160,12 @@ class RoleForm:
 @dataclass
 class PasswordForm:
     password: str = ""
+
+
+@dataclass
+class PurgeForm:
+    confirm: str = ""  # the study's accession number or Study Instance UID, typed again
+    reason: str = ""
 
 
 @dataclass
@@ -296,6 +309,29 @@ class AdminController(Controller):
         stamp = utcnow().strftime("%Y%m%d-%H%M%S")
         return Stream(chunks(), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="mammogate-audit-{stamp}.csv"'})
+
+    @post("/studies/{study_instance_uid:str}/purge", sync_to_thread=True)
+    def purge(self, request: AnyRequest, db: Db, data_dir: NamedDependency[Path],
+              study_instance_uid: FromPath[str], data: URLEncodedBody[PurgeForm]) -> Template | Redirect:
+        """Remove a study and everything made from it (wrong patient, an erasure request); the
+        audit rows stay. The admin types the accession number (or the UID) again to confirm."""
+        with db.session() as writing:
+            study = writing.scalar(select(Study).where(Study.study_instance_uid == study_instance_uid))
+            if study is None:
+                raise NotFoundError(f"There is no study with Study Instance UID {study_instance_uid}.")
+            typed = data.confirm.strip()
+            if not typed or typed not in (study.accession_number, study.study_instance_uid):
+                raise InvalidInputError("To purge, type the study's accession number (or its Study "
+                                        "Instance UID) in the confirmation box.")
+            try:
+                purged = purge_study(writing, study_instance_uid, actor=_actor(request), reason=data.reason)
+            except RequestRefused as exc:
+                raise InvalidInputError(str(exc)) from None
+        problems = remove_purged_files(purged, [data_dir])
+        if problems:
+            _audit(db, request, "study purge incomplete", study_instance_uid, "; ".join(problems)[:2000])
+        return Redirect("/?purged=1" if not problems else "/admin/audit?action=study+purge+incomplete",
+                        status_code=303)
 
     @read("/associations", sync_to_thread=True)
     def associations(self, db_session: DbSession,

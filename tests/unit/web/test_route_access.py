@@ -51,6 +51,7 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/admin/associations"): ADMIN,
     ("GET", "/admin/deliveries"): ADMIN,
     ("POST", "/admin/deliveries/resubmit"): ADMIN,
+    ("POST", "/admin/studies/{study_instance_uid:str}/purge"): ADMIN,
     ("GET", "/api/admin/associations"): ADMIN,
     ("GET", "/api/admin/studies/{study_instance_uid:str}/routes"): ADMIN,
     ("GET", "/api/admin/jobs/{job_id:int}"): ADMIN,
@@ -63,6 +64,7 @@ BODIES = {
     "/login": {"username": "nobody", "password": "wrong"},
     "/studies/{study_instance_uid:str}/feedback": {"verdict": "agree"},
     "/admin/users/{username:str}/role": {"role": "viewer"},
+    "/admin/studies/{study_instance_uid:str}/purge": {"confirm": "not it", "reason": "walk"},
     "/admin/users/{username:str}/password": {"password": "another long passphrase"},
 }
 JSON_BODIES = {"/api/admin/deliveries/resubmit": {"dead": True}}
