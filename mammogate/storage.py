@@ -9,14 +9,17 @@ for want of space, and a study never waits for a result that cannot be written.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +152,33 @@ class FreeSpaceGuard:
                 return None
             count, self._unreported, self._reported_at = self._unreported, 0, now
             return count
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_dicom_atomically(ds: Any, target: Path) -> Path:
+    """Write a pydicom Dataset as a Part 10 file atomically: a temporary file beside the target,
+    fsync, rename, fsync the folder. A reader never sees a partial file; after return the file
+    survives a crash. Raises OSError (the temporary file removed)."""
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "wb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        tmp = None
+        fsync_directory(target.parent)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return target

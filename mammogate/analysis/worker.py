@@ -233,7 +233,8 @@ class AnalysisWorker(PollLoop):
             assert study is not None
             facts = study_facts(session, study, result.headers,
                                 exam_category=result.category, exam_score=result.exam_score)
-            plan = plan_deliveries(route_rules(session), facts)
+            # an upload from the portal is analysed for the person who uploaded it: never routed
+            plan = [] if study.source == "upload" else plan_deliveries(route_rules(session), facts)
             built: dict[str, list[tuple[Dataset, Path]]] = {}
             # the CAD SR always (the portal offers it); other kinds when a route asks for them
             for kind in dict.fromkeys(["cad_sr", *(p.object_kind for p in plan)]):

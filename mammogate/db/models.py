@@ -44,6 +44,8 @@ class Study(Base):
     # of the study's first image: the statistics break results down by them
     manufacturer: Mapped[str] = mapped_column(String(64), default="", server_default="")
     manufacturer_model: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # "dicom": received by the SCP; "upload": the portal's ad-hoc analysis (never routed)
+    source: Mapped[str] = mapped_column(String(16), default="dicom", server_default="dicom")
     # dicom.group_studies_by_patient_and_date: PatientID stem + StudyDate; "" when not grouped
     exam_key: Mapped[str] = mapped_column(String(128), default="", server_default="", index=True)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)

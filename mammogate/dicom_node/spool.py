@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mammogate.storage import fsync_directory
+
 log = logging.getLogger(__name__)
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -47,14 +49,6 @@ def check_uid(uid: str, what: str) -> str:
     return uid
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     def __init__(self, root: Path):
         self.root = root
@@ -79,7 +73,7 @@ class Spool:
             new_dir = not final.parent.exists()
             final.parent.mkdir(parents=True, exist_ok=True)
             if new_dir:
-                _fsync_dir(self.root)
+                fsync_directory(self.root)
                 self._durable(final.parent.name)
             fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".incoming-", suffix=".tmp")
         except OSError as exc:
@@ -101,12 +95,12 @@ class Spool:
         """
         try:
             os.replace(spooled.temporary, spooled.path)
-            _fsync_dir(spooled.path.parent)
+            fsync_directory(spooled.path.parent)
             # The study's folder entry too, once: the thread that created the folder may not
             # have fsynced the root yet when another association's file lands in it.
             folder = spooled.path.parent.name
             if folder not in self._durable_folders:
-                _fsync_dir(self.root)
+                fsync_directory(self.root)
                 self._durable(folder)
         except OSError as exc:
             raise SpoolError(f"cannot place {spooled.path.name} in the spool: {exc.strerror}") from exc

@@ -26,12 +26,10 @@ float32, and batching alone moves its output by ~1e-9). Coordinates are FL (floa
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,7 +57,7 @@ from mammogate.reporting.cad_templates import (
 )
 from mammogate.reporting.errors import ReportParseError, ReportWriteError, SourceMismatchError
 from mammogate.reporting.sr_items import ContentItemPath
-from mammogate.storage import describe_os_error
+from mammogate.storage import describe_os_error, fsync_directory, write_dicom_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -700,37 +698,13 @@ def read_cad_sr_findings(ds: Dataset) -> list[ReportedFinding]:
 
 
 def write_dataset(ds: Dataset, path: str | os.PathLike[str]) -> Path:
-    """Write ``ds`` as a Part 10 file atomically: temp file, fsync, rename, fsync the folder.
-
-    A reader never sees a partial file; after return the file survives a crash.
-    Raises ReportWriteError when the file system refuses.
-    """
+    """Write ``ds`` as a Part 10 file atomically (``storage.write_dicom_atomically``: temp file,
+    fsync, rename, fsync the folder). Raises ReportWriteError when the file system refuses."""
     target = Path(path)
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        tmp = None
-        _fsync_directory(target.parent)
+        return write_dicom_atomically(ds, target)
     except OSError as exc:
         raise ReportWriteError(describe_os_error(exc, f"cannot write {target}")) from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    return target
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_report(ds: Dataset, directory: str | os.PathLike[str]) -> Path:
@@ -739,7 +713,7 @@ def save_report(ds: Dataset, directory: str | os.PathLike[str]) -> Path:
     try:
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
-            _fsync_directory(folder.parent)  # the new folder's own entry survives a crash too
+            fsync_directory(folder.parent)  # the new folder's own entry survives a crash too
     except OSError as exc:
         raise ReportWriteError(f"cannot create {folder}: {exc}") from exc
     path = write_dataset(ds, folder / f"{ds.SOPInstanceUID}.dcm")

@@ -29,6 +29,7 @@ from mammogate.web.controllers import (
     HistoryController,
     StatisticsController,
     StudyController,
+    UploadController,
     healthz,
     ready,
 )
@@ -156,6 +157,7 @@ def create_app(
             AdminController,
             FeedbackController,
             StatisticsController,
+            UploadController,
             OperationsController,
             healthz,
             ready,

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Controller, Request, post
+from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter, URLEncodedBody
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, QueryParameter, URLEncodedBody
 from litestar.response import File, Redirect, Response, Stream, Template
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,7 @@ from mammogate.web.studies import (
     result_object_for,
     study_detail,
 )
+from mammogate.web.uploads import MAX_UPLOAD_BYTES, UploadError, dataset_from_upload, store_upload
 from mammogate.web.worklist import StudyPage, WorklistFilter, export_csv, list_studies, parse_filter
 
 PER_PAGE = 50
@@ -173,6 +176,39 @@ class FeedbackController(Controller):
                                    target=study_instance_uid,
                                    detail=f"verdict={row.verdict or '-'} ground_truth={row.ground_truth or '-'}"))
         return Redirect(f"/studies/{study_instance_uid}#feedback", status_code=303)
+
+
+@dataclass
+class UploadForm:
+    file: UploadFile
+    laterality: str = ""
+    view: str = ""
+
+
+class UploadController(Controller):
+    """Ad-hoc analysis of one image (the old upload tab): stored as a study of its own, analysed
+    by the worker, never routed to a PACS."""
+
+    path = "/upload"
+    guards = [radiologist_or_admin]
+
+    @read("/", sync_to_thread=False)
+    def form(self) -> Template:
+        return Template("studies/upload.html", context={"error": ""})
+
+    @post("/", sync_to_thread=True, request_max_body_size=MAX_UPLOAD_BYTES + 1024 * 1024)
+    def upload(self, request: AnyRequest, db: Db, data_dir: DataDir,
+               data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)]) -> Template | Redirect:
+        user = user_of(request)
+        assert user is not None
+        try:
+            content = data.file.file.read(MAX_UPLOAD_BYTES + 1)
+            ds = dataset_from_upload(content, data.laterality.strip().upper(), data.view.strip().upper(),
+                                     user.username)
+            stored = store_upload(db, data_dir, ds, user.username)
+        except UploadError as exc:
+            return Template("studies/upload.html", context={"error": str(exc)}, status_code=422)
+        return Redirect(f"/studies/{stored.study_instance_uid}", status_code=303)
 
 
 def _statistics(db_session: Session, days: int) -> Statistics:

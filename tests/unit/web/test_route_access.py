@@ -37,6 +37,8 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/studies/{study_instance_uid:str}/images/{sop_instance_uid:str}/overlay.png"): SIGNED_IN,
     ("GET", "/studies/{study_instance_uid:str}/objects/{sop_instance_uid:str}"): SIGNED_IN,
     ("POST", "/studies/{study_instance_uid:str}/feedback"): CLINICAL,
+    ("GET", "/upload"): CLINICAL,
+    ("POST", "/upload"): CLINICAL,
     ("GET", "/api/studies"): SIGNED_IN,
     ("GET", "/api/studies/{study_instance_uid:str}"): SIGNED_IN,
     ("GET", "/admin"): ADMIN,
