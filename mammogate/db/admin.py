@@ -80,6 +80,10 @@ def request_resubmission(
 ) -> list[Delivery]:
     """Send deliveries again from scratch: the ones named, every delivery of a study's current
     analysis, or every dead one. Deliveries being sent right now are left alone."""
+    impossible = [i for i in delivery_ids if not 0 < i < 2**63]  # beyond any database's ids
+    if impossible:
+        raise RequestRefused(f"no delivery {impossible[0]}: delivery ids are whole numbers from 1 "
+                             "(`mammogate delivery list` shows them)")
     query = select(Delivery).order_by(Delivery.id)
     if delivery_ids:
         query = query.where(Delivery.id.in_(delivery_ids))

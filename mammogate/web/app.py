@@ -11,6 +11,8 @@ from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
 from litestar.middleware.session.client_side import ClientSideSessionBackend, CookieBackendConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.security.session_auth import SessionAuth
 from litestar.static_files import create_static_files_router
@@ -18,6 +20,7 @@ from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 from sqlalchemy.orm import Session
 
+from mammogate import __version__
 from mammogate.config.settings import Settings, WebSettings
 from mammogate.db import Database
 from mammogate.storage import FreeSpaceGuard
@@ -180,7 +183,13 @@ def create_app(
         template_config=TemplateConfig(instance=_template_engine()),
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[_add_security_headers],
-        openapi_config=None,
+        # the JSON API described at /schema/openapi.json (signed-in users: it maps the portal)
+        openapi_config=OpenAPIConfig(
+            title="mammogate portal", version=__version__, path="/schema",
+            description="Research and decision-support tool, not a diagnostic device. Every route "
+            "needs a signed-in user (session cookie); POSTs need the CSRF cookie's value in x-csrftoken.",
+            render_plugins=[JsonRenderPlugin()],
+        ),
         logging_config=None,
         debug=False,
     )

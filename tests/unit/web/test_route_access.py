@@ -29,6 +29,9 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/healthz"): ANYONE,
     ("GET", "/ready"): ANYONE,
     ("GET", "/static/{file_path:path}"): ANYONE,
+    ("GET", "/schema"): SIGNED_IN,
+    ("GET", "/schema/openapi.json"): SIGNED_IN,
+    ("GET", "/schema/{path:str}"): SIGNED_IN,
     ("GET", "/"): SIGNED_IN,
     ("GET", "/worklist.csv"): SIGNED_IN,
     ("GET", "/statistics"): SIGNED_IN,
@@ -89,7 +92,7 @@ def test_every_route_has_a_declared_audience(app: Litestar) -> None:
 def _concrete(path: str, study: str) -> str:
     path = path.replace("{study_instance_uid:str}", study).replace("{sop_instance_uid:str}", LEFT_CC)
     path = path.replace("{job_id:int}", "1").replace("{name:str}", "pacs-main")
-    path = path.replace("{username:str}", "nobody-here").replace("{handle:str}", "0" * 16)
+    path = path.replace("{path:str}", "openapi.json").replace("{username:str}", "nobody-here").replace("{handle:str}", "0" * 16)
     return path.replace("{file_path:path}", "portal.css")
 
 
