@@ -44,11 +44,13 @@ from mammogate.db.admin import (
     association_history,
     purge_study,
     remove_purged_files,
+    request_destination_test,
     request_resubmission,
 )
 from mammogate.db.states import DeliveryState, JobState
 from mammogate.web.accounts import list_accounts, reset_password, set_disabled, set_role
 from mammogate.web.auth import ROLES, admin_only, user_of
+from mammogate.web.configuration import apply_document, current_document
 from mammogate.web.controllers import Db, DbSession
 from mammogate.web.errors import InvalidInputError, NotFoundError
 from mammogate.web.http import read
@@ -163,6 +165,11 @@ class PasswordForm:
 
 
 @dataclass
+class ConfigForm:
+    document: str = ""
+
+
+@dataclass
 class PurgeForm:
     confirm: str = ""  # the study's accession number or Study Instance UID, typed again
     reason: str = ""
@@ -184,8 +191,9 @@ def _audit(db: Database, request: AnyRequest, action: str, target: str, detail: 
                                detail=detail))
 
 
-def _page(name: str, db_session: Session, **context: Any) -> Template:
-    return Template(f"admin/{name}.html", context={"health": health(db_session), **context})
+def _page(name: str, db_session: Session, *, status_code: int = 200, **context: Any) -> Template:
+    return Template(f"admin/{name}.html", context={"health": health(db_session), **context},
+                    status_code=status_code)
 
 
 class AdminController(Controller):
@@ -332,6 +340,49 @@ class AdminController(Controller):
             _audit(db, request, "study purge incomplete", study_instance_uid, "; ".join(problems)[:2000])
         return Redirect("/?purged=1" if not problems else "/admin/audit?action=study+purge+incomplete",
                         status_code=303)
+
+    @read("/config", sync_to_thread=True)
+    def config(self, db_session: DbSession) -> Template:
+        destinations = db_session.scalars(select(DestinationRow.name).where(DestinationRow.enabled.is_(True))
+                                          .order_by(DestinationRow.name)).all()
+        return _page("config", db_session, document=current_document(db_session), error="",
+                     changes=None, destinations=destinations)
+
+    @post("/config", sync_to_thread=True)
+    def save_config(self, request: AnyRequest, db: Db, db_session: DbSession,
+                    data: URLEncodedBody[ConfigForm]) -> Template:
+        """Peers, destinations and routes from the edited document, validated as the file is."""
+        destinations = db_session.scalars(select(DestinationRow.name).where(DestinationRow.enabled.is_(True))
+                                          .order_by(DestinationRow.name)).all()
+        try:
+            changes = apply_document(db, data.document, actor=_actor(request))
+        except ValueError as exc:
+            return _page("config", db_session, document=data.document, error=str(exc), changes=None,
+                         destinations=destinations, status_code=422)
+        with db.read_session() as fresh:
+            return _page("config", fresh, document=current_document(fresh), error="", changes=changes,
+                         destinations=fresh.scalars(select(DestinationRow.name).where(
+                             DestinationRow.enabled.is_(True)).order_by(DestinationRow.name)).all())
+
+    @post("/destinations/{name:str}/test", sync_to_thread=True)
+    def test_destination(self, request: AnyRequest, db: Db, name: FromPath[str]) -> Redirect:
+        """A connection test (C-ECHO, HTTP probe) for the sender to run: the portal does not
+        touch the network."""
+        with db.session() as writing:
+            try:
+                job = request_destination_test(writing, name, actor=_actor(request))
+            except RequestRefused as exc:
+                raise NotFoundError(str(exc)) from None
+            writing.flush()
+            job_id = job.id
+        return Redirect(f"/admin/jobs/{job_id}", status_code=303)
+
+    @read("/jobs/{job_id:int}", sync_to_thread=True)
+    def job(self, db_session: DbSession, job_id: FromPath[int]) -> Template:
+        row = db_session.get(Job, job_id) if 0 < job_id < 2**63 else None
+        if row is None:
+            raise NotFoundError(f"There is no job {job_id}.")
+        return _page("job", db_session, job=row)
 
     @read("/associations", sync_to_thread=True)
     def associations(self, db_session: DbSession,

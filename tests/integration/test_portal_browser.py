@@ -33,6 +33,7 @@ def portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PortalSe
     db = Database(settings.database_url)
     db.migrate()
     create_local_user(db, "rita", "radiologist", PASSWORDS["rita"])
+    create_local_user(db, "ada", "admin", PASSWORDS["ada"])
     add_sample_study(db, settings.data_dir)
     server = PortalServer(create_app(settings, db), host="127.0.0.1", port=settings.web.port)
     server.start()
@@ -97,5 +98,35 @@ def test_sign_in_history_detail_screenshot_sign_out(portal: PortalServer, tmp_pa
             page.wait_for_url("**/login")
             page.goto(portal.url + "/")
             assert "/login?next=" in page.url
+        finally:
+            browser.close()
+
+
+def test_an_admin_changes_a_routing_rule_in_the_browser(portal: PortalServer, tmp_path: Path) -> None:
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(portal.url + "/login")
+            page.fill("#username", "ada")
+            page.fill("#password", PASSWORDS["ada"])
+            page.click("button[type=submit]")
+            page.wait_for_url(portal.url + "/")
+            page.get_by_role("link", name="Admin").click()
+            page.get_by_role("link", name="Peers, destinations, routes").click()
+            page.wait_for_url("**/admin/config")
+            document = (
+                '{"peers": [{"ae_title": "MODALITY1"}], '
+                '"destinations": [{"name": "pacs", "kind": "dimse", "ae_title": "PACS", "host": "127.0.0.1", "port": 104}], '
+                '"routes": [{"name": "flagged", "destinations": ["pacs"], "match": {"exam_category": ["flagged"]}}]}'
+            )
+            page.fill("#document", document)
+            page.get_by_role("button", name="Validate and save").click()
+            assert "Saved" in page.locator("#config-saved").inner_text()
+            assert '"exam_category"' in page.locator("#document").input_value()
+            page.fill("#document", document.replace('"pacs"]', '"nowhere"]'))
+            page.get_by_role("button", name="Validate and save").click()
+            assert "nowhere" in page.locator("#config-error").inner_text()
+            page.screenshot(path=str(tmp_path / "admin-config.png"), full_page=True)
         finally:
             browser.close()

@@ -57,6 +57,10 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/admin/deliveries"): ADMIN,
     ("POST", "/admin/deliveries/resubmit"): ADMIN,
     ("POST", "/admin/studies/{study_instance_uid:str}/purge"): ADMIN,
+    ("GET", "/admin/config"): ADMIN,
+    ("POST", "/admin/config"): ADMIN,
+    ("POST", "/admin/destinations/{name:str}/test"): ADMIN,
+    ("GET", "/admin/jobs/{job_id:int}"): ADMIN,
     ("GET", "/api/admin/associations"): ADMIN,
     ("GET", "/api/admin/studies/{study_instance_uid:str}/routes"): ADMIN,
     ("GET", "/api/admin/jobs/{job_id:int}"): ADMIN,
@@ -69,6 +73,7 @@ BODIES = {
     "/login": {"username": "nobody", "password": "wrong"},
     "/studies/{study_instance_uid:str}/feedback": {"verdict": "agree"},
     "/admin/users/{username:str}/role": {"role": "viewer"},
+    "/admin/config": {"document": "not JSON: refused, nothing applied"},
     "/admin/studies/{study_instance_uid:str}/purge": {"confirm": "not it", "reason": "walk"},
     "/admin/users/{username:str}/password": {"password": "another long passphrase"},
 }
