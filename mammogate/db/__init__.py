@@ -11,6 +11,7 @@ from mammogate.db.engine import Database, DatabaseError, utcnow
 from mammogate.db.models import (
     AllowedPeer,
     Analysis,
+    ApiToken,
     AnalysisImage,
     AssociationRecord,
     AuditEntry,
@@ -32,6 +33,7 @@ from mammogate.db.models import (
 __all__ = [
     "AllowedPeer",
     "Analysis",
+    "ApiToken",
     "AssociationRecord",
     "AnalysisImage",
     "AuditEntry",

@@ -339,6 +339,21 @@ class WebSession(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class ApiToken(Base):
+    """A token a machine presents as ``Authorization: Bearer <token>`` to use the JSON API with
+    the rights of ``user_id``. Only its SHA-256 is kept: the token is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
 class SignInThrottle(Base):
     """Recent failed sign-ins of one account (``user:NAME``) or client address
     (``addr:ADDRESS``), and until when it is locked (see ``mammogate.web.throttle``)."""

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from mammogate.config.settings import WebSettings
 from mammogate.db import (
     Analysis,
+    ApiToken,
     AuditEntry,
     Database,
     Delivery,
@@ -54,6 +55,7 @@ from mammogate.web.configuration import apply_document, current_document
 from mammogate.web.controllers import Db, DbSession
 from mammogate.web.errors import InvalidInputError, NotFoundError
 from mammogate.web.http import read
+from mammogate.web.tokens import create_token, revoke_token
 from mammogate.web.worklist import csv_cell
 
 AnyRequest = Request[Any, Any, Any]
@@ -165,6 +167,12 @@ class PasswordForm:
 
 
 @dataclass
+class TokenForm:
+    name: str = ""
+    username: str = ""
+
+
+@dataclass
 class ConfigForm:
     document: str = ""
 
@@ -189,6 +197,13 @@ def _audit(db: Database, request: AnyRequest, action: str, target: str, detail: 
     with db.session() as writing:
         writing.add(AuditEntry(at=utcnow(), actor=_actor(request), action=action, target=target,
                                detail=detail))
+
+
+def _token_rows(session: Session) -> list[Any]:
+    return list(session.execute(
+        select(ApiToken.id, ApiToken.name, ApiToken.created_at, ApiToken.last_used_at, ApiToken.revoked_at,
+               User.username, User.role)
+        .join(User, User.id == ApiToken.user_id).order_by(ApiToken.id.desc())))
 
 
 def _page(name: str, db_session: Session, *, status_code: int = 200, **context: Any) -> Template:
@@ -340,6 +355,32 @@ class AdminController(Controller):
             _audit(db, request, "study purge incomplete", study_instance_uid, "; ".join(problems)[:2000])
         return Redirect("/?purged=1" if not problems else "/admin/audit?action=study+purge+incomplete",
                         status_code=303)
+
+    @read("/tokens", sync_to_thread=True)
+    def tokens(self, db_session: DbSession) -> Template:
+        return _page("tokens", db_session, tokens=_token_rows(db_session), new_token="", error="",
+                     users=db_session.scalars(select(User.username).where(User.disabled.is_(False))
+                                              .order_by(User.username)).all())
+
+    @post("/tokens", sync_to_thread=True)
+    def create_token(self, request: AnyRequest, db: Db, db_session: DbSession,
+                     data: URLEncodedBody[TokenForm]) -> Template:
+        """A token for a machine, with the rights of the user named; shown on this page once."""
+        users = db_session.scalars(select(User.username).where(User.disabled.is_(False))
+                                   .order_by(User.username)).all()
+        try:
+            token = create_token(db, data.username, data.name, actor=_actor(request))
+        except ValueError as exc:
+            return _page("tokens", db_session, tokens=_token_rows(db_session), new_token="", error=str(exc),
+                         users=users, status_code=422)
+        with db.read_session() as fresh:
+            return _page("tokens", fresh, tokens=_token_rows(fresh), new_token=token, error="", users=users)
+
+    @post("/tokens/{token_id:int}/revoke", sync_to_thread=True)
+    def revoke_token(self, request: AnyRequest, db: Db, token_id: FromPath[int]) -> Redirect:
+        if not revoke_token(db, token_id, actor=_actor(request)):
+            raise NotFoundError("No such token, or it is revoked already.")
+        return Redirect("/admin/tokens", status_code=303)
 
     @read("/config", sync_to_thread=True)
     def config(self, db_session: DbSession) -> Template:

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.session.client_side import ClientSideSessionBackend, CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -41,6 +42,7 @@ from mammogate.web.formatting import register_filters
 from mammogate.web.keys import derive_key, load_session_key
 from mammogate.web.oidc import OidcClient
 from mammogate.web.operations import OperationsController
+from mammogate.web.tokens import TokenAwareCSRFMiddleware, token_auth_middleware
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
@@ -103,6 +105,7 @@ def create_app(
         session_backend_config=session_backend,
         exclude=PUBLIC_PATHS,
         exclude_http_methods=["OPTIONS"],  # HEAD is a read like GET: the same sign-in applies
+        authentication_middleware_class=token_auth_middleware(db),  # and API tokens (web/tokens.py)
     )
     csrf = CSRFConfig(
         secret=derive_key(master_key, "csrf").hex(),
@@ -178,8 +181,9 @@ def create_app(
             "readiness": Provide(provide_readiness, use_cache=True, sync_to_thread=False),
             "spool_space": Provide(provide_spool_space, use_cache=True, sync_to_thread=False),
         },
-        middleware=[session_auth.middleware],
-        csrf_config=csrf,
+        # CSRF as app middleware (not csrf_config): a machine's Bearer request carries no cookie
+        # and needs no CSRF token (web/tokens.py)
+        middleware=[session_auth.middleware, DefineMiddleware(TokenAwareCSRFMiddleware, config=csrf)],
         template_config=TemplateConfig(instance=_template_engine()),
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[_add_security_headers],

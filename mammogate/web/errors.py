@@ -85,6 +85,9 @@ def handle_portal_error(request: Request[Any, Any, Any], exc: PortalError) -> Re
 def handle_not_authorized(
     request: Request[Any, Any, Any], exc: NotAuthorizedException
 ) -> Response[Any]:
+    if str(request.headers.get("authorization") or "").lower().startswith("bearer "):
+        # a machine with an API token: say what is wrong with the token
+        return _error_response(request, 401, "Sign-in required", str(exc.detail))
     if _is_api(request):
         return _error_response(request, 401, "Sign-in required", "sign in to use the API")
     if request.method != "GET":  # e.g. signing out after the session expired: nowhere to return

@@ -58,6 +58,9 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/admin/deliveries/resubmit"): ADMIN,
     ("POST", "/admin/studies/{study_instance_uid:str}/purge"): ADMIN,
     ("GET", "/admin/config"): ADMIN,
+    ("GET", "/admin/tokens"): ADMIN,
+    ("POST", "/admin/tokens"): ADMIN,
+    ("POST", "/admin/tokens/{token_id:int}/revoke"): ADMIN,
     ("POST", "/admin/config"): ADMIN,
     ("POST", "/admin/destinations/{name:str}/test"): ADMIN,
     ("GET", "/admin/jobs/{job_id:int}"): ADMIN,
@@ -74,6 +77,7 @@ BODIES = {
     "/studies/{study_instance_uid:str}/feedback": {"verdict": "agree"},
     "/admin/users/{username:str}/role": {"role": "viewer"},
     "/admin/config": {"document": "not JSON: refused, nothing applied"},
+    "/admin/tokens": {"name": "", "username": "nobody"},
     "/admin/studies/{study_instance_uid:str}/purge": {"confirm": "not it", "reason": "walk"},
     "/admin/users/{username:str}/password": {"password": "another long passphrase"},
 }
@@ -96,7 +100,7 @@ def test_every_route_has_a_declared_audience(app: Litestar) -> None:
 
 def _concrete(path: str, study: str) -> str:
     path = path.replace("{study_instance_uid:str}", study).replace("{sop_instance_uid:str}", LEFT_CC)
-    path = path.replace("{job_id:int}", "1").replace("{name:str}", "pacs-main")
+    path = path.replace("{job_id:int}", "1").replace("{token_id:int}", "1").replace("{name:str}", "pacs-main")
     path = path.replace("{path:str}", "openapi.json").replace("{username:str}", "nobody-here").replace("{handle:str}", "0" * 16)
     return path.replace("{file_path:path}", "portal.css")
 
