@@ -11,8 +11,8 @@ from mammogate.db.engine import Database, DatabaseError, utcnow
 from mammogate.db.models import (
     AllowedPeer,
     Analysis,
-    ApiToken,
     AnalysisImage,
+    ApiToken,
     AssociationRecord,
     AuditEntry,
     Base,
