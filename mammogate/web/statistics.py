@@ -166,7 +166,7 @@ def compute(session: Session, days: int, today: date) -> Statistics:
     ).all()
     deliveries_pending = session.scalar(
         select(func.count(Delivery.id)).where(Delivery.state.in_(("pending", "sending")))) or 0
-    performance = _performance(session, scores)
+    performance = _performance(session, scores, start)
     breakdown = lambda table: sorted(  # noqa: E731
         (Breakdown(name, *counts) for name, counts in table.items()), key=lambda b: (-b.studies, b.name))
     stats = Statistics(
@@ -191,15 +191,17 @@ def compute(session: Session, days: int, today: date) -> Statistics:
     return stats
 
 
-def _performance(session: Session, scores: dict[int, tuple[float, bool]]) -> SitePerformance:
-    """Latest ground truth per study (the last feedback row that states one)."""
+def _performance(session: Session, scores: dict[int, tuple[float, bool]], start: datetime) -> SitePerformance:
+    """Latest ground truth per study of the period (the last feedback row that states one);
+    joined in SQL, not listed (a period may hold more studies than a query has parameters)."""
     truths: dict[int, str] = {}
-    if scores:
-        for study_id, truth in session.execute(
-            select(Feedback.study_id, Feedback.ground_truth)
-            .where(Feedback.study_id.in_(list(scores)), Feedback.ground_truth != "")
-            .order_by(Feedback.id)
-        ):
+    for study_id, truth in session.execute(
+        select(Feedback.study_id, Feedback.ground_truth)
+        .join(Study, Study.id == Feedback.study_id)
+        .where(Study.last_received_at >= start, Feedback.ground_truth != "")
+        .order_by(Feedback.id)
+    ):
+        if study_id in scores:
             truths[study_id] = truth
     positives = [scores[s] for s, t in truths.items() if t in POSITIVE_TRUTH]
     negatives = [scores[s] for s, t in truths.items() if t in NEGATIVE_TRUTH]

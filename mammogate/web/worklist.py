@@ -125,14 +125,17 @@ def _like(text: str) -> str:
     return f"%{escaped.lower()}%"
 
 
-def _filtered(f: WorklistFilter) -> Select[Any]:
-    latest = (
-        select(Analysis.study_id.label("study_id"), func.max(Analysis.id).label("analysis_id"))
-        .group_by(Analysis.study_id)
-        .subquery()
+def _delivery_summary(sent: Any) -> Any:
+    return case(
+        (sent.c.total.is_(None), "none"),
+        (sent.c.dead > 0, "dead"),
+        (sent.c.open > 0, "pending"),
+        else_="delivered",
     )
-    current = aliased(Analysis)
-    sent = (
+
+
+def _deliveries_by_analysis() -> Any:
+    return (
         select(
             Report.analysis_id.label("analysis_id"),
             func.count(Delivery.id).label("total"),
@@ -141,27 +144,39 @@ def _filtered(f: WorklistFilter) -> Select[Any]:
         )
         .join(Delivery, Delivery.report_id == Report.id)
         .group_by(Report.analysis_id)
-        .subquery()
     )
+
+
+def _needs_analysis(f: WorklistFilter) -> bool:
+    return bool(f.category or f.score_min is not None or f.score_max is not None or f.delivery
+                or f.sort == "score")
+
+
+def _filtered(f: WorklistFilter, *, counting: bool = False) -> Select[Any]:
+    """The filtered studies, each with its current (latest) analysis: a correlated lookup by
+    the analyses' study index, so the first page of a big worklist reads 50 studies, not all.
+    The delivery summary joins only when it filters; the page's rows get theirs separately."""
+    current = aliased(Analysis)
+    current_id = (select(func.max(Analysis.id)).where(Analysis.study_id == Study.id)
+                  .correlate(Study).scalar_subquery())
     category = case(
         (Study.state == "failed", "failed"),
         (current.id.is_(None), ""),
         else_=current.category,
     ).label("category")
-    delivery = case(
-        (current.id.is_(None), ""),
-        (sent.c.total.is_(None), "none"),
-        (sent.c.dead > 0, "dead"),
-        (sent.c.open > 0, "pending"),
-        else_="delivered",
-    ).label("delivery")
-    query = (
-        select(Study, current.exam_score.label("exam_score"), category, delivery,
-               current.id.label("analysis_id"))
-        .outerjoin(latest, latest.c.study_id == Study.id)
-        .outerjoin(current, current.id == latest.c.analysis_id)
-        .outerjoin(sent, sent.c.analysis_id == current.id)
-    )
+    if counting:
+        query = select(func.count(Study.id))
+        if _needs_analysis(f):
+            query = query.outerjoin(current, current.id == current_id)
+    else:
+        query = (select(Study, current.exam_score.label("exam_score"), category,
+                        current.id.label("analysis_id"))
+                 .outerjoin(current, current.id == current_id))
+    delivery = None
+    if f.delivery:
+        sent = _deliveries_by_analysis().subquery()
+        query = query.outerjoin(sent, sent.c.analysis_id == current.id)
+        delivery = case((current.id.is_(None), ""), else_=_delivery_summary(sent))
     conditions = []
     if f.received_from:
         conditions.append(Study.last_received_at >= datetime.combine(f.received_from, time()))
@@ -180,7 +195,7 @@ def _filtered(f: WorklistFilter) -> Select[Any]:
         conditions.append(Study.calling_ae_title == f.calling_ae)
     if f.state:
         conditions.append(Study.state == f.state)
-    if f.delivery:
+    if delivery is not None:
         conditions.append(delivery == f.delivery)
     if f.q.strip():
         pattern = _like(f.q.strip())
@@ -190,6 +205,8 @@ def _filtered(f: WorklistFilter) -> Select[Any]:
         )))
     if conditions:
         query = query.where(*conditions)
+    if counting:
+        return query
     column = {
         "received": Study.last_received_at,
         "study_date": Study.study_date,
@@ -216,6 +233,10 @@ def _rows(session: Session, results: Sequence[Any], expected: Sequence[str]) -> 
             .where(AnalysisImage.analysis_id.in_(analysis_ids), AnalysisImage.status == "analysed")
         ):
             analysed.setdefault(analysis_id, set()).add(f"{laterality}{view}")
+    deliveries: dict[int, str] = {}
+    if analysis_ids:
+        sent = _deliveries_by_analysis().where(Report.analysis_id.in_(analysis_ids)).subquery()
+        deliveries = dict(session.execute(select(sent.c.analysis_id, _delivery_summary(sent))).all())
     rows = []
     for r in results:
         s: Study = r.Study
@@ -232,7 +253,7 @@ def _rows(session: Session, results: Sequence[Any], expected: Sequence[str]) -> 
             state=s.state,
             exam_score=r.exam_score,
             category=r.category or "",
-            delivery=r.delivery or "",
+            delivery="" if r.analysis_id is None else deliveries.get(r.analysis_id, "none"),
             views_analysed=len(views & set(expected)) if expected else len(views),
             views_expected=len(expected),
         ))
@@ -245,9 +266,8 @@ def list_studies(
 ) -> StudyPage:
     """One page of the filtered studies, each with its current result and delivery state."""
     page = max(1, page)
-    query = _filtered(worklist)
-    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
-    results = session.execute(query.limit(per_page).offset((page - 1) * per_page)).all()
+    total = session.scalar(_filtered(worklist, counting=True)) or 0
+    results = session.execute(_filtered(worklist).limit(per_page).offset((page - 1) * per_page)).all()
     return StudyPage(_rows(session, results, expected_views), page, per_page, total, worklist)
 
 
