@@ -98,6 +98,8 @@ def fill(db: Database, studies: int, findings_per_study: int, batch: int = 5000)
                     session.execute(insert(model), rows)
         print(f"  {min(studies, first + batch):,} studies written ({time.perf_counter() - started:.0f} s)", flush=True)
     with db.session() as session:
+        # bulk inserts bypass the ORM event that keeps each study's current analysis
+        session.execute(text("UPDATE studies SET current_analysis_id = id"))
         for table in ("studies", "analyses", "reports"):
             session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:

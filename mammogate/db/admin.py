@@ -186,6 +186,8 @@ def purge_study(session: Session, study_instance_uid: str, *, actor: str, reason
     session.execute(delete(AnalysisImage).where(AnalysisImage.analysis_id.in_(analysis_ids)))
     session.execute(delete(Feedback).where(Feedback.study_id == study.id))
     session.execute(update(Analysis).where(Analysis.id.in_(analysis_ids)).values(supersedes_id=None))
+    study.current_analysis_id = None
+    session.flush()
     session.execute(delete(Analysis).where(Analysis.id.in_(analysis_ids)))
     session.execute(delete(Job).where(Job.study_id == study.id))
     counts["instances"] = _deleted(session.execute(delete(Instance).where(Instance.study_id == study.id)))

@@ -14,6 +14,9 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    event,
+    or_,
+    update,
 )
 from sqlalchemy import (
     false as sa_false,
@@ -44,6 +47,9 @@ class Study(Base):
     # of the study's first image: the statistics break results down by them
     manufacturer: Mapped[str] = mapped_column(String(64), default="", server_default="")
     manufacturer_model: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # the latest analysis (None before the first): pages join it by key
+    current_analysis_id: Mapped[int | None] = mapped_column(
+        ForeignKey("analyses.id", use_alter=True, name="fk_studies_current_analysis"))
     # "dicom": received by the SCP; "upload": the portal's ad-hoc analysis (never routed)
     source: Mapped[str] = mapped_column(String(16), default="dicom", server_default="dicom")
     # dicom.group_studies_by_patient_and_date: PatientID stem + StudyDate; "" when not grouped
@@ -58,7 +64,7 @@ class Study(Base):
 
     instances: Mapped[list[Instance]] = relationship(back_populates="study")
     analyses: Mapped[list[Analysis]] = relationship(
-        back_populates="study", order_by="Analysis.id"
+        back_populates="study", order_by="Analysis.id", foreign_keys="Analysis.study_id"
     )
 
 
@@ -132,7 +138,7 @@ class Analysis(Base):
     created_at: Mapped[datetime]
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("analyses.id"))
 
-    study: Mapped[Study] = relationship(back_populates="analyses")
+    study: Mapped[Study] = relationship(back_populates="analyses", foreign_keys="Analysis.study_id")
     images: Mapped[list[AnalysisImage]] = relationship(
         back_populates="analysis", order_by="AnalysisImage.id"
     )
@@ -384,3 +390,16 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+@event.listens_for(Analysis, "after_insert")
+def _point_study_at_newest_analysis(_mapper: Any, connection: Any, target: Analysis) -> None:
+    """Every new analysis becomes its study's current one (``studies.current_analysis_id``),
+    whichever code path wrote it, in the same transaction."""
+    connection.execute(
+        update(Study)
+        .where(Study.id == target.study_id)
+        .where(or_(Study.current_analysis_id.is_(None), Study.current_analysis_id < target.id))
+        .values(current_analysis_id=target.id)
+        .execution_options(synchronize_session=False)
+    )

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import escape
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from mammogate.db import Analysis, Delivery, DestinationRow, Feedback, Study
@@ -121,43 +121,69 @@ def auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def _period(session: Session, start: datetime) -> Any:
+    """One row per study of the period: its result category, score, sending AE, manufacturer,
+    and the times a time to result is measured between (as a subquery to aggregate in SQL)."""
+    category = case((Study.state == "failed", "failed"), (Analysis.id.is_(None), "pending"),
+                    else_=Analysis.category)
+    return (
+        select(Study.id.label("study_id"), Study.last_received_at.label("received"),
+               Study.calling_ae_title.label("ae"), Study.manufacturer.label("maker"),
+               category.label("category"), Analysis.exam_score.label("score"),
+               Analysis.created_at.label("analysed_at"))
+        .outerjoin(Analysis, Analysis.id == Study.current_analysis_id)
+        .where(Study.last_received_at >= start)
+        .subquery("period")
+    )
+
+
+def _waits(session: Session, period: Any) -> tuple[float | None, float | None]:
+    """Median and 95th percentile of the time to result, in SQL on PostgreSQL."""
+    done = period.c.category != "pending"
+    if session.get_bind().dialect.name == "postgresql":
+        seconds = func.extract("epoch", period.c.analysed_at - period.c.received)
+        row = session.execute(select(
+            func.percentile_cont(0.5).within_group(seconds), func.percentile_cont(0.95).within_group(seconds)
+        ).where(done, period.c.analysed_at.is_not(None))).one()
+        return (None if row[0] is None else max(0.0, float(row[0])),
+                None if row[1] is None else max(0.0, float(row[1])))
+    waits = [max(0.0, (analysed - received).total_seconds()) for received, analysed in session.execute(
+        select(period.c.received, period.c.analysed_at).where(done, period.c.analysed_at.is_not(None)))]
+    return percentile(waits, 50), percentile(waits, 95)
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
 def compute(session: Session, days: int, today: date) -> Statistics:
-    """The statistics of the studies last received in the ``days`` days up to ``today``."""
+    """The statistics of the studies last received in the ``days`` days up to ``today``:
+    counted in SQL (one row per study never comes to Python on PostgreSQL)."""
     since = today - timedelta(days=days - 1)
     start = datetime.combine(since, datetime.min.time())
-    latest = (select(Analysis.study_id, func.max(Analysis.id).label("analysis_id"))
-              .group_by(Analysis.study_id).subquery())
-    rows = session.execute(
-        select(Study.id, Study.state, Study.last_received_at, Study.calling_ae_title,
-               Study.manufacturer, Analysis.exam_score, Analysis.category, Analysis.created_at)
-        .outerjoin(latest, latest.c.study_id == Study.id)
-        .outerjoin(Analysis, Analysis.id == latest.c.analysis_id)
-        .where(Study.last_received_at >= start)
-    ).all()
+    period = _period(session, start)
+    analysed = period.c.category.in_(("flagged", "not_flagged"))
+    flagged = period.c.category == "flagged"
 
-    categories: Counter[str] = Counter()
+    categories: Counter[str] = Counter(dict(session.execute(
+        select(period.c.category, func.count()).group_by(period.c.category)).all()))
     per_day: Counter[date] = Counter()
+    for day, n in session.execute(select(func.date(period.c.received), func.count())
+                                  .group_by(func.date(period.c.received))):
+        per_day[_as_date(day)] += n
+    bin_of = case(*((period.c.score < (k + 1) / 10, k) for k in range(9)), else_=9)
     histogram = [0] * 10
-    waits: list[float] = []
-    by_ae: dict[str, list[int]] = {}
-    by_maker: dict[str, list[int]] = {}
-    scores: dict[int, tuple[float, bool]] = {}
-    for r in rows:
-        category = "failed" if r.state == "failed" else (r.category or "pending")
-        categories[category] += 1
-        per_day[r.last_received_at.date()] += 1
-        analysed = category in ("flagged", "not_flagged")
-        if analysed and r.exam_score is not None:
-            histogram[min(9, int(r.exam_score * 10))] += 1
-            scores[r.id] = (r.exam_score, category == "flagged")
-        if r.created_at is not None and category != "pending":
-            waits.append(max(0.0, (r.created_at - r.last_received_at).total_seconds()))
-        for table, key in ((by_ae, r.calling_ae_title or "(none)"), (by_maker, r.manufacturer or "(unknown)")):
-            counts = table.setdefault(key, [0, 0, 0])
-            counts[0] += 1
-            counts[1] += analysed
-            counts[2] += category == "flagged"
+    for k, n in session.execute(select(bin_of, func.count()).where(analysed, period.c.score.is_not(None))
+                                .group_by(bin_of)):
+        histogram[int(k)] = n
 
+    def breakdown(column: Any, empty: str) -> list[Breakdown]:
+        rows = session.execute(select(column, func.count(), func.sum(case((analysed, 1), else_=0)),
+                                      func.sum(case((flagged, 1), else_=0))).group_by(column)).all()
+        return sorted((Breakdown(name or empty, n, int(a or 0), int(f or 0)) for name, n, a, f in rows),
+                      key=lambda b: (-b.studies, b.name))
+
+    p50, p95 = _waits(session, period)
     dead = session.execute(
         select(DestinationRow.name, func.count(Delivery.id))
         .join(DestinationRow, DestinationRow.id == Delivery.destination_id)
@@ -166,19 +192,16 @@ def compute(session: Session, days: int, today: date) -> Statistics:
     ).all()
     deliveries_pending = session.scalar(
         select(func.count(Delivery.id)).where(Delivery.state.in_(("pending", "sending")))) or 0
-    performance = _performance(session, scores, start)
-    breakdown = lambda table: sorted(  # noqa: E731
-        (Breakdown(name, *counts) for name, counts in table.items()), key=lambda b: (-b.studies, b.name))
     stats = Statistics(
-        since=since, until=today, days=days, received=len(rows),
+        since=since, until=today, days=days, received=sum(categories.values()),
         analysed=categories["flagged"] + categories["not_flagged"], flagged=categories["flagged"],
         not_analysed=categories["skipped"], failed=categories["failed"], pending=categories["pending"],
-        time_to_result_p50=percentile(waits, 50), time_to_result_p95=percentile(waits, 95),
+        time_to_result_p50=p50, time_to_result_p95=p95,
         deliveries_dead=sum(n for _, n in dead), deliveries_pending=deliveries_pending,
         per_day=[(since + timedelta(days=k), per_day[since + timedelta(days=k)]) for k in range(days)],
-        score_histogram=histogram, categories=dict(categories),
-        by_ae=breakdown(by_ae), by_manufacturer=breakdown(by_maker),
-        dead_by_destination=[(name, n) for name, n in dead], performance=performance,
+        score_histogram=histogram, categories={k: v for k, v in categories.items() if v},
+        by_ae=breakdown(period.c.ae, "(none)"), by_manufacturer=breakdown(period.c.maker, "(unknown)"),
+        dead_by_destination=[(name, n) for name, n in dead], performance=_performance(session, period),
     )
     stats.charts.update(
         per_day=bar_chart([(d.strftime("%d %b"), n) for d, n in stats.per_day],
@@ -191,24 +214,23 @@ def compute(session: Session, days: int, today: date) -> Statistics:
     return stats
 
 
-def _performance(session: Session, scores: dict[int, tuple[float, bool]], start: datetime) -> SitePerformance:
-    """Latest ground truth per study of the period (the last feedback row that states one);
-    joined in SQL, not listed (a period may hold more studies than a query has parameters)."""
-    truths: dict[int, str] = {}
-    for study_id, truth in session.execute(
-        select(Feedback.study_id, Feedback.ground_truth)
-        .join(Study, Study.id == Feedback.study_id)
-        .where(Study.last_received_at >= start, Feedback.ground_truth != "")
-        .order_by(Feedback.id)
-    ):
-        if study_id in scores:
-            truths[study_id] = truth
-    positives = [scores[s] for s, t in truths.items() if t in POSITIVE_TRUTH]
-    negatives = [scores[s] for s, t in truths.items() if t in NEGATIVE_TRUTH]
+def _performance(session: Session, period: Any) -> SitePerformance:
+    """The analysed studies of the period that have a ground truth (their latest feedback row
+    that states one), against their scores and whether they were flagged."""
+    latest_truth = (select(Feedback.study_id.label("study_id"), func.max(Feedback.id).label("feedback_id"))
+                    .where(Feedback.ground_truth != "").group_by(Feedback.study_id).subquery())
+    rows = session.execute(
+        select(period.c.score, period.c.category, Feedback.ground_truth)
+        .join(latest_truth, latest_truth.c.study_id == period.c.study_id)
+        .join(Feedback, Feedback.id == latest_truth.c.feedback_id)
+        .where(period.c.category.in_(("flagged", "not_flagged")), period.c.score.is_not(None))
+    ).all()
+    positives = [(s, c == "flagged") for s, c, t in rows if t in POSITIVE_TRUTH]
+    negatives = [(s, c == "flagged") for s, c, t in rows if t in NEGATIVE_TRUTH]
     return SitePerformance(
         positives=len(positives), negatives=len(negatives),
-        true_positives=sum(1 for _, flagged in positives if flagged),
-        true_negatives=sum(1 for _, flagged in negatives if not flagged),
+        true_positives=sum(1 for _, was_flagged in positives if was_flagged),
+        true_negatives=sum(1 for _, was_flagged in negatives if not was_flagged),
         auc=auc([s for s, _ in positives], [s for s, _ in negatives]),
     )
 

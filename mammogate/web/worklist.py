@@ -153,12 +153,11 @@ def _needs_analysis(f: WorklistFilter) -> bool:
 
 
 def _filtered(f: WorklistFilter, *, counting: bool = False) -> Select[Any]:
-    """The filtered studies, each with its current (latest) analysis: a correlated lookup by
-    the analyses' study index, so the first page of a big worklist reads 50 studies, not all.
+    """The filtered studies, each with its current (latest) analysis, joined by the study's
+    pointer to it (``studies.current_analysis_id``, kept by the worker).
     The delivery summary joins only when it filters; the page's rows get theirs separately."""
     current = aliased(Analysis)
-    current_id = (select(func.max(Analysis.id)).where(Analysis.study_id == Study.id)
-                  .correlate(Study).scalar_subquery())
+    current_id = Study.current_analysis_id
     category = case(
         (Study.state == "failed", "failed"),
         (current.id.is_(None), ""),

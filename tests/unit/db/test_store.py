@@ -44,3 +44,19 @@ def test_paired_findings_share_a_lesion_number_and_every_finding_its_nipple_dist
         "1.2": (1, 41.0, 0.6),
         "1.3": (None, 10.0, 0.6),
     }
+
+
+def test_a_study_points_at_its_newest_analysis_whoever_writes_it(db: Database) -> None:
+    result = StudyResult("1.2.3.5", MODEL, (_image("2.1", "R", "CC", []),), (), {"R": 0.8}, 0.8, "flagged")
+    with db.session() as session:
+        study = Study(study_instance_uid="1.2.3.5", first_received_at=utcnow(),
+                      last_received_at=utcnow(), updated_at=utcnow())
+        session.add(study)
+        session.flush()
+        first = record_analysis(session, study, result, job_id=None, worker="w")
+        session.flush()
+        second = record_analysis(session, study, result, job_id=None, worker="w")
+        session.flush()
+        ids = (first.id, second.id)
+    with db.session() as session:
+        assert session.scalars(select(Study.current_analysis_id)).one() == ids[1]
