@@ -163,10 +163,20 @@ def compute(session: Session, days: int, today: date) -> Statistics:
     start = datetime.combine(since, datetime.min.time())
     period = _period(session, start)
     analysed = period.c.category.in_(("flagged", "not_flagged"))
-    flagged = period.c.category == "flagged"
 
-    categories: Counter[str] = Counter(dict(session.execute(
-        select(period.c.category, func.count()).group_by(period.c.category)).all()))
+    # one grouped pass gives the categories and both breakdowns (a few dozen rows)
+    categories: Counter[str] = Counter()
+    by_ae: dict[str, list[int]] = {}
+    by_maker: dict[str, list[int]] = {}
+    for ae, maker, category, n in session.execute(
+            select(period.c.ae, period.c.maker, period.c.category, func.count())
+            .group_by(period.c.ae, period.c.maker, period.c.category)):
+        categories[category] += n
+        for table, key in ((by_ae, ae or "(none)"), (by_maker, maker or "(unknown)")):
+            counts = table.setdefault(key, [0, 0, 0])
+            counts[0] += n
+            counts[1] += n if category in ("flagged", "not_flagged") else 0
+            counts[2] += n if category == "flagged" else 0
     per_day: Counter[date] = Counter()
     for day, n in session.execute(select(func.date(period.c.received), func.count())
                                   .group_by(func.date(period.c.received))):
@@ -177,10 +187,8 @@ def compute(session: Session, days: int, today: date) -> Statistics:
                                 .group_by(bin_of)):
         histogram[int(k)] = n
 
-    def breakdown(column: Any, empty: str) -> list[Breakdown]:
-        rows = session.execute(select(column, func.count(), func.sum(case((analysed, 1), else_=0)),
-                                      func.sum(case((flagged, 1), else_=0))).group_by(column)).all()
-        return sorted((Breakdown(name or empty, n, int(a or 0), int(f or 0)) for name, n, a, f in rows),
+    def breakdown(table: dict[str, list[int]]) -> list[Breakdown]:
+        return sorted((Breakdown(name, *counts) for name, counts in table.items()),
                       key=lambda b: (-b.studies, b.name))
 
     p50, p95 = _waits(session, period)
@@ -200,7 +208,7 @@ def compute(session: Session, days: int, today: date) -> Statistics:
         deliveries_dead=sum(n for _, n in dead), deliveries_pending=deliveries_pending,
         per_day=[(since + timedelta(days=k), per_day[since + timedelta(days=k)]) for k in range(days)],
         score_histogram=histogram, categories={k: v for k, v in categories.items() if v},
-        by_ae=breakdown(period.c.ae, "(none)"), by_manufacturer=breakdown(period.c.maker, "(unknown)"),
+        by_ae=breakdown(by_ae), by_manufacturer=breakdown(by_maker),
         dead_by_destination=[(name, n) for name, n in dead], performance=_performance(session, period),
     )
     stats.charts.update(
