@@ -275,7 +275,7 @@ def cmd_delivery_resubmit(args: argparse.Namespace) -> int:
 def cmd_delivery_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from mammogate.db import Delivery, Report, Study
+    from mammogate.db import Analysis, Delivery, Report, Study
 
     with _database(args) as (_settings_, db), db.read_session() as session:
         query = select(Delivery).order_by(Delivery.id)
@@ -283,7 +283,8 @@ def cmd_delivery_list(args: argparse.Namespace) -> int:
             query = query.where(Delivery.state == args.state)
         if args.study:
             query = (query.join(Report).join(Report.analysis)
-                     .join(Study).where(Study.study_instance_uid == args.study))
+                     .join(Study, Study.id == Analysis.study_id)
+                     .where(Study.study_instance_uid == args.study))
         rows = list(session.scalars(query))
         print(f"{'id':>6}  {'state':<9} {'att':>3}  {'destination':<16} {'route':<16} object")
         for row in rows:

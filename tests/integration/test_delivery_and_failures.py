@@ -59,7 +59,7 @@ def test_sr_arrives_after_pacs_comes_up_and_undecodable_study_fails_visibly(tmp_
             """The delivery of the good study's CAD SR (the broken one gets its own: the
             report that says it could not be analysed)."""
             rows = session.scalars(
-                select(Delivery).join(Report).join(Analysis).join(Study)
+                select(Delivery).join(Report).join(Analysis).join(Study, Study.id == Analysis.study_id)
                 .where(Study.study_instance_uid == good.study_instance_uid)).all()
             assert len(rows) <= 1
             if not rows:

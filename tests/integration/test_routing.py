@@ -145,7 +145,7 @@ def test_routes_deliver_by_dimse_rest_and_stow_and_can_be_explained_redone_and_r
         refs = predecessor.ReferencedSeriesSequence[0].ReferencedSOPSequence
         assert [r.ReferencedSOPInstanceUID for r in refs] == [first_uid]
         with _session(node, database_url) as session:
-            analyses = session.scalars(select(Analysis).join(Study)
+            analyses = session.scalars(select(Analysis).join(Study, Study.id == Analysis.study_id)
                                        .where(Study.study_instance_uid == uid)
                                        .order_by(Analysis.id)).all()
             assert len(analyses) == 2 and analyses[1].supersedes_id == analyses[0].id

@@ -100,3 +100,15 @@ def test_radiologists_cannot_purge_and_the_cli_needs_yes_and_a_reason(
     assert set(_counts(db).values()) == {0}
     again = subprocess.run([*base, "--reason", "erasure request", "--yes"], capture_output=True, text=True)
     assert again.returncode == 1 and "no study" in again.stderr
+
+
+def test_the_cli_lists_a_studys_deliveries(db: Database, settings: Settings, study: str, tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "{settings.data_dir}"\n')
+    run = subprocess.run([sys.executable, "-m", "mammogate.cli", "delivery", "list", "--study", STUDY_UID,
+                          "--config", str(config)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "dead" in run.stdout and "pacs-main" in run.stdout
+    other = subprocess.run([sys.executable, "-m", "mammogate.cli", "delivery", "list", "--study", "9.9.9",
+                            "--config", str(config)], capture_output=True, text=True)
+    assert other.returncode == 0 and "pacs-main" not in other.stdout
