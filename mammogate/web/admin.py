@@ -206,6 +206,20 @@ def _token_rows(session: Session) -> list[Any]:
         .join(User, User.id == ApiToken.user_id).order_by(ApiToken.id.desc())))
 
 
+def _tokens_page(session: Session, *, new_token: str = "", error: str = "", status_code: int = 200) -> Template:
+    users = session.scalars(select(User.username).where(User.disabled.is_(False)).order_by(User.username)).all()
+    return _page("tokens", session, tokens=_token_rows(session), new_token=new_token, error=error,
+                 users=users, status_code=status_code)
+
+
+def _config_page(session: Session, document: str, *, error: str = "", changes: list[str] | None = None,
+                 status_code: int = 200) -> Template:
+    destinations = session.scalars(select(DestinationRow.name).where(DestinationRow.enabled.is_(True))
+                                   .order_by(DestinationRow.name)).all()
+    return _page("config", session, document=document, error=error, changes=changes,
+                 destinations=destinations, status_code=status_code)
+
+
 def _page(name: str, db_session: Session, *, status_code: int = 200, **context: Any) -> Template:
     return Template(f"admin/{name}.html", context={"health": health(db_session), **context},
                     status_code=status_code)
@@ -358,23 +372,18 @@ class AdminController(Controller):
 
     @read("/tokens", sync_to_thread=True)
     def tokens(self, db_session: DbSession) -> Template:
-        return _page("tokens", db_session, tokens=_token_rows(db_session), new_token="", error="",
-                     users=db_session.scalars(select(User.username).where(User.disabled.is_(False))
-                                              .order_by(User.username)).all())
+        return _tokens_page(db_session)
 
     @post("/tokens", sync_to_thread=True)
     def create_token(self, request: AnyRequest, db: Db, db_session: DbSession,
                      data: URLEncodedBody[TokenForm]) -> Template:
         """A token for a machine, with the rights of the user named; shown on this page once."""
-        users = db_session.scalars(select(User.username).where(User.disabled.is_(False))
-                                   .order_by(User.username)).all()
         try:
             token = create_token(db, data.username, data.name, actor=_actor(request))
         except ValueError as exc:
-            return _page("tokens", db_session, tokens=_token_rows(db_session), new_token="", error=str(exc),
-                         users=users, status_code=422)
+            return _tokens_page(db_session, error=str(exc), status_code=422)
         with db.read_session() as fresh:
-            return _page("tokens", fresh, tokens=_token_rows(fresh), new_token=token, error="", users=users)
+            return _tokens_page(fresh, new_token=token)
 
     @post("/tokens/{token_id:int}/revoke", sync_to_thread=True)
     def revoke_token(self, request: AnyRequest, db: Db, token_id: FromPath[int]) -> Redirect:
@@ -384,26 +393,18 @@ class AdminController(Controller):
 
     @read("/config", sync_to_thread=True)
     def config(self, db_session: DbSession) -> Template:
-        destinations = db_session.scalars(select(DestinationRow.name).where(DestinationRow.enabled.is_(True))
-                                          .order_by(DestinationRow.name)).all()
-        return _page("config", db_session, document=current_document(db_session), error="",
-                     changes=None, destinations=destinations)
+        return _config_page(db_session, current_document(db_session))
 
     @post("/config", sync_to_thread=True)
     def save_config(self, request: AnyRequest, db: Db, db_session: DbSession,
                     data: URLEncodedBody[ConfigForm]) -> Template:
         """Peers, destinations and routes from the edited document, validated as the file is."""
-        destinations = db_session.scalars(select(DestinationRow.name).where(DestinationRow.enabled.is_(True))
-                                          .order_by(DestinationRow.name)).all()
         try:
             changes = apply_document(db, data.document, actor=_actor(request))
         except ValueError as exc:
-            return _page("config", db_session, document=data.document, error=str(exc), changes=None,
-                         destinations=destinations, status_code=422)
+            return _config_page(db_session, data.document, error=str(exc), status_code=422)
         with db.read_session() as fresh:
-            return _page("config", fresh, document=current_document(fresh), error="", changes=changes,
-                         destinations=fresh.scalars(select(DestinationRow.name).where(
-                             DestinationRow.enabled.is_(True)).order_by(DestinationRow.name)).all())
+            return _config_page(fresh, current_document(fresh), changes=changes)
 
     @post("/destinations/{name:str}/test", sync_to_thread=True)
     def test_destination(self, request: AnyRequest, db: Db, name: FromPath[str]) -> Redirect:
