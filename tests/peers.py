@@ -489,3 +489,26 @@ class OidcProvider:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+@contextmanager
+def migrated_database(engine: str, tmp_path: Path) -> Iterator[Any]:
+    """A migrated database of the test's own: SQLite in ``tmp_path`` or one on the local
+    PostgreSQL (``engine``: "sqlite" or "postgresql"), disposed (and dropped) afterwards."""
+    from mammogate.db import Database
+
+    if engine == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'test.sqlite3'}")
+        database.migrate()
+        try:
+            yield database
+        finally:
+            database.dispose()
+        return
+    with postgres_database() as url:
+        database = Database(url)
+        database.migrate()
+        try:
+            yield database
+        finally:
+            database.dispose()

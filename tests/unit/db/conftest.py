@@ -9,19 +9,10 @@ from pathlib import Path
 import pytest
 
 from mammogate.db import Database
-from tests.peers import postgres_database
+from tests.peers import migrated_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'q.sqlite3'}")
-        database.migrate()
+    with migrated_database(request.param, tmp_path) as database:
         yield database
-        database.dispose()
-    else:
-        with postgres_database() as url:
-            database = Database(url)
-            database.migrate()
-            yield database
-            database.dispose()

@@ -26,7 +26,7 @@ from mammogate.db import (
     Study,
 )
 from mammogate.web.statistics import auc, compute, percentile
-from tests.peers import postgres_database
+from tests.peers import migrated_database
 from tests.unit.web.portal_sample import csrf_token, sign_in
 
 TODAY = date(2026, 11, 30)
@@ -97,19 +97,9 @@ def _add(db: Database) -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def stats_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 's.sqlite3'}")
-        database.migrate()
+    with migrated_database(request.param, tmp_path) as database:
         _add(database)
         yield database
-        database.dispose()
-    else:
-        with postgres_database() as url:
-            database = Database(url)
-            database.migrate()
-            _add(database)
-            yield database
-            database.dispose()
 
 
 def test_counts_time_to_result_breakdowns_and_site_performance(stats_db: Database) -> None:

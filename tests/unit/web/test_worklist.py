@@ -25,7 +25,7 @@ from mammogate.db import (
     Study,
 )
 from mammogate.web.worklist import WorklistFilter, export_csv, list_studies, parse_filter
-from tests.peers import postgres_database
+from tests.peers import migrated_database
 from tests.unit.web.portal_sample import sign_in
 
 EXPECTED = ("RCC", "LCC", "RMLO", "LMLO")
@@ -86,19 +86,9 @@ def _add_sample(db: Database) -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sample_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'w.sqlite3'}")
-        database.migrate()
+    with migrated_database(request.param, tmp_path) as database:
         _add_sample(database)
         yield database
-        database.dispose()
-    else:
-        with postgres_database() as url:
-            database = Database(url)
-            database.migrate()
-            _add_sample(database)
-            yield database
-            database.dispose()
 
 
 def _uids(db: Database, **kwargs: object) -> list[str]:
