@@ -182,3 +182,4 @@ def write_dicom_atomically(ds: Any, target: Path) -> Path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
     return target
+

@@ -33,6 +33,7 @@ from mammogate.db import (
     Job,
     Report,
     Study,
+    heatmap_file,
 )
 from mammogate.db.loop import PollLoop
 from mammogate.db.queue import (
@@ -304,8 +305,11 @@ class AnalysisWorker(PollLoop):
         return count
 
     def _write_overlays(self, result: StudyResult, job_id: int) -> dict[str, Path]:
+        """Each analysed image's overlay PNG, and its heatmap beside it
+        (``db.heatmap_file`` names it); nothing stays when one fails."""
         out_dir = self.settings.data_dir / "overlays" / result.study_instance_uid / str(job_id)
         written: dict[str, Path] = {}
+        extra: list[Path] = []
         for image in result.images:
             if image.overlay_png is None:
                 continue
@@ -313,8 +317,11 @@ class AnalysisWorker(PollLoop):
             target = out_dir / f"{image.sop_instance_uid}.png"
             try:
                 target.write_bytes(image.overlay_png)
+                if image.heatmap_png is not None:
+                    extra.append(heatmap_file(target))
+                    extra[-1].write_bytes(image.heatmap_png)
             except OSError as exc:
-                for path in (target, *written.values()):  # no half-written overlay stays
+                for path in (target, *written.values(), *extra):  # no half-written overlay stays
                     path.unlink(missing_ok=True)
                 raise ReportingError(describe_os_error(exc, "cannot write the overlays")) from exc
             written[image.sop_instance_uid] = target

@@ -28,6 +28,7 @@ from mammogate.db.models import (
     Study,
     User,
     WebSession,
+    heatmap_file,
 )
 
 __all__ = [
@@ -53,4 +54,5 @@ __all__ = [
     "User",
     "utcnow",
     "WebSession",
+    "heatmap_file",
 ]

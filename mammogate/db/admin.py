@@ -27,6 +27,7 @@ from mammogate.db.models import (
     Job,
     Report,
     Study,
+    heatmap_file,
 )
 from mammogate.db.queue import (
     enqueue_analysis,
@@ -178,8 +179,9 @@ def purge_study(session: Session, study_instance_uid: str, *, actor: str, reason
         raise RequestRefused(f"a result of study {study_instance_uid} is being sent now: try again in a minute")
     files = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.study_id == study.id)) if p]
     files += [Path(r.path) for r in report_rows if r.path]
-    files += [Path(p) for p in session.scalars(select(AnalysisImage.overlay_path).where(
+    overlays = [Path(p) for p in session.scalars(select(AnalysisImage.overlay_path).where(
         AnalysisImage.analysis_id.in_(analysis_ids))) if p]
+    files += overlays + [heatmap_file(p) for p in overlays]
     counts = {"deliveries": _deleted(session.execute(delete(Delivery).where(Delivery.report_id.in_(report_ids))))}
     session.execute(delete(Report).where(Report.id.in_(report_ids)))
     session.execute(delete(Finding).where(Finding.analysis_id.in_(analysis_ids)))

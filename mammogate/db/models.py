@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -146,6 +147,13 @@ class Analysis(Base):
         back_populates="analysis", order_by="Finding.id"
     )
     reports: Mapped[list[Report]] = relationship(back_populates="analysis")
+
+
+def heatmap_file(overlay: Path) -> Path:
+    """Where an image's heatmap PNG lies: beside its overlay PNG (``AnalysisImage.overlay_path``),
+    ``<sop>.png`` → ``<sop>.heatmap.png``: written by the worker, read by the portal's viewer,
+    removed with the overlay by purge."""
+    return overlay.with_name(f"{overlay.stem}.heatmap.png")
 
 
 class AnalysisImage(Base):

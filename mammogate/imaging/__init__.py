@@ -17,6 +17,7 @@ from mammogate.imaging.display import (
     header_of,
     read_dataset,
     read_headers,
+    viewer_pixels,
 )
 from mammogate.imaging.errors import (
     DicomReadError,
@@ -65,4 +66,5 @@ __all__ = [
     "to_model_grid",
     "view_code",
     "view_info",
+    "viewer_pixels",
 ]

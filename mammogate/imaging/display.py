@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_voi_lut
 
 from mammogate.imaging.errors import DicomReadError, PixelDecodeError, UnsupportedImageError
+from mammogate.imaging.geometry import chest_wall_on_right
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +230,90 @@ def _inverted(ds: Dataset) -> bool:
     if shape:
         return shape == "INVERSE"
     return str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+
+
+@dataclass(frozen=True)
+class ViewerPixels:
+    """An image for the portal's viewer, which windows it in the browser: the modality values
+    (Rescale Slope/Intercept applied) of a block-averaged copy, stored as unsigned 16-bit
+    ``(value - offset) / scale``, with the image's own default window in modality units."""
+
+    values: np.ndarray  # uint16, rows x columns of the reduced copy
+    offset: float
+    scale: float
+    window_center: float
+    window_width: float
+    invert: bool  # MONOCHROME1 or an INVERSE presentation LUT: low values are bright
+    original_rows: int
+    original_columns: int
+    # where the chest wall is (geometry.chest_wall_on_right); None for a rotated image
+    chest_wall_on_right: bool | None = None
+
+    def to_bytes(self) -> bytes:
+        return self.values.astype("<u2", copy=False).tobytes()
+
+
+def viewer_pixels(ds: Dataset, *, max_rows: int = 1024) -> ViewerPixels:
+    """The modality values for windowing in the browser. The default window is the image's
+    first Window Center/Width (a VOI LUT Sequence or a SIGMOID function is approximated by a
+    linear window over the same range); without one, the 0.5th to 99.5th percentile of the
+    values that are not padding. Padding pixels get the value the window shows black."""
+    stored = decode_pixels(ds)
+    original_rows, original_columns = stored.shape
+    ds = frame_attributes(ds)
+    factor = reduction_factor(original_rows, max_rows)
+    padding = _padding_mask(ds, stored)
+    stored = block_mean(stored, factor)
+    if padding is not None and factor > 1:
+        rows, columns = stored.shape
+        padding = np.asarray(padding[:rows * factor, :columns * factor]
+                             .reshape(rows, factor, columns, factor).any(axis=(1, 3)))
+    try:
+        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        voi = _voi_range(ds, values) if "VOILUTSequence" in ds else None  # None: no usable LUT
+    except _DECODE_ERRORS as exc:
+        raise PixelDecodeError(f"the modality or VOI LUT cannot be applied: {exc}") from exc
+    image_values = values[~padding] if padding is not None and not padding.all() else values.ravel()
+    low, high = float(image_values.min()), float(image_values.max())
+    span = high - low
+    scale = span / 65535.0 if span > 65535 else 1.0
+    center = width = None
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        center = _first(ds.WindowCenter)
+        width = _first(ds.WindowWidth)
+    elif voi is not None:  # a VOI LUT: the input range it maps
+        center, width = _voi_input_window(ds)
+    if center is None or width is None or not width > 0:
+        p_low, p_high = np.percentile(image_values, [0.5, 99.5])
+        center, width = float(p_low + p_high) / 2, max(float(p_high - p_low), 1.0)
+    invert = _inverted(ds)
+    encoded = np.clip(np.rint((values - low) / scale), 0, 65535).astype(np.uint16)
+    if padding is not None:
+        encoded[padding] = 65535 if invert else 0
+    shown = np.clip((values - (center - width / 2)) / width, 0, 1)  # bright = tissue
+    if padding is not None:
+        shown[padding] = 1.0 if invert else 0.0
+    try:
+        chest_wall = chest_wall_on_right(ds, 1.0 - shown if invert else shown)
+    except UnsupportedImageError:
+        chest_wall = None
+    return ViewerPixels(encoded, low, scale, float(center), float(width), invert,
+                        original_rows, original_columns, chest_wall)
+
+
+def _first(value: object) -> float | None:
+    """The first of a multi-valued DS (Window Center/Width may list several windows)."""
+    if isinstance(value, (MultiValue, list, tuple)):
+        value = value[0] if len(value) else None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _voi_input_window(ds: Dataset) -> tuple[float, float]:
+    """The range of inputs the first VOI LUT maps (first mapped value, number of entries)."""
+    item = ds.VOILUTSequence[0]
+    entries = int(item.LUTDescriptor[0]) or 65536
+    first = float(item.LUTDescriptor[1])
+    return first + entries / 2, float(entries)

@@ -1,5 +1,6 @@
 """Renderings of a result: the image with the heatmap blended in colour and marks (the
-portal's PNG), and the same with a caption burned in (the Secondary Capture's pixels)."""
+portal's PNG), the heatmap alone (the portal's viewer colours it), and the picture with a
+caption burned in (the Secondary Capture's pixels)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,19 @@ def render_overlay_png(
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=(255, 255, 0), width=2)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def render_heatmap_png(heatmap: np.ndarray, *, max_rows: int = 256) -> bytes:
+    """The heatmap alone ([0, 1], the whole original frame, any size) as an 8-bit grayscale
+    PNG of at most ``max_rows`` rows, same aspect: the portal's viewer colours it in the
+    browser and can switch it off."""
+    rows, columns = heatmap.shape
+    out_rows = min(max_rows, rows)
+    out_columns = max(1, round(columns * out_rows / rows))
+    heat = np.clip(resize(heatmap.astype(np.float32), out_rows, out_columns), 0, 1)
+    buffer = io.BytesIO()
+    Image.fromarray((heat * 255 + 0.5).astype(np.uint8), mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
 
 

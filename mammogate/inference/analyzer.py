@@ -16,7 +16,7 @@ from pydicom import Dataset
 from mammogate.imaging import ImagingError, UnsupportedImageError, header_of, read_dataset
 from mammogate.imaging.breast import breast_landmarks
 from mammogate.imaging.geometry import pixel_spacing_mm
-from mammogate.imaging.render import render_overlay_png
+from mammogate.imaging.render import render_heatmap_png, render_overlay_png
 from mammogate.inference.bundle import ModelBundle, load_bundle
 from mammogate.inference.pipeline import (
     PreparedImage,
@@ -194,6 +194,7 @@ class Analyzer:
                 prepared.display, original_heatmap, [f.center for f in findings],
                 original_rows=prepared.transform.rows,
             ),
+            heatmap_png=render_heatmap_png(original_heatmap),
             nipple=nipple,
             breast_depth=depth,
             pixel_spacing=pixel_spacing_mm(ds),

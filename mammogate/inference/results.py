@@ -63,6 +63,8 @@ class ImageResult:
     heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
     # The portal's picture: the image with the heatmap blended in and the findings marked.
     overlay_png: bytes | None = field(default=None, compare=False, repr=False)
+    # The heatmap alone, 8-bit grayscale (imaging.render.render_heatmap_png): the viewer's layer
+    heatmap_png: bytes | None = field(default=None, compare=False, repr=False)
     # The breast's most anterior point (the nipple, see imaging.breast.breast_landmarks) and
     # its depth to the chest wall, in original pixels; None when not determined
     nipple: tuple[float, float] | None = None

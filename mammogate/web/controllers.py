@@ -16,13 +16,16 @@ from litestar.response import File, Redirect, Response, Stream, Template
 from sqlalchemy.orm import Session
 
 from mammogate.db import AuditEntry, Database, utcnow
+from mammogate.imaging import ImagingError, read_dataset, viewer_pixels
 from mammogate.storage import FreeSpaceGuard
 from mammogate.web.auth import any_role, radiologist_or_admin, user_of
-from mammogate.web.errors import InvalidInputError
+from mammogate.web.errors import ConflictError, InvalidInputError
 from mammogate.web.http import read
 from mammogate.web.statistics import Statistics, as_dict, compute
 from mammogate.web.studies import (
     StudyDetail,
+    heatmap_for,
+    image_file_for,
     overlay_for,
     record_feedback,
     result_object_for,
@@ -32,6 +35,7 @@ from mammogate.web.uploads import MAX_UPLOAD_BYTES, UploadError, dataset_from_up
 from mammogate.web.worklist import StudyPage, WorklistFilter, export_csv, list_studies, parse_filter
 
 PER_PAGE = 50
+VIEWER_ROWS = 1024  # the viewer's default: a 4096-row detector image averaged over 4x4 blocks
 Days = Annotated[int, QueryParameter(name="days", ge=1, le=3650)]
 PageNumber = Annotated[int, QueryParameter(name="page", ge=1, le=1_000_000)]
 DbSession = NamedDependency[Session]  # the request's read-only transaction
@@ -130,6 +134,53 @@ class StudyController(Controller):
         # the overlay is the patient's image: as much patient data as the detail page
         record_access(db, request, "image viewed", study_instance_uid)
         return File(path, media_type="image/png", content_disposition_type="inline")
+
+    @read("/images/{sop_instance_uid:str}/heatmap.png", sync_to_thread=True)
+    def heatmap(
+        self,
+        request: AnyRequest,
+        db_session: DbSession,
+        db: Db,
+        data_dir: DataDir,
+        study_instance_uid: FromPath[str],
+        sop_instance_uid: FromPath[str],
+    ) -> File:
+        """The heatmap alone (8-bit grayscale, 0 to 1 as 0 to 255): the viewer's layer."""
+        path = heatmap_for(db_session, study_instance_uid, sop_instance_uid, data_dir)
+        record_access(db, request, "image viewed", study_instance_uid)
+        return File(path, media_type="image/png", content_disposition_type="inline")
+
+    @read("/images/{sop_instance_uid:str}/pixels", sync_to_thread=True)
+    def pixels(
+        self,
+        request: AnyRequest,
+        db_session: DbSession,
+        db: Db,
+        study_instance_uid: FromPath[str],
+        sop_instance_uid: FromPath[str],
+        rows: Annotated[int, QueryParameter(ge=64, le=4096)] = VIEWER_ROWS,
+    ) -> Response[bytes]:
+        """The image's modality values for windowing in the browser: unsigned 16-bit
+        little-endian, row by row, of a block-averaged copy of at most ``rows`` rows;
+        value = offset + stored x scale. The headers give the size, the offset and scale,
+        the image's default window (modality units), whether low values are bright, and on
+        which side the chest wall is (the viewer hangs right breasts with it on the right)."""
+        path = image_file_for(db_session, study_instance_uid, sop_instance_uid)
+        try:
+            image = viewer_pixels(read_dataset(path), max_rows=rows)
+        except ImagingError as exc:
+            raise ConflictError(f"Image {sop_instance_uid} cannot be shown in the viewer: {exc}") from None
+        record_access(db, request, "image viewed", study_instance_uid)
+        height, width = image.values.shape
+        return Response(image.to_bytes(), media_type="application/octet-stream", headers={
+            "X-Image-Rows": str(height), "X-Image-Columns": str(width),
+            "X-Original-Rows": str(image.original_rows),
+            "X-Original-Columns": str(image.original_columns),
+            "X-Value-Offset": repr(image.offset), "X-Value-Scale": repr(image.scale),
+            "X-Window-Center": repr(image.window_center), "X-Window-Width": repr(image.window_width),
+            "X-Invert": "1" if image.invert else "0",
+            "X-Chest-Wall": {True: "right", False: "left", None: ""}[image.chest_wall_on_right],
+        })
 
     @read("/objects/{sop_instance_uid:str}", sync_to_thread=True)
     def result_object(

@@ -24,6 +24,7 @@ from mammogate.db import (
     Instance,
     Report,
     Study,
+    heatmap_file,
     utcnow,
 )
 from mammogate.db.queue import views_present
@@ -45,6 +46,10 @@ class ImageView:
     score: float | None
     reason: str
     has_overlay: bool
+    has_heatmap: bool = False  # the heatmap alone, for the viewer's layer
+    has_pixels: bool = False  # the DICOM image is on this node: the viewer can window it
+    rows: int = 0  # of the original image (0: not known)
+    columns: int = 0
 
     @property
     def hanging_order(self) -> int:
@@ -103,6 +108,25 @@ class AnalysisView:
     images: list[ImageView]
     findings: list[FindingView]
     reports: list[ReportView]
+
+    def hanging(self) -> list[tuple[str, ImageView | None]]:
+        """The overlays as radiologists hang them, mirrored: RCC | LCC over RMLO | LMLO, an
+        empty slot (None) for a standard view without one, then any other view; [] when no
+        image has an overlay."""
+        shown = sorted((i for i in self.images if i.has_overlay), key=lambda i: i.hanging_order)
+        if not shown:
+            return []
+        slots: list[tuple[str, ImageView | None]] = []
+        for name in _HANGING:
+            match = next((i for i in shown if f"{i.laterality}{i.view}" == name), None)
+            slots.append((name, match))
+        taken = {id(image) for _, image in slots if image is not None}
+        return slots + [(f"{i.laterality}{i.view}", i) for i in shown if id(i) not in taken]
+
+    def marks(self, sop_instance_uid: str) -> list[list[float]]:
+        """The image's findings for the viewer: [column, row, probability], original pixels."""
+        return [[f.center_column, f.center_row, f.probability] for f in self.findings
+                if f.sop_instance_uid == sop_instance_uid]
 
 
 @dataclass(frozen=True)
@@ -246,7 +270,8 @@ def study_detail(
         views_summary=summary,
         assembled_from=assembled_from,
         analysis_count=analysis_count,
-        analysis=_analysis_view(analysis, data_dir) if analysis is not None else None,
+        analysis=(_analysis_view(analysis, data_dir, _image_files(session, study))
+                  if analysis is not None else None),
         earlier=_earlier(session, study.id, analysis.id) if analysis is not None else [],
         feedback=[
             FeedbackView(f.username, f.verdict, f.ground_truth, f.comment, f.created_at, f.analysis_id)
@@ -268,7 +293,17 @@ def _earlier(session: Session, study_id: int, current_id: int) -> list[EarlierAn
                             r.category, successor.get(r.id)) for r in rows]
 
 
-def _analysis_view(analysis: Analysis, data_dir: Path) -> AnalysisView:
+def _image_files(session: Session, study: Study) -> dict[str, Path]:
+    """The study's DICOM files still on this node, by SOP Instance UID (none once retention
+    removed them)."""
+    if study.images_removed_at is not None:
+        return {}
+    rows = session.execute(select(Instance.sop_instance_uid, Instance.path)
+                           .where(Instance.study_id == study.id, Instance.path != ""))
+    return {uid: Path(path) for uid, path in rows if Path(path).is_file()}
+
+
+def _analysis_view(analysis: Analysis, data_dir: Path, files: dict[str, Path]) -> AnalysisView:
     return AnalysisView(
         id=analysis.id,
         created_at=analysis.created_at,
@@ -290,7 +325,9 @@ def _analysis_view(analysis: Analysis, data_dir: Path) -> AnalysisView:
                 status=image.status,
                 score=image.score,
                 reason=image.reason,
-                has_overlay=overlay_file(image.overlay_path, data_dir) is not None,
+                has_overlay=(overlay := overlay_file(image.overlay_path, data_dir)) is not None,
+                has_heatmap=overlay is not None and _png_file(heatmap_file(overlay)) is not None,
+                has_pixels=image.sop_instance_uid in files,
             )
             for image in analysis.images
         ],
@@ -337,6 +374,11 @@ def overlay_file(overlay_path: str, data_dir: Path) -> Path | None:
     path = Path(overlay_path)
     if not path.is_absolute():
         path = data_dir / path
+    return _png_file(path)
+
+
+def _png_file(path: Path) -> Path | None:
+    """``path`` if it is a PNG file (by name and signature)."""
     try:
         if path.suffix.lower() != ".png" or not path.is_file():
             return None
@@ -371,15 +413,47 @@ def overlay_for(
 ) -> Path:
     """The overlay of one image in the study's latest analysis that has that image."""
     study = _get_study(session, study_instance_uid)
+    path = overlay_file(_analysis_image(session, study, sop_instance_uid).overlay_path, data_dir)
+    if path is None:
+        raise NotFoundError(f"Image {sop_instance_uid} of this study has no overlay to show.")
+    return path
+
+
+def _analysis_image(session: Session, study: Study, sop_instance_uid: str) -> AnalysisImage:
     _check_uid(sop_instance_uid, "SOP Instance UID")
-    overlay_path = session.scalar(
-        select(AnalysisImage.overlay_path)
+    image = session.scalar(
+        select(AnalysisImage)
         .join(Analysis, AnalysisImage.analysis_id == Analysis.id)
         .where(Analysis.study_id == study.id, AnalysisImage.sop_instance_uid == sop_instance_uid)
         .order_by(Analysis.id.desc())
         .limit(1)
     )
-    path = overlay_file(overlay_path or "", data_dir)
+    if image is None:
+        raise NotFoundError(f"Image {sop_instance_uid} is not an analysed image of this study.")
+    return image
+
+
+def heatmap_for(
+    session: Session, study_instance_uid: str, sop_instance_uid: str, data_dir: Path
+) -> Path:
+    """The heatmap PNG of one image in the study's latest analysis that has that image."""
+    study = _get_study(session, study_instance_uid)
+    overlay = overlay_file(_analysis_image(session, study, sop_instance_uid).overlay_path, data_dir)
+    path = _png_file(heatmap_file(overlay)) if overlay is not None else None
     if path is None:
-        raise NotFoundError(f"Image {sop_instance_uid} of this study has no overlay to show.")
+        raise NotFoundError(f"Image {sop_instance_uid} of this study has no heatmap to show "
+                            "(it was analysed before heatmaps were kept apart: its overlay has one).")
+    return path
+
+
+def image_file_for(session: Session, study_instance_uid: str, sop_instance_uid: str) -> Path:
+    """The DICOM file of one image of the study, for the viewer (NotFoundError when retention
+    removed it, or the study has no such image)."""
+    study = _get_study(session, study_instance_uid)
+    _check_uid(sop_instance_uid, "SOP Instance UID")
+    if study.images_removed_at is not None:
+        raise NotFoundError("This study's images were removed by retention; its overlays remain.")
+    path = _image_files(session, study).get(sop_instance_uid)
+    if path is None:
+        raise NotFoundError(f"Image {sop_instance_uid} of this study is not on this node.")
     return path

@@ -134,6 +134,15 @@ def test_study_pushed_by_storescu_comes_back_as_cad_sr_and_shows_in_portal(
         assert len(overlays) == 4, "one heatmap overlay per analysed view"
         png = client.get(overlays[0])
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+        # the viewer's layers: each analysed view's heatmap alone, and its pixels to window
+        heatmaps = re.findall(r'data-heatmap="(/studies/[^"]+/heatmap\.png)"', detail)
+        pixels = re.findall(r'data-pixels="(/studies/[^"]+/pixels)"', detail)
+        assert len(heatmaps) == 4 and len(pixels) == 4
+        assert client.get(heatmaps[0]).content.startswith(b"\x89PNG")
+        served = client.get(pixels[0])
+        rows, columns = int(served.headers["X-Image-Rows"]), int(served.headers["X-Image-Columns"])
+        assert served.status_code == 200 and len(served.content) == 2 * rows * columns
+        assert int(served.headers["X-Original-Rows"]) >= rows > 0
         shown_findings = re.findall(r'finding-probability" data-score="([0-9.eE+-]+)"', detail)
         assert sorted(round(float(v), 6) for v in shown_findings) == sorted(
             round(f.probability, 6) for f in expected.findings)

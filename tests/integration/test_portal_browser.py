@@ -11,7 +11,15 @@ import pytest
 from mammogate.config.settings import load_settings
 from mammogate.db import Database
 from mammogate.web import PortalServer, create_app, create_local_user
-from tests.unit.web.portal_sample import EXAM_SCORE, PASSWORDS, STUDY_UID, add_sample_study
+from tests.unit.web.portal_sample import (
+    EXAM_SCORE,
+    IMAGE_COLUMNS,
+    IMAGE_ROWS,
+    LEFT_CC,
+    PASSWORDS,
+    STUDY_UID,
+    add_sample_study,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -89,6 +97,7 @@ def test_sign_in_history_detail_screenshot_sign_out(portal: PortalServer, tmp_pa
             page.wait_for_url(f"**/studies/{STUDY_UID}")
             assert page.locator("#analysis .exam-score").inner_text() == "87.3 %"
             assert "not for clinical use" in page.locator("footer").inner_text()
+            _use_the_viewer(page, tmp_path)
 
             shot = tmp_path / "study-detail.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -100,6 +109,66 @@ def test_sign_in_history_detail_screenshot_sign_out(portal: PortalServer, tmp_pa
             assert "/login?next=" in page.url
         finally:
             browser.close()
+
+
+PIXEL_AT = """([figureId, column, row]) => {
+    // the RGBA on the canvas at an image point (reduced grid), at zoom 1
+    const figure = document.getElementById(figureId);
+    const canvas = figure.querySelector("canvas.viewer-canvas");
+    const rows = ROWS, columns = COLUMNS;
+    const s = Math.min(canvas.width / columns, canvas.height / rows);
+    const x = Math.floor(canvas.width / 2 + (column - columns / 2) * s);
+    const y = Math.floor(canvas.height / 2 + (row - rows / 2) * s);
+    return Array.from(canvas.getContext("2d").getImageData(x, y, 1, 1).data);
+}""".replace("ROWS", str(IMAGE_ROWS)).replace("COLUMNS", str(IMAGE_COLUMNS))
+
+
+def _use_the_viewer(page: playwright_api.Page, tmp_path: Path) -> None:
+    """The left CC in the viewer: the image's own window, the heatmap on and off (button and
+    key), zoom, a typed window; the canvas' pixels change as each control says."""
+    figure_id = f"overlay-{LEFT_CC}"
+    figure = page.locator(f'[id="{figure_id}"]')
+    page.wait_for_selector(f'[id="{figure_id}"][data-viewer="ready"]')
+    assert figure.get_attribute("data-window-center") == "2000"
+    assert figure.get_attribute("data-heatmap") == "on"
+    assert figure.get_attribute("data-flipped") == "no"  # a left breast, its wall on the left
+    assert not figure.locator("img").is_visible(), "the canvas replaces the server's picture"
+    hot = [7.5 * IMAGE_COLUMNS / 10, 3.5 * IMAGE_ROWS / 12]  # the sample heatmap's hot cell
+    cold = [IMAGE_COLUMNS / 4, IMAGE_ROWS * 0.9]
+    with_heat = page.evaluate(PIXEL_AT, [figure_id, *hot])
+    assert not with_heat[0] == with_heat[1] == with_heat[2], "the hot cell is coloured"
+    figure.get_by_role("button", name="Heatmap").click()
+    assert figure.get_attribute("data-heatmap") == "off"
+    assert figure.get_by_role("button", name="Heatmap").get_attribute("aria-pressed") == "false"
+    without = page.evaluate(PIXEL_AT, [figure_id, *hot])
+    assert without[0] == without[1] == without[2], "grey once the heatmap is off"
+    # window 2000/4000 over values 30 r - 100: row 35's value 950 is grey 0.2875
+    assert abs(without[0] - 255 * (950 - 0) / 4000) <= 2
+    figure.locator("canvas").focus()
+    page.keyboard.press("h")
+    assert figure.get_attribute("data-heatmap") == "on"
+
+    grey = page.evaluate(PIXEL_AT, [figure_id, *cold])[0]
+    figure.locator("input.window-width").fill("1000")
+    figure.locator("input.window-center").fill("3000")
+    figure.locator("input.window-center").press("Enter")
+    figure.locator("input.window-center").dispatch_event("change")
+    assert figure.get_attribute("data-window-width") == "1000"
+    narrowed = page.evaluate(PIXEL_AT, [figure_id, *cold])[0]
+    # row 108: value 3140, window 2500..3500: grey 0.64 (it was 0.785 in the image's window);
+    # the canvas interpolates between rows, 30 apart: 7.7 grey levels in this window
+    assert abs(narrowed - 255 * 0.64) <= 8 and abs(grey - 255 * 0.785) <= 3
+
+    figure.get_by_role("button", name="Zoom in").click()
+    assert figure.get_attribute("data-zoom") == "2"
+    page.keyboard.press("+")
+    figure.locator("canvas").focus()
+    page.keyboard.press("+")
+    assert figure.get_attribute("data-zoom") == "8"
+    page.screenshot(path=str(tmp_path / "study-viewer-zoomed.png"), full_page=True)
+    page.keyboard.press("r")
+    assert figure.get_attribute("data-zoom") == "1"
+    assert figure.get_attribute("data-window-width") == "4000"
 
 
 def test_an_admin_changes_a_routing_rule_in_the_browser(portal: PortalServer, tmp_path: Path) -> None:

@@ -6,8 +6,13 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 from litestar import Litestar
 from litestar.testing import TestClient
+from PIL import Image
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation, ExplicitVRLittleEndian
 
 from mammogate.db import (
     Analysis,
@@ -19,6 +24,7 @@ from mammogate.db import (
     Instance,
     Report,
     Study,
+    heatmap_file,
     utcnow,
 )
 
@@ -60,11 +66,52 @@ def sign_in(client: TestClient[Litestar], username: str, next_path: str = "/") -
     assert response.status_code == 303, response.text
 
 
+IMAGE_ROWS, IMAGE_COLUMNS = 120, 96
+WINDOW = (2000.0, 4000.0)  # the sample image's Window Center and Width
+
+
+def write_sample_image(path: Path) -> np.ndarray:
+    """The left CC's DICOM file: a 120 x 96 MONOCHROME2 mammogram stand-in whose stored value
+    rises along the rows (row r holds 30 r), with a window, and RescaleIntercept -100."""
+    stored = np.repeat((np.arange(IMAGE_ROWS, dtype=np.uint16) * 30)[:, None], IMAGE_COLUMNS, axis=1)
+    ds = Dataset()
+    ds.SOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.SOPInstanceUID = LEFT_CC
+    ds.StudyInstanceUID = STUDY_UID
+    ds.Modality = "MG"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept, ds.RescaleSlope = -100, 1
+    ds.WindowCenter, ds.WindowWidth = WINDOW
+    ds.PatientOrientation = ["A", "R"]  # a left CC: columns run toward the nipple, wall on the left
+    ds.PixelData = stored.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return stored
+
+
+def write_sample_heatmap(path: Path) -> None:
+    """A 12 x 10 heatmap, cold but for one hot cell at row 3, column 7 (the top right)."""
+    heat = np.zeros((12, 10), dtype=np.uint8)
+    heat[3, 7] = 255
+    Image.fromarray(heat, mode="L").save(path, format="PNG")
+
+
 def add_sample_study(db: Database, data_dir: Path) -> str:
-    """A done study with one analysis (two analysed images, one skipped), a finding, an SR."""
+    """A done study with one analysis (two analysed images, one skipped), a finding, an SR;
+    the left CC's DICOM file is in the spool, its overlay and heatmap under overlays/."""
     overlay = data_dir / "overlays" / "left_cc.png"
     overlay.parent.mkdir(parents=True)
     overlay.write_bytes(PNG_BYTES)
+    write_sample_heatmap(heatmap_file(overlay))
+    image_file = data_dir / "spool" / STUDY_UID / f"{LEFT_CC}.dcm"
+    write_sample_image(image_file)
     sr_file = data_dir / "reports" / STUDY_UID / f"{SR_UID}.dcm"
     sr_file.parent.mkdir(parents=True)
     sr_file.write_bytes(SR_BYTES)
@@ -89,7 +136,8 @@ def add_sample_study(db: Database, data_dir: Path) -> str:
             session.add(Instance(
                 sop_instance_uid=sop_uid, study_id=s.id, series_instance_uid=f"{STUDY_UID}.1",
                 sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2", transfer_syntax_uid="1.2.840.10008.1.2.1",
-                modality="MG", laterality=laterality, view=view, path="", size=0, sha256="",
+                modality="MG", laterality=laterality, view=view,
+                path=str(image_file) if sop_uid == LEFT_CC else "", size=0, sha256="",
                 received_at=now - timedelta(minutes=4)))
         a = Analysis(
             study_id=s.id,

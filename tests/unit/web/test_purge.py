@@ -34,7 +34,7 @@ TABLES = (Study, Instance, Analysis, AnalysisImage, Finding, Report, Delivery, F
 def _spool_file(db: Database, settings: Settings) -> Path:
     """Give the sample study's instances real files in the spool, and a feedback row."""
     folder = settings.data_dir / "spool" / STUDY_UID
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     with db.session() as session:
         study = session.scalars(select(Study)).one()
         for k, instance in enumerate(session.scalars(select(Instance))):
@@ -72,6 +72,7 @@ def test_an_admin_purges_a_study_after_typing_its_accession_and_nothing_of_it_is
     assert not spool.exists()
     assert not (settings.data_dir / "reports" / STUDY_UID).exists()
     assert not (settings.data_dir / "overlays" / "left_cc.png").exists()
+    assert not (settings.data_dir / "overlays" / "left_cc.heatmap.png").exists()
     assert client.get(f"/studies/{study}").status_code == 404
     with db.session() as session:
         purged = session.execute(select(AuditEntry.actor, AuditEntry.detail)

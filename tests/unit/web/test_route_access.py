@@ -38,6 +38,8 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/statistics"): SIGNED_IN,
     ("GET", "/studies/{study_instance_uid:str}"): SIGNED_IN,
     ("GET", "/studies/{study_instance_uid:str}/images/{sop_instance_uid:str}/overlay.png"): SIGNED_IN,
+    ("GET", "/studies/{study_instance_uid:str}/images/{sop_instance_uid:str}/heatmap.png"): SIGNED_IN,
+    ("GET", "/studies/{study_instance_uid:str}/images/{sop_instance_uid:str}/pixels"): SIGNED_IN,
     ("GET", "/studies/{study_instance_uid:str}/objects/{sop_instance_uid:str}"): SIGNED_IN,
     ("POST", "/studies/{study_instance_uid:str}/feedback"): CLINICAL,
     ("GET", "/upload"): CLINICAL,

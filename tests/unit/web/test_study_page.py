@@ -52,6 +52,18 @@ def test_overlays_hang_rcc_lcc_over_rmlo_lmlo_whatever_the_order_received(
     assert 'class="overlays hanging"' in html
 
 
+def test_a_missing_view_keeps_its_slot_and_other_views_hang_after(
+    client: TestClient[Litestar], db: Database, settings: Settings,
+) -> None:
+    _study(db, settings, category="not_flagged", views=["RXCCL", "LMLO", "LCC", "RMLO"])
+    sign_in(client, "rita")
+    html = client.get(f"/studies/{UID}").text
+    hung = re.findall(r'alt="Overlay of (\w) (\w+)"|id="slot-(\w+)"', html)
+    assert hung == [("", "", "RCC"), ("L", "CC", ""), ("R", "MLO", ""), ("L", "MLO", ""),
+                    ("R", "XCCL", "")]
+    assert "RCC: no analysed image" in html
+
+
 def test_a_study_with_nothing_analysable_is_not_analysed_in_neutral_words(
     client: TestClient[Litestar], db: Database, settings: Settings,
 ) -> None:
