@@ -13,7 +13,8 @@ on the LEFT breast 3 o'clock is lateral and 9 medial. The rule:
   ``inference.correspondence``), and both findings of the pair get the same hour and region.
   hour = atan2(superior offset on the lateral view, lateral offset on the CC view), each in mm
   when both images state a pixel spacing, else as a fraction of that view's breast depth,
-  rounded to the nearest hour (12, never 0). The region is the quadrant of that hour ("upper
+  rounded to the nearest hour (12, never 0; half hours away from 12 o'clock, so that the two
+  breasts' answers mirror each other). The region is the quadrant of that hour ("upper
   outer quadrant", "upper inner quadrant", "lower outer quadrant", "lower inner quadrant"), or
   the hour itself ("12 o'clock", "3 o'clock", "6 o'clock", "9 o'clock") on the line between two.
 - A finding seen on one view only gets the half that view shows: CC "outer half" or "inner

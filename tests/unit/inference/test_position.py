@@ -20,7 +20,13 @@ from mammogate.inference.position import (
     finding_positions,
     locate,
 )
-from mammogate.inference.results import Finding, FindingPosition, ImageResult, ModelInfo, StudyResult
+from mammogate.inference.results import (
+    Finding,
+    FindingPosition,
+    ImageResult,
+    ModelInfo,
+    StudyResult,
+)
 
 MODEL = ModelInfo(name="m", version="1", sha256="", operating_point=0.5)
 NIPPLE = (1000.0, 500.0)  # column, row; 0.1 mm per pixel
