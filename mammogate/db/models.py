@@ -191,6 +191,13 @@ class Finding(Base):
     # findings of one analysis with the same number are one lesion seen on two views
     # (inference.correspondence); None: seen on one view only
     lesion: Mapped[int | None] = mapped_column(Integer)
+    # where on the breast (inference.position): the clock hour, 1-12 (None: one view only,
+    # retroareolar or central), and the region ("upper outer quadrant", "outer half",
+    # "retroareolar", ...; "" unknown); orientation_assumed: an image had no usable Patient
+    # Orientation and the conventional positioning was assumed
+    clock_hour: Mapped[int | None] = mapped_column(Integer)
+    region: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    orientation_assumed: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
 
     analysis: Mapped[Analysis] = relationship(back_populates="findings")
 

@@ -15,6 +15,7 @@ from pydicom import Dataset
 
 from mammogate.imaging import ImagingError, UnsupportedImageError, header_of, read_dataset
 from mammogate.imaging.breast import breast_landmarks
+from mammogate.imaging.clock import patient_orientation
 from mammogate.imaging.geometry import pixel_spacing_mm
 from mammogate.imaging.render import render_heatmap_png, render_overlay_png
 from mammogate.inference.bundle import ModelBundle, load_bundle
@@ -25,6 +26,7 @@ from mammogate.inference.pipeline import (
     preprocess,
     select_view,
 )
+from mammogate.inference.position import locate
 from mammogate.inference.results import (
     ExamCategory,
     Finding,
@@ -146,7 +148,8 @@ class Analyzer:
             "study %s: %d analysed, %d skipped, exam score %s, %s in %.2f s",
             study_uid, len(images), len(skipped), exam_score, category, elapsed,
         )
-        return StudyResult(
+        # each finding's place on the breast (clock hour or region), from both views of a lesion
+        return locate(StudyResult(
             study_instance_uid=study_uid,
             model=self.bundle.model_info,
             images=tuple(images),
@@ -156,7 +159,7 @@ class Analyzer:
             category=category,
             elapsed_seconds=elapsed,
             headers=tuple(headers),
-        )
+        ))
 
     def _image_result(self, candidate: _Candidate, logits: np.ndarray) -> ImageResult:
         ds, prepared = candidate.ds, candidate.prepared
@@ -198,4 +201,5 @@ class Analyzer:
             nipple=nipple,
             breast_depth=depth,
             pixel_spacing=pixel_spacing_mm(ds),
+            patient_orientation=patient_orientation(ds),
         )

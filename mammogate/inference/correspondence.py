@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mammogate.imaging.clock import CRANIOCAUDAL_VIEWS, LATERAL_VIEWS
 from mammogate.inference.results import Finding, ImageResult, StudyResult
 
 MAX_DIFFERENCE_MM = 15.0
 MAX_DIFFERENCE_RELATIVE = 0.15
-CRANIOCAUDAL_VIEWS = frozenset({"CC", "XCCL", "XCCM"})
-LATERAL_VIEWS = frozenset({"MLO", "ML", "LM", "LMO"})
 
 RULE = (
     "same breast, one craniocaudal and one lateral view, distances from the nipple within "

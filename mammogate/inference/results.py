@@ -31,6 +31,20 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class FindingPosition:
+    """Where on the breast a finding lies, as radiologists say it (the rule:
+    ``inference.position``): the clock hour (1-12; None when it needs a view the finding was
+    not paired on, or the finding is retroareolar or central) and the region ("upper outer
+    quadrant", "12 o'clock", "outer half", "retroareolar", ...; "" when unknown)."""
+
+    clock_hour: int | None = None
+    region: str = ""
+    # True when an image had no usable Patient Orientation and the conventional positioning
+    # (lateral at the top of a CC image, superior at the top of a lateral view) was assumed
+    orientation_assumed: bool = False
+
+
+@dataclass(frozen=True)
 class Finding:
     """One suspicious region on one image (a heatmap peak above the operating point)."""
 
@@ -43,6 +57,8 @@ class Finding:
     # how likely the region is a lesion at all, benign or malignant (the model's lesion
     # channel, calibrated), 0..1; None when the model has no such channel
     certainty: float | None = None
+    # where on the breast (inference.position.locate sets it for the study); None: not located
+    position: FindingPosition | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,9 @@ class ImageResult:
     # mm per original pixel (PixelSpacing, else ImagerPixelSpacing; the mean of the two
     # directions); None when the header states none
     pixel_spacing: float | None = None
+    # Patient Orientation (0020,0020) as read, e.g. ("P", "L"); () when the header has none:
+    # which way the rows run on the patient (see imaging.clock)
+    patient_orientation: tuple[str, ...] = ()
 
     def distance_from_nipple(self, point: tuple[float, float]) -> tuple[float | None, float | None]:
         """How far ``point`` (column, row) lies from the nipple: (mm, fraction of the breast's

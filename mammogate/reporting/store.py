@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from mammogate.db import Analysis, AnalysisImage, Finding, Report, Study, utcnow
 from mammogate.inference.correspondence import corresponding_findings
+from mammogate.inference.position import finding_positions
 from mammogate.inference.results import StudyResult
 
 
@@ -49,6 +50,7 @@ def record_analysis(
     lesion_of: dict[int, int] = {}
     for number, pair in enumerate(corresponding_findings(result), start=1):
         lesion_of[id(pair.craniocaudal)] = lesion_of[id(pair.lateral)] = number
+    positions = finding_positions(result)
     for image in result.images:
         analysis.images.append(
             AnalysisImage(
@@ -62,6 +64,7 @@ def record_analysis(
         )
         for finding in image.findings:
             distance_mm, _ = image.distance_from_nipple(finding.center)
+            position = positions[id(finding)]
             analysis.findings.append(
                 Finding(
                     sop_instance_uid=finding.sop_instance_uid,
@@ -74,6 +77,9 @@ def record_analysis(
                     certainty=finding.certainty,
                     nipple_distance_mm=None if distance_mm is None else round(distance_mm, 1),
                     lesion=lesion_of.get(id(finding)),
+                    clock_hour=position.clock_hour,
+                    region=position.region,
+                    orientation_assumed=position.orientation_assumed,
                 )
             )
     for skipped in result.skipped:

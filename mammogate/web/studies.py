@@ -28,6 +28,7 @@ from mammogate.db import (
     utcnow,
 )
 from mammogate.db.queue import views_present
+from mammogate.imaging.clock import describe_position, position_label
 from mammogate.imaging.views import views_summary
 from mammogate.web.errors import NotFoundError
 
@@ -71,6 +72,15 @@ class FindingView:
     certainty: float | None = None  # how likely a lesion at all (benign or malignant)
     nipple_distance_mm: float | None = None
     lesion: int | None = None  # findings sharing the number: one lesion seen on two views
+    # where on the breast (inference.position): clock hour 1-12 (None: one view only,
+    # retroareolar or central), region ("" unknown), whether the orientation was assumed
+    clock_hour: int | None = None
+    region: str = ""
+    orientation_assumed: bool = False
+    position: str = ""  # "10 o'clock, upper outer quadrant", "outer half", ... ("" unknown)
+    # the whole of it as radiologists say it: "Right breast, 10 o'clock, upper outer
+    # quadrant, 42 mm from the nipple"
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -342,6 +352,14 @@ def _analysis_view(analysis: Analysis, data_dir: Path, files: dict[str, Path]) -
                 certainty=f.certainty,
                 nipple_distance_mm=f.nipple_distance_mm,
                 lesion=f.lesion,
+                clock_hour=f.clock_hour,
+                region=f.region or "",
+                orientation_assumed=bool(f.orientation_assumed),
+                position=position_label(f.clock_hour, f.region or ""),
+                description=describe_position(
+                    f.laterality, f.clock_hour, f.region or "", f.nipple_distance_mm,
+                    orientation_assumed=bool(f.orientation_assumed),
+                ),
             )
             for f in analysis.findings
         ],

@@ -112,6 +112,8 @@ def test_each_image_knows_its_nipple_breast_depth_and_pixel_spacing(analyzer: An
         pixels = np.asarray(ds.pixel_array, dtype=np.float64)
         assert pixels[int(row), int(column) - 8 if image.laterality == "L" else int(column) + 8] > pixels.min()
         assert image.distance_from_nipple(image.nipple) == (0.0, 0.0)
+        # which way the rows run on the patient, for the findings' clock positions
+        assert image.patient_orientation == tuple(ds.PatientOrientation)
 
 
 def test_analysis_is_deterministic(analyzer: Analyzer, tmp_path: Path) -> None:
@@ -206,7 +208,11 @@ def test_flagged_images_have_findings_and_scores_are_not_rounded(
         assert bool(image.findings) is (image.score >= analyzer.threshold)
         if image.findings:
             assert max(f.probability for f in image.findings) == image.score
+        # every finding is placed on the breast (inference.position), from the header's
+        # Patient Orientation: nothing assumed
+        assert all(f.position is not None and not f.position.orientation_assumed for f in image.findings)
     assert any(round(i.score, 6) != i.score for i in result.images)
+    assert any(f.position is not None and f.position.region for f in result.findings)
 
 
 @pytest.mark.parametrize("lesion", [False])

@@ -190,6 +190,7 @@ def add_sample_study(db: Database, data_dir: Path) -> str:
                     outline=[[1000, 2000], [1050, 2000], [1050, 2100], [1000, 2000]],
                     certainty=0.634,
                     nipple_distance_mm=42.3,
+                    region="outer half",
                 ),
             ]
         )

@@ -108,6 +108,8 @@ def test_detail_shows_analysis_scores_findings_and_deliveries(
     assert finding is not None
     assert "Left CC" in finding.group(0) and "63.4 %" in finding.group(0)
     assert "42 mm" in finding.group(0) and "one view" in finding.group(0)
+    # and where on the breast: seen on one view, the half it shows
+    assert re.search(r'<td class="finding-position">outer half</td>', finding.group(0))
     assert SR_UID in html
     assert "pacs-main" in html and "delivery-dead" in html
     assert "association rejected by PACS" in html
@@ -204,6 +206,11 @@ def test_api_returns_the_same_scores(client: TestClient[Litestar], study: str) -
     assert detail["analysis"]["findings"][0]["probability"] == 0.812345
     assert detail["analysis"]["findings"][0]["nipple_distance_mm"] == 42.3
     assert detail["analysis"]["findings"][0]["lesion"] is None
+    position = {k: detail["analysis"]["findings"][0][k] for k in (
+        "clock_hour", "region", "orientation_assumed", "position", "description")}
+    assert position == {"clock_hour": None, "region": "outer half", "orientation_assumed": False,
+                        "position": "outer half",
+                        "description": "Left breast, outer half, 42 mm from the nipple"}
     assert detail["analysis"]["reports"][0]["deliveries"][0]["destination"] == "pacs-main"
     missing = client.get("/api/studies/9.9.9")
     assert missing.status_code == 404 and "9.9.9" in missing.json()["error"]

@@ -7,9 +7,10 @@ import re
 
 from litestar import Litestar
 from litestar.testing import TestClient
+from sqlalchemy import select
 
 from mammogate.config.settings import Settings
-from mammogate.db import Analysis, AnalysisImage, Database, Study, utcnow
+from mammogate.db import Analysis, AnalysisImage, Database, Finding, Study, utcnow
 from tests.unit.web.portal_sample import PNG_BYTES, sign_in
 
 UID = "1.2.826.0.1.3680043.8.498.2001"
@@ -75,3 +76,35 @@ def test_a_study_with_nothing_analysable_is_not_analysed_in_neutral_words(
     assert "Analysed (UTC)" not in html and "No score: no view was analysed." in html
     assert "only For Presentation images are analysed" in html
     assert "0000-00-00" not in html and re.search(r"<dt>Birth date</dt><dd>—</dd>", html)
+
+
+def test_each_finding_says_where_on_the_breast_it_lies(
+    client: TestClient[Litestar], db: Database, settings: Settings,
+) -> None:
+    _study(db, settings, category="flagged", views=["RCC", "RMLO", "LCC"])
+    with db.session() as session:
+        analysis_id = session.scalars(select(Analysis.id)).one()
+        for k, view, clock_hour, region, assumed in [
+            (0, "CC", 10, "upper outer quadrant", False),
+            (1, "MLO", 10, "upper outer quadrant", True),
+            (2, "CC", None, "retroareolar", False),
+        ]:
+            session.add(Finding(
+                analysis_id=analysis_id, sop_instance_uid=f"{UID}.{k}", laterality="L" if k == 2 else "R",
+                view=view, probability=0.8, center_column=100.0, center_row=200.0, outline=[],
+                nipple_distance_mm=42.0 if k < 2 else 6.0, lesion=1 if k < 2 else None,
+                clock_hour=clock_hour, region=region, orientation_assumed=assumed))
+    sign_in(client, "rita")
+    html = client.get(f"/studies/{UID}").text
+    assert "<th>Position</th>" in html
+    cells = re.findall(r'<td class="finding-position">(.*?)</td>', html)
+    assert cells == ["10 o&#39;clock, upper outer quadrant",
+                     "10 o&#39;clock, upper outer quadrant (orientation assumed)",
+                     "retroareolar"]
+    findings = client.get(f"/api/studies/{UID}").json()["analysis"]["findings"]
+    assert [(f["clock_hour"], f["region"], f["orientation_assumed"], f["description"]) for f in findings] == [
+        (10, "upper outer quadrant", False, "Right breast, 10 o'clock, upper outer quadrant, 42 mm from the nipple"),
+        (10, "upper outer quadrant", True,
+         "Right breast, 10 o'clock, upper outer quadrant, 42 mm from the nipple (orientation assumed)"),
+        (None, "retroareolar", False, "Left breast, retroareolar, 6 mm from the nipple"),
+    ]
