@@ -56,18 +56,27 @@ def find_study(session: Session, study_instance_uid: str) -> Study:
     return study
 
 
+def reanalysis_refused(session: Session, study: Study) -> str | None:
+    """Why ``study`` cannot be analysed again now (a sentence naming it), or None if it can."""
+    uid = study.study_instance_uid
+    why_not = reanalysable(study)
+    if why_not is not None:
+        return f"study {uid} cannot be analysed again now: {why_not}"
+    if study.images_removed_at is not None:
+        return (f"{removed_reason(uid, study.images_removed_at)}: it cannot be analysed again "
+                "(send the study again under new UIDs)")
+    if session.scalar(select(Instance.id).where(Instance.study_id == study.id).limit(1)) is None:
+        return f"study {uid} has no stored images"
+    return None
+
+
 def request_reanalysis(session: Session, study_instance_uid: str, *, actor: str) -> Job:
     """Queue a new analysis of a study; its result supersedes the current one, and the objects
     it sends name their predecessors."""
     study = find_study(session, study_instance_uid)
-    why_not = reanalysable(study)
+    why_not = reanalysis_refused(session, study)
     if why_not is not None:
-        raise RequestRefused(f"study {study_instance_uid} cannot be analysed again now: {why_not}")
-    if study.images_removed_at is not None:
-        raise RequestRefused(f"{removed_reason(study_instance_uid, study.images_removed_at)}: it "
-                             "cannot be analysed again (send the study again under new UIDs)")
-    if session.scalar(select(Instance.id).where(Instance.study_id == study.id).limit(1)) is None:
-        raise RequestRefused(f"study {study_instance_uid} has no stored images")
+        raise RequestRefused(why_not)
     job = enqueue_analysis(session, study)
     announce(session, ANALYSIS)
     session.flush()

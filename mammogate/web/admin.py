@@ -46,15 +46,18 @@ from mammogate.db.admin import (
     purge_study,
     remove_purged_files,
     request_destination_test,
+    request_reanalysis,
     request_resubmission,
 )
 from mammogate.db.states import DeliveryState, JobState
 from mammogate.web.accounts import list_accounts, reset_password, set_disabled, set_role
 from mammogate.web.auth import ROLES, admin_only, user_of
-from mammogate.web.configuration import apply_document, current_document
+from mammogate.web.configuration import apply_document, current_document, document_routes
 from mammogate.web.controllers import Db, DbSession
 from mammogate.web.errors import InvalidInputError, NotFoundError
 from mammogate.web.http import read
+from mammogate.web.operations import refusal
+from mammogate.web.studies import find_study_uid, study_verdicts
 from mammogate.web.tokens import create_token, revoke_token
 from mammogate.web.worklist import csv_cell
 
@@ -175,6 +178,8 @@ class TokenForm:
 @dataclass
 class ConfigForm:
     document: str = ""
+    action: str = "save"  # or "dry-run": evaluate the document's routes for a study, save nothing
+    study: str = ""  # the dry run's study: Study Instance UID or accession number
 
 
 @dataclass
@@ -213,11 +218,12 @@ def _tokens_page(session: Session, *, new_token: str = "", error: str = "", stat
 
 
 def _config_page(session: Session, document: str, *, error: str = "", changes: list[str] | None = None,
-                 status_code: int = 200) -> Template:
+                 status_code: int = 200, **dry_run: Any) -> Template:
     destinations = session.scalars(select(DestinationRow.name).where(DestinationRow.enabled.is_(True))
                                    .order_by(DestinationRow.name)).all()
     return _page("config", session, document=document, error=error, changes=changes,
-                 destinations=destinations, status_code=status_code)
+                 destinations=destinations, status_code=status_code,
+                 **{"study": "", "dry_run": None, "dry_run_study": "", **dry_run})
 
 
 def _page(name: str, db_session: Session, *, status_code: int = 200, **context: Any) -> Template:
@@ -398,13 +404,32 @@ class AdminController(Controller):
     @post("/config", sync_to_thread=True)
     def save_config(self, request: AnyRequest, db: Db, db_session: DbSession,
                     data: URLEncodedBody[ConfigForm]) -> Template:
-        """Peers, destinations and routes from the edited document, validated as the file is."""
+        """Peers, destinations and routes from the edited document, validated as the file is;
+        or, with the dry-run action, its routes evaluated for one study and nothing saved."""
+        if data.action == "dry-run":
+            return self._dry_run(db_session, data)
         try:
             changes = apply_document(db, data.document, actor=_actor(request))
         except ValueError as exc:
             return _config_page(db_session, data.document, error=str(exc), status_code=422)
         with db.read_session() as fresh:
             return _config_page(fresh, current_document(fresh), changes=changes)
+
+    @staticmethod
+    def _dry_run(db_session: Session, data: ConfigForm) -> Template:
+        study = data.study.strip()
+        try:
+            rules = document_routes(data.document)
+        except ValueError as exc:
+            return _config_page(db_session, data.document, error=str(exc), study=study, status_code=422)
+        uid = find_study_uid(db_session, study)
+        if uid is None:
+            return _config_page(db_session, data.document, study=study, status_code=422, error=(
+                f"no study with Study Instance UID or accession number {study[:64]!r} on this node"
+                if study else "give the Study Instance UID or accession number of the study to try the routes on"))
+        found = study_verdicts(db_session, uid, rules)
+        assert found is not None  # find_study_uid found it
+        return _config_page(db_session, data.document, study=study, dry_run=found[1], dry_run_study=uid)
 
     @post("/destinations/{name:str}/test", sync_to_thread=True)
     def test_destination(self, request: AnyRequest, db: Db, name: FromPath[str]) -> Redirect:
@@ -418,6 +443,29 @@ class AdminController(Controller):
             writing.flush()
             job_id = job.id
         return Redirect(f"/admin/jobs/{job_id}", status_code=303)
+
+    @post("/studies/{study_instance_uid:str}/reanalyse", sync_to_thread=True)
+    def reanalyse(self, request: AnyRequest, db: Db, study_instance_uid: FromPath[str]) -> Redirect:
+        """A new analysis of the study, as a job for the worker; back to the study's page,
+        which follows the job (queued, processing, done)."""
+        with db.session() as writing:
+            try:
+                request_reanalysis(writing, study_instance_uid, actor=_actor(request))
+            except RequestRefused as exc:
+                raise refusal(exc) from None
+        return Redirect(f"/studies/{study_instance_uid}", status_code=303)
+
+    @post("/studies/{study_instance_uid:str}/resubmit", sync_to_thread=True)
+    def resubmit_study(self, request: AnyRequest, db: Db, study_instance_uid: FromPath[str]) -> Redirect:
+        """Send every result object of the study's current analysis again (jobs for the sender)."""
+        with db.session() as writing:
+            try:
+                rows = request_resubmission(writing, actor=_actor(request),
+                                            study_instance_uid=study_instance_uid)
+            except RequestRefused as exc:
+                raise refusal(exc) from None
+            count = len(rows)
+        return Redirect(f"/studies/{study_instance_uid}?resubmitted={count}#reports", status_code=303)
 
     @read("/jobs/{job_id:int}", sync_to_thread=True)
     def job(self, db_session: DbSession, job_id: FromPath[int]) -> Template:

@@ -17,11 +17,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammogate.config.settings import ConfigError, load_settings
+from mammogate.config.settings import ConfigError, Settings, load_settings
 from mammogate.db import AllowedPeer, Database, DestinationRow, RouteRow
 from mammogate.db.seed import DESTINATION_FIELDS, apply_config, config_diff
+from mammogate.routing import RouteRule
 
 MAX_DOCUMENT = 200_000  # characters
+
+
+def document_routes(text: str) -> list[RouteRule]:
+    """The routes of an edited document, in order, as the node would evaluate them (for the
+    dry run before saving). ValueError as :func:`parse_document`."""
+    return [RouteRule.from_record(route) for route in parse_document(text).routes]
 
 
 def current_document(session: Session) -> str:
@@ -53,9 +60,9 @@ def current_document(session: Session) -> str:
                       indent=2, ensure_ascii=False)
 
 
-def apply_document(db: Database, text: str, *, actor: str) -> list[str]:
-    """Validate ``text`` and make the database follow it; the differences applied (empty: the
-    document said what the database had). ValueError with a message naming the problem."""
+def parse_document(text: str) -> Settings:
+    """``text`` validated as the configuration file is: settings holding its peers,
+    destinations and routes. ValueError with a message naming the problem."""
     if len(text) > MAX_DOCUMENT:
         raise ValueError(f"the document is longer than {MAX_DOCUMENT:,} characters")
     try:
@@ -68,11 +75,17 @@ def apply_document(db: Database, text: str, *, actor: str) -> list[str]:
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(unknown)}: the document holds peers, destinations and routes")
     try:
-        settings = load_settings(None, dicom={"peers": document.get("peers", [])},
-                                 destinations=document.get("destinations", []),
-                                 routes=document.get("routes", []))
+        return load_settings(None, dicom={"peers": document.get("peers", [])},
+                             destinations=document.get("destinations", []),
+                             routes=document.get("routes", []))
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
+
+
+def apply_document(db: Database, text: str, *, actor: str) -> list[str]:
+    """Validate ``text`` and make the database follow it; the differences applied (empty: the
+    document said what the database had). ValueError with a message naming the problem."""
+    settings = parse_document(text)
     with db.session() as session:
         if not config_diff(session, settings):
             return []

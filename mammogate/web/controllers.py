@@ -30,6 +30,7 @@ from mammogate.web.studies import (
     record_feedback,
     result_object_for,
     study_detail,
+    study_operations,
 )
 from mammogate.web.uploads import MAX_UPLOAD_BYTES, UploadError, dataset_from_upload, store_upload
 from mammogate.web.worklist import StudyPage, WorklistFilter, export_csv, list_studies, parse_filter
@@ -117,8 +118,13 @@ class StudyController(Controller):
         study_instance_uid: FromPath[str],
     ) -> Template:
         study = study_detail(db_session, study_instance_uid, data_dir, expected_views)
+        user = user_of(request)
+        operations = study_operations(db_session, study_instance_uid) if user and user.is_admin else None
         record_access(db, request, "study viewed", study_instance_uid)
-        return Template("studies/detail.html", context={"study": study})
+        return Template("studies/detail.html", context={
+            "study": study, "operations": operations,
+            "resubmitted": resubmitted if (resubmitted := request.query_params.get("resubmitted", "")).isdigit() else "",
+        })
 
     @read("/images/{sop_instance_uid:str}/overlay.png", sync_to_thread=True)
     def overlay(

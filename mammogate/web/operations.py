@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, post
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -21,12 +20,12 @@ from mammogate.db.admin import (
     request_reanalysis,
     request_resubmission,
 )
-from mammogate.db.routes import routes_in_order, routing_inputs
-from mammogate.imaging import read_headers
-from mammogate.routing import ClauseVerdict, RouteRule, StudyFacts, explain
+from mammogate.routing import ClauseVerdict
 from mammogate.web.auth import admin_only, user_of
 from mammogate.web.controllers import Db, DbSession, record_access
+from mammogate.web.errors import ConflictError, NotFoundError, PortalError
 from mammogate.web.http import read
+from mammogate.web.studies import study_verdicts
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -83,9 +82,13 @@ class AssociationOut:
     security: str  # "" in plain TCP; else TLS version, cipher, client certificate
 
 
-def _refused(exc: RequestRefused) -> HTTPException:
-    status = 404 if str(exc).startswith(("no study", "no delivery", "no destination")) else 409
-    return HTTPException(status_code=status, detail=str(exc))
+def refusal(exc: RequestRefused) -> PortalError:
+    """A request the database layer refused, as the error to answer (a page or JSON): 404 for
+    what does not exist, 409 for what cannot be done now; the reason as it was given."""
+    text = str(exc)
+    if text.startswith(("no study", "no delivery", "no destination")):
+        return NotFoundError(text)
+    return ConflictError(text)
 
 
 def _actor(request: AnyRequest) -> str:
@@ -118,13 +121,12 @@ class OperationsController(Controller):
                        study_instance_uid: FromPath[str]) -> ExplainOut:
         """Which routes fire for the study, and why, clause by clause (read from its images'
         headers: audited as a look at the study)."""
-        inputs = routing_inputs(db_session, study_instance_uid)
-        if inputs is None:
-            raise HTTPException(status_code=404, detail=f"no study {study_instance_uid} on this node")
+        found = study_verdicts(db_session, study_instance_uid)
+        if found is None:
+            raise NotFoundError(f"no study {study_instance_uid} on this node")
+        state, verdicts = found
         record_access(db, request, "study routes viewed", study_instance_uid)
-        rules = [RouteRule.from_record(r) for r in routes_in_order(db_session)]
-        verdicts = explain(rules, StudyFacts.from_stored(inputs, read_headers(inputs.paths)))
-        return ExplainOut(study_instance_uid, inputs.state, [
+        return ExplainOut(study_instance_uid, state, [
             RouteOut(v.route.name, v.fires, v.reason, list(v.route.destinations),
                      list(v.route.objects), v.route.stop,
                      list(v.clauses))
@@ -140,7 +142,7 @@ class OperationsController(Controller):
                 job = request_reanalysis(session, study_instance_uid, actor=_actor(request))
                 return {"job": job.id, "study_instance_uid": study_instance_uid}
         except RequestRefused as exc:
-            raise _refused(exc) from exc
+            raise refusal(exc) from exc
 
     @post("/deliveries/resubmit", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def resubmit(self, request: AnyRequest, db: Db, data: ResubmitIn) -> dict[str, Any]:
@@ -153,7 +155,7 @@ class OperationsController(Controller):
                 )
                 return {"resubmitted": [row.id for row in rows]}
         except RequestRefused as exc:
-            raise _refused(exc) from exc
+            raise refusal(exc) from exc
 
     @post("/destinations/{name:str}/test", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def test_destination(self, request: AnyRequest, db: Db, name: FromPath[str]) -> dict[str, Any]:
@@ -163,11 +165,11 @@ class OperationsController(Controller):
                 job = request_destination_test(session, name, actor=_actor(request))
                 return {"job": job.id}
         except RequestRefused as exc:
-            raise _refused(exc) from exc
+            raise refusal(exc) from exc
 
     @read("/jobs/{job_id:int}", sync_to_thread=True)
     def job(self, db_session: DbSession, job_id: FromPath[int]) -> JobOut:
         job = db_session.get(Job, job_id)
         if job is None:
-            raise HTTPException(status_code=404, detail=f"no job {job_id}")
+            raise NotFoundError(f"no job {job_id}")
         return JobOut(job.id, job.kind, job.target, job.state, job.result, job.last_error)

@@ -27,9 +27,13 @@ from mammogate.db import (
     heatmap_file,
     utcnow,
 )
+from mammogate.db.admin import reanalysis_refused
 from mammogate.db.queue import views_present
+from mammogate.db.routes import routes_in_order, routing_inputs
+from mammogate.imaging import read_headers
 from mammogate.imaging.clock import describe_position, position_label
 from mammogate.imaging.views import views_summary
+from mammogate.routing import RouteRule, RouteVerdict, StudyFacts, explain
 from mammogate.web.errors import NotFoundError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -475,3 +479,49 @@ def image_file_for(session: Session, study_instance_uid: str, sop_instance_uid: 
     if path is None:
         raise NotFoundError(f"Image {sop_instance_uid} of this study is not on this node.")
     return path
+
+
+def study_verdicts(session: Session, study_instance_uid: str,
+                   rules: Sequence[RouteRule] | None = None) -> tuple[str, list[RouteVerdict]] | None:
+    """The study's state and each route's verdict for it (the database's routes unless
+    ``rules`` are given: a dry run of an edited document), from its images' headers, the
+    associations' AE titles and its current result; None when the node has no such study."""
+    inputs = routing_inputs(session, study_instance_uid)
+    if inputs is None:
+        return None
+    if rules is None:
+        rules = [RouteRule.from_record(r) for r in routes_in_order(session)]
+    return inputs.state, explain(rules, StudyFacts.from_stored(inputs, read_headers(inputs.paths)))
+
+
+@dataclass(frozen=True)
+class StudyOperations:
+    """What an admin can do with a study from its page: the routing dry run against the
+    routes in force, and whether it can be analysed again (and why not)."""
+
+    verdicts: list[RouteVerdict]
+    reanalyse_refused: str | None  # why a re-analysis cannot be asked for now; None: it can
+    deliveries: int  # of the current result: what "send again" would resend
+
+
+def study_operations(session: Session, study_instance_uid: str) -> StudyOperations:
+    study = _get_study(session, study_instance_uid)
+    found = study_verdicts(session, study_instance_uid)
+    assert found is not None  # the study exists
+    why_not = reanalysis_refused(session, study)
+    deliveries = session.scalar(
+        select(func.count()).select_from(Delivery).join(Report, Delivery.report_id == Report.id)
+        .where(Report.analysis_id == study.current_analysis_id)) or 0
+    return StudyOperations(found[1], why_not, deliveries)
+
+
+def find_study_uid(session: Session, text: str) -> str | None:
+    """The Study Instance UID of the study ``text`` names: its UID, else its accession number
+    (the latest study received under it); None when no study matches."""
+    if not text or len(text) > 64:
+        return None
+    by_uid = session.scalar(select(Study.study_instance_uid).where(Study.study_instance_uid == text))
+    if by_uid is not None:
+        return by_uid
+    return session.scalar(select(Study.study_instance_uid).where(Study.accession_number == text)
+                          .order_by(Study.last_received_at.desc()).limit(1))

@@ -190,6 +190,12 @@ def test_an_admin_changes_a_routing_rule_in_the_browser(portal: PortalServer, tm
                 '"routes": [{"name": "flagged", "destinations": ["pacs"], "match": {"exam_category": ["flagged"]}}]}'
             )
             page.fill("#document", document)
+            # tried on the sample study first: the dry run saves nothing
+            page.fill("#dry-run-study", "ACC1001")
+            page.get_by_role("button", name="Dry run on this study (saves nothing)").click()
+            verdict = page.locator('#dry-run-verdicts tr[data-route="flagged"]')
+            assert "fires" in verdict.inner_text() and "does not" not in verdict.inner_text()
+            assert page.locator("#config-saved").count() == 0
             page.get_by_role("button", name="Validate and save").click()
             assert "Saved" in page.locator("#config-saved").inner_text()
             assert '"exam_category"' in page.locator("#document").input_value()

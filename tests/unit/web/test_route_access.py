@@ -59,6 +59,8 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/admin/deliveries"): ADMIN,
     ("POST", "/admin/deliveries/resubmit"): ADMIN,
     ("POST", "/admin/studies/{study_instance_uid:str}/purge"): ADMIN,
+    ("POST", "/admin/studies/{study_instance_uid:str}/reanalyse"): ADMIN,
+    ("POST", "/admin/studies/{study_instance_uid:str}/resubmit"): ADMIN,
     ("GET", "/admin/config"): ADMIN,
     ("GET", "/admin/tokens"): ADMIN,
     ("POST", "/admin/tokens"): ADMIN,
