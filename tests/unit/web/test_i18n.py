@@ -19,6 +19,7 @@ from litestar.testing import TestClient
 from mammogate.imaging.views import views_summary as imaging_views_summary
 from mammogate.web.formatting import percent, views_summary
 from mammogate.web.i18n import (
+    DEFAULT_LANGUAGE,
     LANGUAGE_COOKIE,
     LANGUAGES,
     LOCALE_DIR,
@@ -48,9 +49,9 @@ def _extracted() -> dict[Key, tuple[str, ...]]:
     return found
 
 
-def _catalog(path: Path) -> dict[Key, object]:
+def _catalog(path: Path, code: str | None = None) -> dict[Key, object]:
     with path.open("rb") as fh:
-        catalog = read_po(fh, locale="fr" if path.suffix == ".po" else None)
+        catalog = read_po(fh, locale=code)
     return {(m.context, m.id[0] if isinstance(m.id, tuple) else m.id): m for m in catalog if m.id}
 
 
@@ -58,21 +59,22 @@ def _placeholders(text: str) -> list[str]:
     return sorted(PLACEHOLDER.findall(text))
 
 
-def test_every_message_of_the_portal_has_a_french_translation_and_nothing_is_stale() -> None:
+@pytest.mark.parametrize("code", [c for c in LANGUAGES if c != DEFAULT_LANGUAGE])
+def test_every_message_of_the_portal_is_translated_and_nothing_is_stale(code: str) -> None:
     extracted = _extracted()
     assert len(extracted) > 300  # the extraction found the templates and the Python
     assert ("date range", "to") in extracted and (None, "Exam score") in extracted
-    french = _catalog(LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po")
+    translated = _catalog(LOCALE_DIR / code / "LC_MESSAGES" / "messages.po", code)
     hint = "run the commands of docs/portal.md, 'Languages', and translate what they add"
-    missing = sorted(str(k) for k in set(extracted) - set(french))
-    assert not missing, f"not in fr/messages.po ({hint}): {missing[:20]}"
-    stale = sorted(str(k) for k in set(french) - set(extracted))
-    assert not stale, f"in fr/messages.po but no longer in the code ({hint}): {stale[:20]}"
+    missing = sorted(str(k) for k in set(extracted) - set(translated))
+    assert not missing, f"not in {code}/messages.po ({hint}): {missing[:20]}"
+    stale = sorted(str(k) for k in set(translated) - set(extracted))
+    assert not stale, f"in {code}/messages.po but no longer in the code ({hint}): {stale[:20]}"
     template = _catalog(LOCALE_DIR / "messages.pot")
     assert set(template) == set(extracted), f"messages.pot is not current ({hint})"
 
     problems = []
-    for key, message in french.items():
+    for key, message in translated.items():
         ids = extracted[key]
         strings = message.string if isinstance(message.string, tuple) else (message.string,)  # type: ignore[attr-defined]
         if "fuzzy" in message.flags:  # type: ignore[attr-defined]
