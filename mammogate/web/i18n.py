@@ -156,7 +156,8 @@ def accepted_languages(header: str) -> list[str]:
     for position, item in enumerate(header[:MAX_ACCEPT_LANGUAGE].split(",")[:MAX_PREFERENCES]):
         tag, _, parameters = item.strip().partition(";")
         tag = tag.strip()
-        if not tag or tag == "*" or len(tag) > 35 or not all(c.isalnum() or c in "-_" for c in tag):
+        if not tag or tag == "*" or len(tag) > 35 or not all(
+                c.isascii() and (c.isalnum() or c in "-_") for c in tag):
             continue
         weight = 1.0
         name, _, value = parameters.strip().partition("=")
@@ -165,7 +166,7 @@ def accepted_languages(header: str) -> list[str]:
                 weight = float(value.strip())
             except ValueError:
                 continue
-        if weight > 0:
+        if 0 < weight <= 1:  # q=0: not acceptable; above 1 (or nan): not a weight
             weighted.append((-weight, position, tag.replace("_", "-")))
     return [tag for _, _, tag in sorted(weighted)]
 

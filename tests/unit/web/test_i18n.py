@@ -115,6 +115,8 @@ def test_the_catalogs_compile_and_translate() -> None:
     ("", "en"),
     ("fr;q=abc", "en"),
     ("x" * 5000 + ",fr", "en"),  # an oversized header is cut, not parsed whole
+    ("fr;q=2, en;q=0.5", "en"),  # a weight above 1 is no weight
+    ("fr;q=nan", "en"),
 ])
 def test_accept_language_picks_the_best_offered_language(header: str, expected: str) -> None:
     assert choose_language(None, header) == expected
