@@ -71,8 +71,12 @@ def catalogs() -> dict[str, gettext_module.NullTranslations]:
     return loaded
 
 
+_ENGLISH = gettext_module.NullTranslations()
+
+
 def _translations() -> gettext_module.NullTranslations:
-    return catalogs()[_language.get()]
+    code = _language.get()
+    return _ENGLISH if code == DEFAULT_LANGUAGE else catalogs()[code]  # the CLI reads no catalog
 
 
 # gettext for the templates and the web layer ----------------------------------------------------
