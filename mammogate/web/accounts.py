@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from mammogate.db import AuditEntry, Database, User, WebSession, utcnow
 from mammogate.web.auth import ROLES, check_password_policy, hash_password
+from mammogate.web.i18n import gettext as _
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def list_accounts(session: Session) -> list[Account]:
 def _user(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username.strip()).with_for_update())
     if user is None:
-        raise LookupError(f"no user {username!r} (`mammogate user list` shows them)")
+        raise LookupError(_("no user %(name)r (`mammogate user list` shows them)") % {"name": username})
     return user
 
 
@@ -63,7 +64,8 @@ def set_disabled(db: Database, username: str, disabled: bool, *, actor: str) -> 
 def set_role(db: Database, username: str, role: str, *, actor: str) -> int:
     """Give an account another role (its sign-ins end: they carry the old one)."""
     if role not in ROLES:
-        raise ValueError(f"role: {role!r} is not a role; use one of {', '.join(ROLES)}")
+        raise ValueError(_("role: %(role)r is not a role; use one of %(roles)s")
+                         % {"role": role, "roles": ", ".join(ROLES)})
     with db.session() as session:
         user = _user(session, username)
         before, user.role = user.role, role

@@ -56,6 +56,8 @@ from mammogate.web.configuration import apply_document, current_document, docume
 from mammogate.web.controllers import Db, DbSession
 from mammogate.web.errors import InvalidInputError, NotFoundError
 from mammogate.web.http import read
+from mammogate.web.i18n import gettext as _
+from mammogate.web.i18n import ngettext
 from mammogate.web.operations import refusal
 from mammogate.web.studies import find_study_uid, study_verdicts
 from mammogate.web.tokens import create_token, revoke_token
@@ -84,13 +86,18 @@ class Health:
     def warnings(self) -> list[str]:
         found = []
         if self.dead_deliveries:
-            found.append(f"{self.dead_deliveries} deliver{'y' if self.dead_deliveries == 1 else 'ies'} "
-                         "failed for good (dead): see Deliveries, fix the destination, resubmit.")
+            found.append(ngettext(
+                "%(count)d delivery failed for good (dead): see Deliveries, fix the destination, resubmit.",
+                "%(count)d deliveries failed for good (dead): see Deliveries, fix the destination, resubmit.",
+                self.dead_deliveries) % {"count": self.dead_deliveries})
         if self.pending_jobs >= BACKLOG_WARNING or (
                 self.oldest_pending_job is not None and self.oldest_pending_job >= BACKLOG_AGE_WARNING):
             age = int(self.oldest_pending_job.total_seconds() // 60) if self.oldest_pending_job else 0
-            found.append(f"{self.pending_jobs} jobs wait for a worker, the oldest for {age} min: "
-                         "is a worker running?")
+            found.append(ngettext("%(count)d job waits for a worker, the oldest for %(age)d min: "
+                                  "is a worker running?",
+                                  "%(count)d jobs wait for a worker, the oldest for %(age)d min: "
+                                  "is a worker running?", self.pending_jobs)
+                         % {"count": self.pending_jobs, "age": age})
         return found
 
 
@@ -150,12 +157,13 @@ def audit_filter(request: AnyRequest) -> AuditFilter:
         try:
             return date.fromisoformat(value)
         except ValueError:
-            raise InvalidInputError(f"{name} must be a date as YYYY-MM-DD, not {value[:32]!r}") from None
+            raise InvalidInputError(_("%(name)s must be a date as YYYY-MM-DD, not %(value)r")
+                                    % {"name": name, "value": value[:32]}) from None
 
     texts = {name: str(query.get(name) or "").strip() for name in ("actor", "action", "q")}
     for name, value in texts.items():
         if len(value) > 128:
-            raise InvalidInputError(f"{name} is longer than 128 characters")
+            raise InvalidInputError(_("%(name)s is longer than %(limit)d characters") % {"name": name, "limit": 128})
     return AuditFilter(texts["actor"], texts["action"], texts["q"], day("from"), day("to"))
 
 
@@ -243,7 +251,7 @@ class AdminController(Controller):
     def change_role(self, request: AnyRequest, db: Db, username: FromPath[str],
                     data: URLEncodedBody[RoleForm]) -> Redirect:
         if username == _actor(request):
-            raise InvalidInputError("You cannot change your own role (another admin can).")
+            raise InvalidInputError(_("You cannot change your own role (another admin can)."))
         try:
             set_role(db, username, data.role, actor=_actor(request))
         except LookupError as exc:
@@ -255,7 +263,7 @@ class AdminController(Controller):
     @post("/users/{username:str}/disable", sync_to_thread=True)
     def disable(self, request: AnyRequest, db: Db, username: FromPath[str]) -> Redirect:
         if username == _actor(request):
-            raise InvalidInputError("You cannot disable your own account.")
+            raise InvalidInputError(_("You cannot disable your own account."))
         return self._set_disabled(request, db, username, True)
 
     @post("/users/{username:str}/enable", sync_to_thread=True)
@@ -275,9 +283,9 @@ class AdminController(Controller):
                  username: FromPath[str], data: URLEncodedBody[PasswordForm]) -> Redirect:
         user = db_session.scalar(select(User).where(User.username == username))
         if user is None:
-            raise NotFoundError(f"There is no user {username!r}.")
+            raise NotFoundError(_("There is no user %(name)r.") % {"name": username})
         if user.oidc_subject and not user.password_hash:
-            raise InvalidInputError("This account signs in through the OpenID provider: its password is set there.")
+            raise InvalidInputError(_("This account signs in through the OpenID provider: its password is set there."))
         try:
             reset_password(db, username, data.password, actor=_actor(request))
         except ValueError as exc:
@@ -303,7 +311,7 @@ class AdminController(Controller):
             open_ids = writing.scalars(select(WebSession.id).where(WebSession.revoked_at.is_(None))).all()
             matching = [i for i in open_ids if session_handle(i) == handle]
             if not matching:
-                raise NotFoundError("That sign-in has ended already (or never was).")
+                raise NotFoundError(_("That sign-in has ended already (or never was)."))
             owner = writing.scalar(select(User.username).join(WebSession, WebSession.user_id == User.id)
                                    .where(WebSession.id == matching[0]))
             writing.execute(update(WebSession).where(WebSession.id == matching[0]).values(revoked_at=utcnow()))
@@ -361,11 +369,11 @@ class AdminController(Controller):
         with db.session() as writing:
             study = writing.scalar(select(Study).where(Study.study_instance_uid == study_instance_uid))
             if study is None:
-                raise NotFoundError(f"There is no study with Study Instance UID {study_instance_uid}.")
+                raise NotFoundError(_("There is no study with Study Instance UID %(uid)s.") % {"uid": study_instance_uid})
             typed = data.confirm.strip()
             if not typed or typed not in (study.accession_number, study.study_instance_uid):
-                raise InvalidInputError("To purge, type the study's accession number (or its Study "
-                                        "Instance UID) in the confirmation box.")
+                raise InvalidInputError(_("To purge, type the study's accession number (or its Study "
+                                          "Instance UID) in the confirmation box."))
             try:
                 purged = purge_study(writing, study_instance_uid, actor=_actor(request), reason=data.reason)
             except RequestRefused as exc:
@@ -394,7 +402,7 @@ class AdminController(Controller):
     @post("/tokens/{token_id:int}/revoke", sync_to_thread=True)
     def revoke_token(self, request: AnyRequest, db: Db, token_id: FromPath[int]) -> Redirect:
         if not revoke_token(db, token_id, actor=_actor(request)):
-            raise NotFoundError("No such token, or it is revoked already.")
+            raise NotFoundError(_("No such token, or it is revoked already."))
         return Redirect("/admin/tokens", status_code=303)
 
     @read("/config", sync_to_thread=True)
@@ -425,8 +433,9 @@ class AdminController(Controller):
         uid = find_study_uid(db_session, study)
         if uid is None:
             return _config_page(db_session, data.document, study=study, status_code=422, error=(
-                f"no study with Study Instance UID or accession number {study[:64]!r} on this node"
-                if study else "give the Study Instance UID or accession number of the study to try the routes on"))
+                _("no study with Study Instance UID or accession number %(study)s on this node")
+                % {"study": repr(study[:64])} if study
+                else _("give the Study Instance UID or accession number of the study to try the routes on")))
         found = study_verdicts(db_session, uid, rules)
         assert found is not None  # find_study_uid found it
         return _config_page(db_session, data.document, study=study, dry_run=found[1], dry_run_study=uid)
@@ -471,7 +480,7 @@ class AdminController(Controller):
     def job(self, db_session: DbSession, job_id: FromPath[int]) -> Template:
         row = db_session.get(Job, job_id) if 0 < job_id < 2**63 else None
         if row is None:
-            raise NotFoundError(f"There is no job {job_id}.")
+            raise NotFoundError(_("There is no job %(id)d.") % {"id": job_id})
         return _page("job", db_session, job=row)
 
     @read("/associations", sync_to_thread=True)
@@ -485,7 +494,8 @@ class AdminController(Controller):
                    state_: Annotated[str, QueryParameter(name="state", max_length=16)] = "") -> Template:
         state = state_
         if state and state not in tuple(DeliveryState):
-            raise InvalidInputError(f"state must be one of {', '.join(DeliveryState)}, not {state!r}")
+            raise InvalidInputError(_("%(name)s must be one of %(allowed)s, not %(value)r")
+                                    % {"name": "state", "allowed": ", ".join(DeliveryState), "value": state})
         query = (select(Delivery.id, Delivery.state, Delivery.attempts, Delivery.last_error,
                         Delivery.created_at, Delivery.delivered_at, Delivery.route,
                         DestinationRow.name.label("destination"), Report.kind,
@@ -504,7 +514,7 @@ class AdminController(Controller):
         ids: list[int] = []
         if data.delivery_id.strip():
             if not data.delivery_id.strip().isdigit():
-                raise InvalidInputError(f"delivery_id must be a number, not {data.delivery_id[:32]!r}")
+                raise InvalidInputError(_("delivery_id must be a number, not %(value)r") % {"value": data.delivery_id[:32]})
             ids = [int(data.delivery_id)]
         with db.session() as writing:
             try:
@@ -512,5 +522,5 @@ class AdminController(Controller):
             except RequestRefused as exc:
                 raise InvalidInputError(str(exc)) from None
             if not rows:
-                raise InvalidInputError("No dead delivery to resubmit.")
+                raise InvalidInputError(_("No dead delivery to resubmit."))
         return Redirect("/admin/deliveries", status_code=303)

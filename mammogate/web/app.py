@@ -36,9 +36,11 @@ from mammogate.web.controllers import (
     UploadController,
     healthz,
     ready,
+    switch_language,
 )
-from mammogate.web.errors import EXCEPTION_HANDLERS
+from mammogate.web.errors import EXCEPTION_HANDLERS, MAX_NEXT_LENGTH
 from mammogate.web.formatting import register_filters
+from mammogate.web.i18n import LanguageMiddleware, catalogs, install_gettext, language_of
 from mammogate.web.keys import derive_key, load_session_key
 from mammogate.web.oidc import OidcClient
 from mammogate.web.operations import OperationsController
@@ -52,7 +54,7 @@ SESSION_COOKIE = "mammogate_session"
 CSRF_COOKIE = "mammogate_csrf"
 # Open to anonymous visitors; every other path needs a signed-in user.
 PUBLIC_PATHS = [r"^/login$", r"^/login/oidc$", r"^/login/oidc/callback$", r"^/static/", r"^/healthz$",
-                r"^/ready$"]
+                r"^/ready$", r"^/language$"]
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -72,14 +74,28 @@ async def _add_security_headers(message: Message, _scope: Scope) -> None:
             headers[name] = value
 
 
+async def _add_language_headers(message: Message, scope: Scope) -> None:
+    """Pages say their language, and caches that it follows the header and the cookie."""
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message=message)
+        if (headers.get("content-type") or "").startswith("text/html"):
+            headers["Content-Language"] = language_of(scope)
+            vary = [v.strip() for v in (headers.get("vary") or "").split(",") if v.strip()]
+            vary += [v for v in ("Accept-Language", "Cookie") if v.lower() not in {x.lower() for x in vary}]
+            headers["Vary"] = ", ".join(vary)
+
+
 def _template_engine() -> JinjaTemplateEngine:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(default=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    install_gettext(env)
     register_filters(env)
+    env.globals["max_next_length"] = MAX_NEXT_LENGTH  # the language switch's return path
     return JinjaTemplateEngine.from_environment(env)
 
 
@@ -91,6 +107,7 @@ def create_app(
     database is checked."""
     master_key = load_session_key(settings)
     web = settings.web
+    catalogs()  # a broken message catalog stops the start, not a page
 
     session_backend = CookieBackendConfig(
         secret=derive_key(master_key, "session-cookie"),
@@ -167,6 +184,7 @@ def create_app(
             OperationsController,
             healthz,
             ready,
+            switch_language,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], opt={"exclude_from_auth": True}
             ),
@@ -183,10 +201,12 @@ def create_app(
         },
         # CSRF as app middleware (not csrf_config): a machine's Bearer request carries no cookie
         # and needs no CSRF token (web/tokens.py)
-        middleware=[session_auth.middleware, DefineMiddleware(TokenAwareCSRFMiddleware, config=csrf)],
+        # the language first: the sign-in and CSRF errors are pages in the request's language too
+        middleware=[LanguageMiddleware, session_auth.middleware,
+                    DefineMiddleware(TokenAwareCSRFMiddleware, config=csrf)],
         template_config=TemplateConfig(instance=_template_engine()),
         exception_handlers=EXCEPTION_HANDLERS,
-        before_send=[_add_security_headers],
+        before_send=[_add_security_headers, _add_language_headers],
         # the JSON API described at /schema/openapi.json (signed-in users: it maps the portal)
         openapi_config=OpenAPIConfig(
             title="mammogate portal", version=__version__, path="/schema",

@@ -28,14 +28,16 @@ from mammogate.config.settings import WebSettings
 from mammogate.db import AuditEntry, Database, User, WebSession, utcnow
 from mammogate.web import throttle
 from mammogate.web.errors import MAX_NEXT_LENGTH, ForbiddenError, NotFoundError
+from mammogate.web.formatting import role_label
 from mammogate.web.http import read
+from mammogate.web.i18n import N_, gettext, ngettext
 from mammogate.web.oidc import PENDING_KEY, OidcClient, OidcError, OidcIdentity, callback_uri
 
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "radiologist", "viewer")
-LOGIN_FAILED = "Invalid user name or password."
-THROTTLED = "Too many failed sign-ins: try again in {seconds} s."
+LOGIN_FAILED = N_("Invalid user name or password.")  # translated where shown
+THROTTLED = N_("Too many failed sign-ins: try again in %(seconds)s s.")
 
 _hasher = PasswordHasher()
 # Verified against when the user does not exist, so both failures take the same time.
@@ -108,16 +110,17 @@ _COMMON = {"password", "passw0rd", "123456", "12345678", "123456789", "123456789
 def check_password_policy(password: str, username: str = "") -> None:
     """Refuse a password that is easy to guess, with the rule it breaks (ValueError)."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"password: at least {MIN_PASSWORD_LENGTH} characters "
-                         f"(a passphrase of a few words is best); this one has {len(password)}")
+        raise ValueError(gettext("password: at least %(minimum)d characters (a passphrase of a few "
+                                 "words is best); this one has %(length)d")
+                         % {"minimum": MIN_PASSWORD_LENGTH, "length": len(password)})
     lowered = password.lower()
     if len(set(lowered)) < 4:
-        raise ValueError("password: uses fewer than 4 different characters")
+        raise ValueError(gettext("password: uses fewer than 4 different characters"))
     if username and username.strip().lower() in lowered:
-        raise ValueError("password: must not contain the user name")
+        raise ValueError(gettext("password: must not contain the user name"))
     stripped = lowered.strip("0123456789!?.-_ ")
     if lowered in _COMMON or stripped in _COMMON:
-        raise ValueError("password: one of the most common passwords")
+        raise ValueError(gettext("password: one of the most common passwords"))
 
 
 def hash_password(password: str) -> str:
@@ -234,9 +237,11 @@ def requires_role(*roles: str) -> Guard:
         user = user_of(connection)
         if user is None or user.role not in roles:
             raise ForbiddenError(
-                f"This page is for the {' / '.join(roles)} role"
-                f"{'s' if len(roles) > 1 else ''}; you are signed in as "
-                f"{user.role if user else 'nobody'}."
+                ngettext("This page is for the %(roles)s role; you are signed in as %(role)s.",
+                         "This page is for the %(roles)s roles; you are signed in as %(role)s.",
+                         len(roles))
+                % {"roles": " / ".join(role_label(r) for r in roles),
+                   "role": role_label(user.role) if user else gettext("nobody")}
             )
 
     return guard
@@ -315,7 +320,7 @@ class AuthController(Controller):
         """Off to the OpenID provider (a link, not a form: the CSP's form-action stays 'self')."""
         target = safe_next(next_)
         if oidc is None:
-            raise NotFoundError("Single sign-on is not configured on this node (oidc.enabled).")
+            raise NotFoundError(gettext("Single sign-on is not configured on this node (oidc.enabled)."))
         try:
             url, pending = oidc.start(callback_uri(oidc.settings, str(request.base_url)), target)
         except OidcError as exc:
@@ -331,7 +336,7 @@ class AuthController(Controller):
         """The provider's answer: the code exchanged, the ID token validated, the user signed in
         with the role the provider gives."""
         if oidc is None:
-            raise NotFoundError("Single sign-on is not configured on this node (oidc.enabled).")
+            raise NotFoundError(gettext("Single sign-on is not configured on this node (oidc.enabled)."))
         session = dict(request.session or {})
         pending = session.pop(PENDING_KEY, None)
         target = safe_next(pending.get("next")) if isinstance(pending, dict) else "/"
@@ -381,7 +386,7 @@ class AuthController(Controller):
             log.warning("sign-in throttled for %d s", retry)
             return Template(
                 "auth/login.html",
-                context={"sso_name": _sso_name(oidc), "next": target, "error": THROTTLED.format(seconds=retry), "username": username},
+                context={"sso_name": _sso_name(oidc), "next": target, "error": gettext(THROTTLED) % {"seconds": retry}, "username": username},
                 status_code=429,
                 headers={"Retry-After": str(retry)},
             )
@@ -395,7 +400,7 @@ class AuthController(Controller):
             request.clear_session()
             return Template(
                 "auth/login.html",
-                context={"sso_name": _sso_name(oidc), "next": target, "error": LOGIN_FAILED, "username": username},
+                context={"sso_name": _sso_name(oidc), "next": target, "error": gettext(LOGIN_FAILED), "username": username},
                 status_code=401,
             )
         with db.session() as writing:
@@ -403,7 +408,7 @@ class AuthController(Controller):
             if user is None or user.disabled:  # disabled between the check and now
                 request.clear_session()
                 return Template(
-                    "auth/login.html", context={"sso_name": _sso_name(oidc), "next": target, "error": LOGIN_FAILED, "username": username},
+                    "auth/login.html", context={"sso_name": _sso_name(oidc), "next": target, "error": gettext(LOGIN_FAILED), "username": username},
                     status_code=401,
                 )
             _rehash_if_needed(user, data.password)

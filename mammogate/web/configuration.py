@@ -21,6 +21,8 @@ from mammogate.config.settings import ConfigError, Settings, load_settings
 from mammogate.db import AllowedPeer, Database, DestinationRow, RouteRow
 from mammogate.db.seed import DESTINATION_FIELDS, apply_config, config_diff
 from mammogate.routing import RouteRule
+from mammogate.web.i18n import gettext as _
+from mammogate.web.i18n import grouped
 
 MAX_DOCUMENT = 200_000  # characters
 
@@ -64,16 +66,18 @@ def parse_document(text: str) -> Settings:
     """``text`` validated as the configuration file is: settings holding its peers,
     destinations and routes. ValueError with a message naming the problem."""
     if len(text) > MAX_DOCUMENT:
-        raise ValueError(f"the document is longer than {MAX_DOCUMENT:,} characters")
+        raise ValueError(_("the document is longer than %(limit)s characters") % {"limit": grouped(MAX_DOCUMENT)})
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        raise ValueError(_("not valid JSON: %(problem)s at line %(line)d, column %(column)d")
+                         % {"problem": exc.msg, "line": exc.lineno, "column": exc.colno}) from None
     if not isinstance(document, dict):
-        raise ValueError("the document must be a JSON object with peers, destinations and routes")
+        raise ValueError(_("the document must be a JSON object with peers, destinations and routes"))
     unknown = sorted(set(document) - {"peers", "destinations", "routes"})
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)}: the document holds peers, destinations and routes")
+        raise ValueError(_("unknown key(s) %(keys)s: the document holds peers, destinations and routes")
+                         % {"keys": ", ".join(unknown)})
     try:
         return load_settings(None, dicom={"peers": document.get("peers", [])},
                              destinations=document.get("destinations", []),

@@ -8,19 +8,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Controller, Request, post
-from litestar.datastructures import UploadFile
+from litestar.datastructures import Cookie, UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter, URLEncodedBody
 from litestar.response import File, Redirect, Response, Stream, Template
 from sqlalchemy.orm import Session
 
+from mammogate.config.settings import WebSettings
 from mammogate.db import AuditEntry, Database, utcnow
 from mammogate.imaging import ImagingError, read_dataset, viewer_pixels
 from mammogate.storage import FreeSpaceGuard
-from mammogate.web.auth import any_role, radiologist_or_admin, user_of
+from mammogate.web.auth import any_role, radiologist_or_admin, safe_next, user_of
 from mammogate.web.errors import ConflictError, InvalidInputError
 from mammogate.web.http import read
+from mammogate.web.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
+from mammogate.web.i18n import gettext as _
 from mammogate.web.statistics import Statistics, as_dict, compute
 from mammogate.web.studies import (
     StudyDetail,
@@ -122,7 +125,7 @@ class StudyController(Controller):
         operations = study_operations(db_session, study_instance_uid) if user and user.is_admin else None
         record_access(db, request, "study viewed", study_instance_uid)
         return Template("studies/detail.html", context={
-            "study": study, "operations": operations,
+            "study": study, "expected_views": expected_views, "operations": operations,
             "resubmitted": resubmitted if (resubmitted := request.query_params.get("resubmitted", "")).isdigit() else "",
         })
 
@@ -175,7 +178,8 @@ class StudyController(Controller):
         try:
             image = viewer_pixels(read_dataset(path), max_rows=rows)
         except ImagingError as exc:
-            raise ConflictError(f"Image {sop_instance_uid} cannot be shown in the viewer: {exc}") from None
+            raise ConflictError(_("Image %(uid)s cannot be shown in the viewer: %(reason)s")
+                                % {"uid": sop_instance_uid, "reason": exc}) from None
         record_access(db, request, "image viewed", study_instance_uid)
         height, width = image.values.shape
         return Response(image.to_bytes(), media_type="application/octet-stream", headers={
@@ -228,7 +232,7 @@ class FeedbackController(Controller):
                 row = record_feedback(writing, study_instance_uid, user.username, data.verdict.strip(),
                                       data.ground_truth.strip(), data.comment)
             except ValueError as exc:
-                raise InvalidInputError(f"Feedback not saved: {exc}.") from None
+                raise InvalidInputError(_("Feedback not saved: %(reason)s.") % {"reason": exc}) from None
             writing.add(AuditEntry(at=utcnow(), actor=user.username, action="feedback given",
                                    target=study_instance_uid,
                                    detail=f"verdict={row.verdict or '-'} ground_truth={row.ground_truth or '-'}"))
@@ -325,6 +329,22 @@ def healthz(spool_space: NamedDependency[FreeSpaceGuard]) -> dict[str, Any]:
         "accepting_images": reason is None, "reason": reason or "",
         "spool_free_bytes": space.free_bytes if space is not None else None,
     }}
+
+
+@read("/language", sync_to_thread=False, exclude_from_auth=True)
+def switch_language(
+    web_settings: NamedDependency[WebSettings],
+    lang: Annotated[str, QueryParameter(name="lang", max_length=16)] = "",
+    next_: Annotated[str, QueryParameter(name="next")] = "/",
+) -> Redirect:
+    """The language switch (a link, open to anyone: the sign-in page has it too): remembers the
+    language in a cookie and goes back to the page, a path on this site only."""
+    if lang not in LANGUAGES:
+        raise InvalidInputError(_("The portal has no language %(code)r: choose one of %(languages)s.")
+                                % {"code": lang, "languages": ", ".join(LANGUAGES)})
+    cookie = Cookie(key=LANGUAGE_COOKIE, value=lang, max_age=LANGUAGE_COOKIE_MAX_AGE, path="/",
+                    httponly=True, samesite="lax", secure=web_settings.secure_cookies)
+    return Redirect(safe_next(next_), status_code=303, cookies=[cookie])
 
 
 Readiness = NamedDependency[Callable[[], dict[str, str]]]

@@ -16,10 +16,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import escape
 
+from babel.dates import format_date
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from mammogate.db import Analysis, Delivery, DestinationRow, Feedback, Study
+from mammogate.web.formatting import category_label
+from mammogate.web.i18n import current_language, gettext
 
 POSITIVE_TRUTH = ("biopsy_malignant",)
 NEGATIVE_TRUTH = ("biopsy_benign", "normal_followup")
@@ -172,7 +175,7 @@ def compute(session: Session, days: int, today: date) -> Statistics:
             select(period.c.ae, period.c.maker, period.c.category, func.count())
             .group_by(period.c.ae, period.c.maker, period.c.category)):
         categories[category] += n
-        for table, key in ((by_ae, ae or "(none)"), (by_maker, maker or "(unknown)")):
+        for table, key in ((by_ae, ae or gettext("(none)")), (by_maker, maker or gettext("(unknown)"))):
             counts = table.setdefault(key, [0, 0, 0])
             counts[0] += n
             counts[1] += n if category in ("flagged", "not_flagged") else 0
@@ -211,15 +214,21 @@ def compute(session: Session, days: int, today: date) -> Statistics:
         by_ae=breakdown(by_ae), by_manufacturer=breakdown(by_maker),
         dead_by_destination=[(name, n) for name, n in dead], performance=_performance(session, period),
     )
+    language = current_language()  # the charts' words and dates in the page's language
     stats.charts.update(
-        per_day=bar_chart([(d.strftime("%d %b"), n) for d, n in stats.per_day],
-                          "Studies received per day"),
+        per_day=bar_chart([(format_date(d, "dd MMM", locale=language), n) for d, n in stats.per_day],
+                          gettext("Studies received per day")),
         scores=bar_chart([(f"{10 * k}–{10 * k + 10} %", n) for k, n in enumerate(histogram)],
-                         "Exam scores of the analysed studies"),
-        categories=donut([(c, categories[c], CATEGORY_COLOURS[c]) for c in CATEGORY_COLOURS if categories[c]],
-                         "Results by category"),
+                         gettext("Exam scores of the analysed studies")),
+        categories=donut([(_category_name(c), categories[c], CATEGORY_COLOURS[c])
+                          for c in CATEGORY_COLOURS if categories[c]],
+                         gettext("Results by category")),
     )
     return stats
+
+
+def _category_name(category: str) -> str:
+    return gettext("no result yet") if category == "pending" else category_label(category)
 
 
 def _performance(session: Session, period: Any) -> SitePerformance:
@@ -246,6 +255,10 @@ def _performance(session: Session, period: Any) -> SitePerformance:
 # Server-side SVG ----------------------------------------------------------------------------
 
 
+def _labelled(label: str, value: int) -> str:
+    return gettext("%(label)s: %(value)s") % {"label": label, "value": value}  # "flagged : 3" in French
+
+
 def bar_chart(bars: Sequence[tuple[str, int]], title: str, *, width: int = 640, height: int = 180) -> str:
     """A bar chart as SVG: one bar per (label, value), the value above each non-empty bar, every
     fifth label (all of them when there are 12 or fewer) under the axis."""
@@ -259,7 +272,7 @@ def bar_chart(bars: Sequence[tuple[str, int]], title: str, *, width: int = 640, 
         h = plot_h * value / top
         x = k * step + step * 0.15
         parts.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{step * 0.7:.1f}" height="{h:.1f}" '
-                     f'fill="#2b6cb0"><title>{escape(label)}: {value}</title></rect>')
+                     f'fill="#2b6cb0"><title>{escape(_labelled(label, value))}</title></rect>')
         if value:
             parts.append(f'<text x="{x + step * 0.35:.1f}" y="{base - h - 3:.1f}" font-size="10" '
                          f'text-anchor="middle" fill="#222">{value}</text>')
@@ -286,12 +299,12 @@ def donut(slices: Sequence[tuple[str, int, str]], title: str, *, size: int = 180
         parts.append(
             f'<circle cx="{cx}" cy="{cy}" r="{r:.1f}" fill="none" stroke="{colour}" stroke-width="{stroke:.1f}" '
             f'stroke-dasharray="{length:.2f} {circumference - length:.2f}" stroke-dashoffset="{-offset:.2f}" '
-            f'transform="rotate(-90 {cx} {cy})"><title>{escape(name)}: {value}</title></circle>')
+            f'transform="rotate(-90 {cx} {cy})"><title>{escape(_labelled(name, value))}</title></circle>')
         offset += length
         y = 20 + 22 * k
         parts.append(f'<rect x="{size + 10}" y="{y - 10}" width="12" height="12" fill="{colour}"/>'
                      f'<text x="{size + 28}" y="{y}" font-size="12" fill="#222">'
-                     f'{escape(name.replace("_", " "))}: {value}</text>')
+                     f'{escape(_labelled(name, value))}</text>')
     parts.append(f'<text x="{cx}" y="{cy + 5}" font-size="16" text-anchor="middle" fill="#222">{total}</text></svg>')
     return "".join(parts)
 

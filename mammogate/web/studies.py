@@ -35,6 +35,7 @@ from mammogate.imaging.clock import describe_position, position_label
 from mammogate.imaging.views import views_summary
 from mammogate.routing import RouteRule, RouteVerdict, StudyFacts, explain
 from mammogate.web.errors import NotFoundError
+from mammogate.web.i18n import gettext as _
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -192,16 +193,17 @@ def record_feedback(session: Session, study_instance_uid: str, username: str, ve
     NotFoundError for an unknown study). The caller's transaction writes it."""
     study = _get_study(session, study_instance_uid)
     if verdict not in ("", *VERDICTS):
-        raise ValueError(f"verdict must be agree or disagree, not {verdict[:32]!r}")
+        raise ValueError(_("verdict must be agree or disagree, not %(value)r") % {"value": verdict[:32]})
     if ground_truth not in ("", *GROUND_TRUTHS):
-        raise ValueError(f"ground truth must be one of {', '.join(GROUND_TRUTHS)}, not {ground_truth[:32]!r}")
+        raise ValueError(_("ground truth must be one of %(allowed)s, not %(value)r")
+                         % {"allowed": ", ".join(GROUND_TRUTHS), "value": ground_truth[:32]})
     if not verdict and not ground_truth:
-        raise ValueError("say whether you agree with the result, or what the ground truth is (or both)")
+        raise ValueError(_("say whether you agree with the result, or what the ground truth is (or both)"))
     if len(comment) > 2000:
-        raise ValueError("the comment is longer than 2,000 characters")
+        raise ValueError(_("the comment is longer than 2,000 characters"))
     current = session.scalar(select(func.max(Analysis.id)).where(Analysis.study_id == study.id))
     if verdict and current is None:
-        raise ValueError("this study has no result to agree or disagree with yet")
+        raise ValueError(_("this study has no result to agree or disagree with yet"))
     row = Feedback(study_id=study.id, analysis_id=current, username=username, verdict=verdict,
                    ground_truth=ground_truth, comment=comment.replace("\x00", "").strip(),
                    created_at=utcnow())
@@ -222,7 +224,8 @@ class EarlierAnalysis:
 
 def _check_uid(uid: str, what: str) -> str:
     if len(uid) > 64 or not _UID.fullmatch(uid):
-        raise NotFoundError(f"{what} {uid!r} is not a DICOM UID (digits and dots, at most 64).")
+        raise NotFoundError(_("%(what)s %(uid)r is not a DICOM UID (digits and dots, at most 64).")
+                            % {"what": what, "uid": uid})
     return uid
 
 
@@ -230,7 +233,7 @@ def _get_study(session: Session, study_instance_uid: str) -> Study:
     _check_uid(study_instance_uid, "Study Instance UID")
     study = session.scalar(select(Study).where(Study.study_instance_uid == study_instance_uid))
     if study is None:
-        raise NotFoundError(f"There is no study with Study Instance UID {study_instance_uid}.")
+        raise NotFoundError(_("There is no study with Study Instance UID %(uid)s.") % {"uid": study_instance_uid})
     return study
 
 
@@ -427,7 +430,7 @@ def result_object_for(
         reports = (data_dir / "reports").resolve()
         if path.resolve().is_relative_to(reports) and path.is_file():
             return path
-    raise NotFoundError(f"This study has no result object {sop_instance_uid} on this node.")
+    raise NotFoundError(_("This study has no result object %(uid)s on this node.") % {"uid": sop_instance_uid})
 
 
 def overlay_for(
@@ -437,7 +440,7 @@ def overlay_for(
     study = _get_study(session, study_instance_uid)
     path = overlay_file(_analysis_image(session, study, sop_instance_uid).overlay_path, data_dir)
     if path is None:
-        raise NotFoundError(f"Image {sop_instance_uid} of this study has no overlay to show.")
+        raise NotFoundError(_("Image %(uid)s of this study has no overlay to show.") % {"uid": sop_instance_uid})
     return path
 
 
@@ -451,7 +454,7 @@ def _analysis_image(session: Session, study: Study, sop_instance_uid: str) -> An
         .limit(1)
     )
     if image is None:
-        raise NotFoundError(f"Image {sop_instance_uid} is not an analysed image of this study.")
+        raise NotFoundError(_("Image %(uid)s is not an analysed image of this study.") % {"uid": sop_instance_uid})
     return image
 
 
@@ -463,8 +466,8 @@ def heatmap_for(
     overlay = overlay_file(_analysis_image(session, study, sop_instance_uid).overlay_path, data_dir)
     path = _png_file(heatmap_file(overlay)) if overlay is not None else None
     if path is None:
-        raise NotFoundError(f"Image {sop_instance_uid} of this study has no heatmap to show "
-                            "(it was analysed before heatmaps were kept apart: its overlay has one).")
+        raise NotFoundError(_("Image %(uid)s of this study has no heatmap to show (it was analysed "
+                              "before heatmaps were kept apart: its overlay has one).") % {"uid": sop_instance_uid})
     return path
 
 
@@ -474,10 +477,10 @@ def image_file_for(session: Session, study_instance_uid: str, sop_instance_uid: 
     study = _get_study(session, study_instance_uid)
     _check_uid(sop_instance_uid, "SOP Instance UID")
     if study.images_removed_at is not None:
-        raise NotFoundError("This study's images were removed by retention; its overlays remain.")
+        raise NotFoundError(_("This study's images were removed by retention; its overlays remain."))
     path = _image_files(session, study).get(sop_instance_uid)
     if path is None:
-        raise NotFoundError(f"Image {sop_instance_uid} of this study is not on this node.")
+        raise NotFoundError(_("Image %(uid)s of this study is not on this node.") % {"uid": sop_instance_uid})
     return path
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from mammogate.db import ApiToken, AuditEntry, Database, User, utcnow
 from mammogate.web.auth import PortalUser
+from mammogate.web.i18n import gettext as _
 
 PREFIX = "mg_"
 TOUCH_INTERVAL = timedelta(minutes=1)
@@ -46,14 +47,14 @@ def create_token(db: Database, username: str, name: str, *, actor: str) -> str:
     """A new token for ``username`` (ValueError naming the problem); the only time it is seen."""
     name = name.strip()
     if not name or len(name) > 64:
-        raise ValueError("name the token (1 to 64 characters), e.g. the machine that will use it")
+        raise ValueError(_("name the token (1 to 64 characters), e.g. the machine that will use it"))
     token = PREFIX + secrets.token_urlsafe(32)
     with db.session() as session:
         user = session.scalar(select(User).where(User.username == username.strip()))
         if user is None:
-            raise ValueError(f"there is no user {username!r}")
+            raise ValueError(_("there is no user %(name)r") % {"name": username})
         if user.disabled:
-            raise ValueError(f"user {username!r} is disabled")
+            raise ValueError(_("user %(name)r is disabled") % {"name": username})
         session.add(ApiToken(name=name, user_id=user.id, token_sha256=_digest(token), created_at=utcnow()))
         session.add(AuditEntry(at=utcnow(), actor=actor, action="api token created", target=user.username,
                                detail=f"token {name!r}"))

@@ -30,6 +30,8 @@ from mammogate.db import AuditEntry, Database, Instance, Study, utcnow
 from mammogate.db.queue import enqueue_analysis
 from mammogate.db.wakeup import ANALYSIS, announce
 from mammogate.storage import describe_os_error, write_dicom_atomically
+from mammogate.web.i18n import gettext as _
+from mammogate.web.i18n import grouped
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +54,21 @@ class StoredUpload:
 
 def _picture(data: bytes, laterality: str, view: str, username: str) -> Dataset:
     if laterality not in ("R", "L") or view not in VIEW_CODES:
-        raise UploadError("For a PNG or JPEG picture, say which breast (right or left) and which "
-                          "view (CC or MLO) it shows: a picture has no header that says so.")
+        raise UploadError(_("For a PNG or JPEG picture, say which breast (right or left) and which "
+                            "view (CC or MLO) it shows: a picture has no header that says so."))
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format not in ("PNG", "JPEG"):
-                raise UploadError(f"{image.format} pictures are not taken: send DICOM, PNG or JPEG.")
+                raise UploadError(_("%(format)s pictures are not taken: send DICOM, PNG or JPEG.")
+                                  % {"format": image.format})
             if image.width * image.height > MAX_PIXELS:
-                raise UploadError(f"The picture is {image.width} x {image.height} pixels, more than "
-                                  f"{MAX_PIXELS:,} in all: send it at a smaller size.")
+                raise UploadError(_("The picture is %(width)d x %(height)d pixels, more than %(limit)s in "
+                                    "all: send it at a smaller size.")
+                                  % {"width": image.width, "height": image.height, "limit": grouped(MAX_PIXELS)})
             pixels = np.asarray(image.convert("L"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise UploadError(f"The file is neither DICOM nor a readable PNG or JPEG picture ({type(exc).__name__}).") from None
+        raise UploadError(_("The file is neither DICOM nor a readable PNG or JPEG picture (%(error)s).")
+                          % {"error": type(exc).__name__}) from None
     ds = Dataset()
     ds.SOPClassUID = MG_FOR_PRESENTATION
     ds.Modality = "MG"
@@ -93,20 +98,20 @@ def _dicom(data: bytes) -> Dataset:
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
-        raise UploadError(f"The DICOM file cannot be read: {exc}.") from None
+        raise UploadError(_("The DICOM file cannot be read: %(error)s.") % {"error": exc}) from None
     if "PixelData" not in ds:
-        raise UploadError("The DICOM file holds no image (no Pixel Data).")
+        raise UploadError(_("The DICOM file holds no image (no Pixel Data)."))
     if int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) > MAX_PIXELS:
-        raise UploadError("The DICOM image has more pixels than this node analyses.")
+        raise UploadError(_("The DICOM image has more pixels than this node analyses."))
     return ds
 
 
 def dataset_from_upload(data: bytes, laterality: str, view: str, username: str) -> Dataset:
     """The upload as a DICOM dataset with new UIDs of its own; UploadError when it cannot be."""
     if not data:
-        raise UploadError("The file is empty.")
+        raise UploadError(_("The file is empty."))
     if len(data) > MAX_UPLOAD_BYTES:
-        raise UploadError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        raise UploadError(_("The file is larger than %(size)d MB.") % {"size": MAX_UPLOAD_BYTES // (1024 * 1024)})
     is_dicom = len(data) > 132 and data[128:132] == b"DICM"
     ds = _dicom(data) if is_dicom else _picture(data, laterality, view, username)
     # a study of its own: an upload never joins (or overwrites) a study the SCP received

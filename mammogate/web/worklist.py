@@ -20,6 +20,7 @@ from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from mammogate.db import Analysis, AnalysisImage, Delivery, Report, Study
+from mammogate.web.i18n import gettext as _
 
 CATEGORIES: tuple[str, ...] = ("flagged", "not_flagged", "failed", "skipped", "pending")
 DELIVERY_SUMMARIES: tuple[str, ...] = ("delivered", "pending", "dead", "none")
@@ -49,13 +50,15 @@ class WorklistFilter:
                               ("delivery", DELIVERY_SUMMARIES), ("sort", SORT_KEYS)):
             value = getattr(self, name)
             if value and value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+                raise ValueError(_("%(name)s must be one of %(allowed)s, not %(value)r")
+                                 % {"name": name, "allowed": ", ".join(allowed), "value": value})
         for name in ("score_min", "score_max"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 100 %, not {value * 100:g} %")
+                raise ValueError(_("%(name)s must be between 0 and 100 %%, not %(value)s %%")
+                                 % {"name": name, "value": f"{value * 100:g}"})
         if self.received_from and self.received_to and self.received_from > self.received_to:
-            raise ValueError("the received-from date is after the received-to date")
+            raise ValueError(_("the received-from date is after the received-to date"))
 
     @property
     def active(self) -> bool:
@@ -318,7 +321,8 @@ def _date(value: str, name: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{name} must be a date as YYYY-MM-DD, not {value!r}") from None
+        raise ValueError(_("%(name)s must be a date as YYYY-MM-DD, not %(value)r")
+                         % {"name": name, "value": value}) from None
 
 
 def _percent(value: str, name: str) -> float | None:
@@ -327,9 +331,11 @@ def _percent(value: str, name: str) -> float | None:
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"{name} must be a number of percent (0 to 100), not {value!r}") from None
+        raise ValueError(_("%(name)s must be a number of percent (0 to 100), not %(value)r")
+                         % {"name": name, "value": value}) from None
     if not 0.0 <= number <= 100.0:
-        raise ValueError(f"{name} must be between 0 and 100 %, not {value}")
+        raise ValueError(_("%(name)s must be between 0 and 100 %%, not %(value)s")
+                         % {"name": name, "value": value})
     return number / 100.0
 
 
@@ -339,12 +345,12 @@ def parse_filter(query: Any) -> WorklistFilter:
     def text(name: str, limit: int = 64) -> str:
         value = str(query.get(name) or "").strip()
         if len(value) > limit:
-            raise ValueError(f"{name} is longer than {limit} characters")
+            raise ValueError(_("%(name)s is longer than %(limit)d characters") % {"name": name, "limit": limit})
         return value
 
     order = text("order")
     if order not in ("", "asc", "desc"):
-        raise ValueError(f"order must be asc or desc, not {order!r}")
+        raise ValueError(_("order must be asc or desc, not %(value)r") % {"value": order})
     return WorklistFilter(
         received_from=_date(text("from"), "from"),
         received_to=_date(text("to"), "to"),

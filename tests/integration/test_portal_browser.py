@@ -205,3 +205,39 @@ def test_an_admin_changes_a_routing_rule_in_the_browser(portal: PortalServer, tm
             page.screenshot(path=str(tmp_path / "admin-config.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_language_switch_turns_the_pages_french_and_back(portal: PortalServer) -> None:
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(locale="en-GB")  # the browser asks for English
+            page.goto(portal.url + "/login")
+            page.get_by_role("link", name="Français").click()  # before signing in: it is there too
+            page.wait_for_url("**/login")
+            assert page.locator("html").get_attribute("lang") == "fr"
+            page.fill("#username", "rita")
+            page.fill("#password", PASSWORDS["rita"])
+            page.get_by_role("button", name="Se connecter").click()
+            page.wait_for_url(portal.url + "/")
+            assert page.locator("main h1").inner_text() == "Liste de travail"
+            row = page.locator(f'tr[data-study-uid="{STUDY_UID}"]')
+            assert row.locator(".exam-score").inner_text() == "87,3 %"
+            assert row.locator(".pill.category-flagged").inner_text() == "Signalé"
+
+            row.get_by_role("link", name="Détails").click()
+            page.wait_for_url(f"**/studies/{STUDY_UID}")
+            assert page.locator("#analysis .exam-score").inner_text() == "87,3 %"
+            assert "Score de l'examen" in page.locator("#analysis").inner_text()
+            assert "pas pour un usage clinique" in page.locator("footer").inner_text()
+
+            page.get_by_role("link", name="English").click()  # back to English, on the same page
+            page.wait_for_url(f"**/studies/{STUDY_UID}")
+            assert page.locator("html").get_attribute("lang") == "en"
+            assert page.locator("#analysis .exam-score").inner_text() == "87.3 %"
+            assert "Exam score" in page.locator("#analysis").inner_text()
+            page.get_by_role("link", name="Worklist").click()
+            page.wait_for_url(portal.url + "/")
+            assert page.locator("main h1").inner_text() == "Worklist"
+        finally:
+            browser.close()

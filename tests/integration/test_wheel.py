@@ -1,5 +1,5 @@
 """The built wheel, installed (not editable) into a fresh venv, starts and serves: the model
-bundle, migrations, templates and static files are package data."""
+bundle, migrations, templates, static files and message catalogs are package data."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def test_wheel_in_fresh_venv_serves(tmp_path: Path) -> None:
     try:
         login = httpx.get(f"{node.url}/login", timeout=10)
         assert login.status_code == 200 and "not for clinical use" in login.text.lower()
+        french = httpx.get(f"{node.url}/login", headers={"Accept-Language": "fr"}, timeout=10)
+        assert 'lang="fr"' in french.text and "Se connecter" in french.text  # the catalogs shipped
         assert httpx.get(f"{node.url}/static/portal.css", timeout=10).status_code == 200
         require_tool(ECHOSCU)
         echo = subprocess.run([ECHOSCU, "-aec", "MAMMOGATE", "127.0.0.1", str(node.dicom_port)],
