@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,3 +29,19 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     else:
         with postgres_database() as url:
             yield url
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """A folder kept after the run for what a person should look at (the browser tests'
+    screenshots): ``$MAMMOGATE_TEST_ARTIFACTS`` or ``test-artifacts/`` in the checkout, one
+    folder per test, emptied when the test starts."""
+    root = Path(os.environ.get("MAMMOGATE_TEST_ARTIFACTS") or ARTIFACTS)
+    folder = root / request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder

@@ -52,7 +52,7 @@ def portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PortalSe
         db.dispose()
 
 
-def test_sign_in_history_detail_screenshot_sign_out(portal: PortalServer, tmp_path: Path) -> None:
+def test_sign_in_history_detail_screenshot_sign_out(portal: PortalServer, artifacts: Path) -> None:
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -97,9 +97,9 @@ def test_sign_in_history_detail_screenshot_sign_out(portal: PortalServer, tmp_pa
             page.wait_for_url(f"**/studies/{STUDY_UID}")
             assert page.locator("#analysis .exam-score").inner_text() == "87.3 %"
             assert "not for clinical use" in page.locator("footer").inner_text()
-            _use_the_viewer(page, tmp_path)
+            use_the_viewer(page, artifacts)
 
-            shot = tmp_path / "study-detail.png"
+            shot = artifacts / "study-detail.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 0
 
@@ -123,7 +123,7 @@ PIXEL_AT = """([figureId, column, row]) => {
 }""".replace("ROWS", str(IMAGE_ROWS)).replace("COLUMNS", str(IMAGE_COLUMNS))
 
 
-def _use_the_viewer(page: playwright_api.Page, tmp_path: Path) -> None:
+def use_the_viewer(page: playwright_api.Page, artifacts: Path) -> None:
     """The left CC in the viewer: the image's own window, the heatmap on and off (button and
     key), zoom, a typed window; the canvas' pixels change as each control says."""
     figure_id = f"overlay-{LEFT_CC}"
@@ -165,13 +165,13 @@ def _use_the_viewer(page: playwright_api.Page, tmp_path: Path) -> None:
     figure.locator("canvas").focus()
     page.keyboard.press("+")
     assert figure.get_attribute("data-zoom") == "8"
-    page.screenshot(path=str(tmp_path / "study-viewer-zoomed.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "study-viewer-zoomed.png"), full_page=True)
     page.keyboard.press("r")
     assert figure.get_attribute("data-zoom") == "1"
     assert figure.get_attribute("data-window-width") == "4000"
 
 
-def test_an_admin_changes_a_routing_rule_in_the_browser(portal: PortalServer, tmp_path: Path) -> None:
+def test_an_admin_changes_a_routing_rule_in_the_browser(portal: PortalServer, artifacts: Path) -> None:
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -202,7 +202,7 @@ def test_an_admin_changes_a_routing_rule_in_the_browser(portal: PortalServer, tm
             page.fill("#document", document.replace('"pacs"]', '"nowhere"]'))
             page.get_by_role("button", name="Validate and save").click()
             assert "nowhere" in page.locator("#config-error").inner_text()
-            page.screenshot(path=str(tmp_path / "admin-config.png"), full_page=True)
+            page.screenshot(path=str(artifacts / "admin-config.png"), full_page=True)
         finally:
             browser.close()
 
