@@ -108,3 +108,8 @@ def test_each_finding_says_where_on_the_breast_it_lies(
          "Right breast, 10 o'clock, upper outer quadrant, 42 mm from the nipple (orientation assumed)"),
         (None, "retroareolar", False, "Left breast, retroareolar, 6 mm from the nipple"),
     ]
+    # as a French radiologist reads it (the API stays English)
+    french = client.get(f"/studies/{UID}", headers={"Accept-Language": "fr-FR,fr;q=0.9"}).text
+    assert re.findall(r'<td class="finding-position">(.*?)</td>', french) == [
+        "10 h, quadrant supéro-externe", "10 h, quadrant supéro-externe (orientation supposée)",
+        "rétro-aréolaire"]
