@@ -23,6 +23,22 @@
   const HEAT_OPACITY = 0.45;
   const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+  // the page's language: the study page gives the labels in data-viewer-labels (%s: the value)
+  const LABELS = {
+    controls: "Viewer controls for %s", zoom_in: "Zoom in", zoom_out: "Zoom out",
+    zoom_in_title: "Zoom in (+)", zoom_out_title: "Zoom out (-)", reset: "Reset",
+    reset_title: "Reset zoom, pan and window (R)", heatmap: "Heatmap",
+    heatmap_title: "Show or hide the heatmap (H)", marks: "Marks",
+    marks_title: "Show or hide the finding marks (M)", invert: "Invert",
+    invert_title: "Invert the grey scale (I)", level: "L", width: "W",
+    image: "%s: mammogram; + and - zoom, arrows pan, H heatmap, M marks, I invert, R reset",
+    unavailable: "Zoom and windowing unavailable: %s The picture above is the server's rendering.",
+  };
+  const labelled = document.querySelector("[data-viewer-labels]");
+  if (labelled) { Object.assign(LABELS, JSON.parse(labelled.dataset.viewerLabels)); }
+
+  function text(key, value) { return LABELS[key].replace("%s", value === undefined ? "" : value); }
+
   function clamp(v, lo, hi) { return Math.min(hi, Math.max(lo, v)); }
 
   function jet(v) {  // the same map as the server's overlay (imaging/render.py)
@@ -135,15 +151,15 @@
       const bar = document.createElement("div");
       bar.className = "viewer-tools";
       bar.setAttribute("role", "toolbar");
-      bar.setAttribute("aria-label", "Viewer controls for " + label);
-      const zoomIn = button("+", "Zoom in (+)");
-      const zoomOut = button("−", "Zoom out (-)");
-      const reset = button("Reset", "Reset zoom, pan and window (R)");
-      this.heatButton = button("Heatmap", "Show or hide the heatmap (H)", this.heatOn);
-      this.marksButton = button("Marks", "Show or hide the finding marks (M)", this.marksOn);
-      this.invertButton = button("Invert", "Invert the grey scale (I)", false);
-      zoomIn.setAttribute("aria-label", "Zoom in");
-      zoomOut.setAttribute("aria-label", "Zoom out");
+      bar.setAttribute("aria-label", text("controls", label));
+      const zoomIn = button("+", text("zoom_in_title"));
+      const zoomOut = button("−", text("zoom_out_title"));
+      const reset = button(text("reset"), text("reset_title"));
+      this.heatButton = button(text("heatmap"), text("heatmap_title"), this.heatOn);
+      this.marksButton = button(text("marks"), text("marks_title"), this.marksOn);
+      this.invertButton = button(text("invert"), text("invert_title"), false);
+      zoomIn.setAttribute("aria-label", text("zoom_in"));
+      zoomOut.setAttribute("aria-label", text("zoom_out"));
       zoomIn.classList.add("zoom-in");
       zoomOut.classList.add("zoom-out");
       reset.classList.add("reset");
@@ -152,8 +168,8 @@
       this.invertButton.classList.add("toggle-invert");
       if (!this.heatLayer) { this.heatButton.disabled = true; this.heatOn = false; }
       if (!this.marks.length) { this.marksButton.disabled = true; }
-      const [levelLabel, level] = numberInput("L", "window-center");
-      const [widthLabel, width] = numberInput("W", "window-width");
+      const [levelLabel, level] = numberInput(text("level"), "window-center");
+      const [widthLabel, width] = numberInput(text("width"), "window-width");
       this.levelInput = level;
       this.widthInput = width;
       bar.append(zoomIn, zoomOut, reset, this.heatButton, this.marksButton, this.invertButton,
@@ -163,7 +179,7 @@
       canvas.className = "viewer-canvas";
       canvas.tabIndex = 0;
       canvas.setAttribute("role", "img");
-      canvas.setAttribute("aria-label", label + ": mammogram; use + and - to zoom, arrows to pan, H heatmap, M marks, I invert, R reset");
+      canvas.setAttribute("aria-label", text("image", label));
       this.canvas = canvas;
       this.base = document.createElement("canvas");
       this.base.width = this.columns;
@@ -382,7 +398,7 @@
         figure.dataset.viewer = "unavailable";
         const note = document.createElement("p");
         note.className = "note viewer-unavailable";
-        note.textContent = "Zoom and windowing unavailable: " + error.message + " The picture above is the server's rendering.";
+        note.textContent = text("unavailable", error.message);
         figure.appendChild(note);
       });
     }

@@ -147,6 +147,11 @@ def test_the_study_page_offers_the_viewer_its_layers_and_marks(
     assert f'data-heatmap="/studies/{study}/images/{LEFT_CC}/heatmap.png"' in tag
     marks = json.loads(re.search(r"data-marks='([^']*)'", tag).group(1))  # type: ignore[union-attr]
     assert marks == [[1023.5, 2047.25, 0.812345]]
+    labels = json.loads(re.search(r"data-viewer-labels='([^']*)'", page).group(1))  # type: ignore[union-attr]
+    assert labels["heatmap"] == "Heatmap" and labels["controls"] == "Viewer controls for %s"
+    french = client.get(f"/studies/{study}", headers={"Accept-Language": "fr"}).text
+    labels = json.loads(re.search(r"data-viewer-labels='([^']*)'", french).group(1))  # type: ignore[union-attr]
+    assert labels["heatmap"] == "Carte de chaleur" and labels["controls"].endswith(" pour %s")
     script = client.get("/static/viewer.js")
     assert script.status_code == 200 and "X-Window-Center" in script.text
 
