@@ -74,7 +74,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     if password is None:
         return 2
     from mammogate.app import open_database
-    from mammogate.web.auth import create_local_user
+    from mammogate.web.auth.users import create_local_user
 
     db = open_database(settings)
     try:
@@ -89,7 +89,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    from mammogate.web.accounts import list_accounts
+    from mammogate.web.auth.accounts import list_accounts
 
     with _database(args) as (_settings_, db), db.read_session() as session:
         accounts = list_accounts(session)
@@ -114,7 +114,7 @@ def _account_change(args: argparse.Namespace, change: Callable[[Database], int],
 
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
-    from mammogate.web.accounts import set_disabled
+    from mammogate.web.auth.accounts import set_disabled
 
     return _account_change(
         args, lambda db: set_disabled(db, args.name, args.disable, actor=_actor()),
@@ -122,14 +122,14 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
 
 
 def cmd_user_set_role(args: argparse.Namespace) -> int:
-    from mammogate.web.accounts import set_role
+    from mammogate.web.auth.accounts import set_role
 
     return _account_change(args, lambda db: set_role(db, args.name, args.role, actor=_actor()),
                            f"user {args.name} now has role {args.role}")
 
 
 def cmd_user_reset_password(args: argparse.Namespace) -> int:
-    from mammogate.web.accounts import reset_password
+    from mammogate.web.auth.accounts import reset_password
 
     password = _password_from_stdin(args)
     if password is None:

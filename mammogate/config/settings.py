@@ -258,7 +258,7 @@ class WebSettings(_Section):
     session_key_env: str = "MAMMOGATE_SESSION_KEY"  # name of the variable holding the key
     session_max_age_seconds: int = Field(8 * 3600, gt=0)
     secure_cookies: bool = False  # set true behind TLS
-    # Sign-in throttling (mammogate.web.throttle): free failures per account and per client
+    # Sign-in throttling (mammogate.web.auth.throttle): free failures per account and per client
     # address, then a lock doubling from sign_in_delay_seconds up to the maximum.
     sign_in_free_failures: int = Field(5, ge=1)
     sign_in_address_free_failures: int = Field(20, ge=1)

@@ -7,6 +7,7 @@ Errors:
     DatabaseError -- the database cannot be reached or migrated; wraps SQLAlchemy's errors.
 """
 
+from mammogate.db.audit import audit
 from mammogate.db.engine import Database, DatabaseError, utcnow
 from mammogate.db.models import (
     AllowedPeer,
@@ -52,6 +53,7 @@ __all__ = [
     "SignInThrottle",
     "Study",
     "User",
+    "audit",
     "utcnow",
     "WebSession",
     "heatmap_file",

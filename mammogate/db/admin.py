@@ -13,12 +13,11 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from mammogate.db.engine import utcnow
+from mammogate.db.audit import audit
 from mammogate.db.models import (
     Analysis,
     AnalysisImage,
     AssociationRecord,
-    AuditEntry,
     Delivery,
     DestinationRow,
     Feedback,
@@ -42,10 +41,6 @@ from mammogate.db.wakeup import ANALYSIS, DELIVERY, announce
 
 class RequestRefused(ValueError):
     """The request cannot be carried out; the message says why and what to do."""
-
-
-def _audit(session: Session, actor: str, action: str, target: str, detail: str = "") -> None:
-    session.add(AuditEntry(at=utcnow(), actor=actor, action=action, target=target, detail=detail))
 
 
 def find_study(session: Session, study_instance_uid: str) -> Study:
@@ -80,7 +75,7 @@ def request_reanalysis(session: Session, study_instance_uid: str, *, actor: str)
     job = enqueue_analysis(session, study)
     announce(session, ANALYSIS)
     session.flush()
-    _audit(session, actor, "study-reanalyse", study_instance_uid, f"job {job.id}")
+    audit(session, actor, "study-reanalyse", study_instance_uid, f"job {job.id}")
     return job
 
 
@@ -125,7 +120,7 @@ def request_resubmission(
     if resubmitted:
         announce(session, DELIVERY)
     for row in resubmitted:
-        _audit(session, actor, "delivery-resubmit", f"delivery {row.id}",
+        audit(session, actor, "delivery-resubmit", f"delivery {row.id}",
                f"report {row.report_id} to destination {row.destination_id}")
     return resubmitted
 
@@ -137,7 +132,7 @@ def request_destination_test(session: Session, name: str, *, actor: str) -> Job:
     job = enqueue_destination_test(session, name)
     announce(session, DELIVERY)
     session.flush()
-    _audit(session, actor, "destination-test", name, f"job {job.id}")
+    audit(session, actor, "destination-test", name, f"job {job.id}")
     return job
 
 
@@ -203,7 +198,7 @@ def purge_study(session: Session, study_instance_uid: str, *, actor: str, reason
     session.execute(delete(Job).where(Job.study_id == study.id))
     counts["instances"] = _deleted(session.execute(delete(Instance).where(Instance.study_id == study.id)))
     session.delete(study)
-    _audit(session, actor, "study purged", study_instance_uid,
+    audit(session, actor, "study purged", study_instance_uid,
            f"{reason[:200]}; {counts['instances']} image(s), {len(analysis_ids)} analysis(es), "
            f"{len(report_ids)} result object(s), {counts['deliveries']} delivery(ies) removed")
     return Purged(study_instance_uid, counts["instances"], len(analysis_ids), len(report_ids),

@@ -377,7 +377,7 @@ class ApiToken(Base):
 
 class SignInThrottle(Base):
     """Recent failed sign-ins of one account (``user:NAME``) or client address
-    (``addr:ADDRESS``), and until when it is locked (see ``mammogate.web.throttle``)."""
+    (``addr:ADDRESS``), and until when it is locked (see ``mammogate.web.auth.throttle``)."""
 
     __tablename__ = "sign_in_throttle"
 

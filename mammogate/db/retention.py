@@ -14,8 +14,9 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, exists, func, select
 from sqlalchemy.orm import Session
 
+from mammogate.db.audit import audit
 from mammogate.db.engine import utcnow
-from mammogate.db.models import Analysis, AuditEntry, Delivery, Instance, Job, Report, Study
+from mammogate.db.models import Analysis, Delivery, Instance, Job, Report, Study
 from mammogate.db.states import DeliveryState, JobState, StudyState
 
 SETTLED = (StudyState.DONE, StudyState.FAILED, StudyState.SKIPPED)
@@ -76,8 +77,7 @@ def images_removed(session: Session, study: Study, *, detail: str, actor: str) -
     now = utcnow()
     study.images_removed_at = now
     study.updated_at = now
-    session.add(AuditEntry(at=now, actor=actor[:128], action="study-images-removed",
-                           target=study.study_instance_uid, detail=detail))
+    audit(session, actor=actor, action="study-images-removed", target=study.study_instance_uid, detail=detail, at=now)
 
 
 def removed_reason(study_instance_uid: str, removed_at: datetime) -> str:

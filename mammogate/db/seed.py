@@ -12,8 +12,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mammogate.config import Settings
+from mammogate.db.audit import audit
 from mammogate.db.engine import utcnow
-from mammogate.db.models import AllowedPeer, AuditEntry, DestinationRow, Meta, RouteRow
+from mammogate.db.models import AllowedPeer, DestinationRow, Meta, RouteRow
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ def apply_config(session: Session, settings: Settings, *, actor: str = "cli") ->
     meta = session.get(Meta, SEEDED_KEY) or Meta(key=SEEDED_KEY, value="")
     meta.value = utcnow().isoformat()
     session.add(meta)
-    session.add(AuditEntry(at=utcnow(), actor=actor, action="config-apply",
-                           target="peers, destinations, routes",
-                           detail="\n".join(changes) or "no differences"))
+    audit(session, actor=actor, action="config-apply", target="peers, destinations, routes", detail="\n".join(changes) or "no differences")
     log.info(
         "configuration applied: %d destinations, %d routes, %d allowed calling AE titles "
         "(%d differences)", len(settings.destinations), len(settings.routes),

@@ -13,7 +13,8 @@ Errors:
 """
 
 from mammogate.web.app import create_app
-from mammogate.web.auth import ROLES, PortalUser, create_local_user, verify_local_user
+from mammogate.web.auth.keys import SessionKeyError, load_session_key
+from mammogate.web.auth.users import ROLES, PortalUser, create_local_user, verify_local_user
 from mammogate.web.errors import (
     ConflictError,
     ForbiddenError,
@@ -21,7 +22,6 @@ from mammogate.web.errors import (
     NotFoundError,
     PortalError,
 )
-from mammogate.web.keys import SessionKeyError, load_session_key
 from mammogate.web.server import PortalServer
 
 __all__ = [

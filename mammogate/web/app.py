@@ -25,26 +25,25 @@ from mammogate import __version__
 from mammogate.config.settings import Settings, WebSettings
 from mammogate.db import Database
 from mammogate.storage import FreeSpaceGuard
-from mammogate.web.admin import AdminController
-from mammogate.web.auth import AuthController, PortalUser, make_user_loader
-from mammogate.web.controllers import (
-    ApiController,
-    FeedbackController,
-    HistoryController,
-    StatisticsController,
-    StudyController,
-    UploadController,
-    healthz,
-    ready,
-    switch_language,
-)
+from mammogate.web.admin.operations import OperationsController
+from mammogate.web.admin.pages import AdminController
+from mammogate.web.auth.keys import derive_key, load_session_key
+from mammogate.web.auth.oidc import OidcClient
+from mammogate.web.auth.pages import AuthController
+from mammogate.web.auth.tokens import TokenAwareCSRFMiddleware, token_auth_middleware
+from mammogate.web.auth.users import PortalUser, make_user_loader
 from mammogate.web.errors import EXCEPTION_HANDLERS, MAX_NEXT_LENGTH
 from mammogate.web.formatting import register_filters
 from mammogate.web.i18n import LanguageMiddleware, catalogs, install_gettext, language_of
-from mammogate.web.keys import derive_key, load_session_key
-from mammogate.web.oidc import OidcClient
-from mammogate.web.operations import OperationsController
-from mammogate.web.tokens import TokenAwareCSRFMiddleware, token_auth_middleware
+from mammogate.web.stats.pages import StatisticsController
+from mammogate.web.studies.pages import (
+    ApiController,
+    FeedbackController,
+    HistoryController,
+    StudyController,
+    UploadController,
+)
+from mammogate.web.system import healthz, ready, switch_language
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
@@ -122,7 +121,7 @@ def create_app(
         session_backend_config=session_backend,
         exclude=PUBLIC_PATHS,
         exclude_http_methods=["OPTIONS"],  # HEAD is a read like GET: the same sign-in applies
-        authentication_middleware_class=token_auth_middleware(db),  # and API tokens (web/tokens.py)
+        authentication_middleware_class=token_auth_middleware(db),  # and API tokens (web/auth/tokens.py)
     )
     csrf = CSRFConfig(
         secret=derive_key(master_key, "csrf").hex(),
@@ -200,7 +199,7 @@ def create_app(
             "spool_space": Provide(provide_spool_space, use_cache=True, sync_to_thread=False),
         },
         # CSRF as app middleware (not csrf_config): a machine's Bearer request carries no cookie
-        # and needs no CSRF token (web/tokens.py)
+        # and needs no CSRF token (web/auth/tokens.py)
         # the language first: the sign-in and CSRF errors are pages in the request's language too
         middleware=[LanguageMiddleware, session_auth.middleware,
                     DefineMiddleware(TokenAwareCSRFMiddleware, config=csrf)],

@@ -9,8 +9,8 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from mammogate.db import AuditEntry, Database, User
-from mammogate.web.accounts import list_accounts, reset_password, set_disabled, set_role
-from mammogate.web.auth import check_password_policy, create_local_user
+from mammogate.web.auth.accounts import list_accounts, reset_password, set_disabled, set_role
+from mammogate.web.auth.users import check_password_policy, create_local_user
 from tests.unit.web.portal_sample import sign_in
 
 

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from mammogate.db import AssociationRecord, AuditEntry, Database, Delivery, User, WebSession, utcnow
-from mammogate.web.admin import session_handle
+from mammogate.web.admin.pages import session_handle
 from tests.unit.web.portal_sample import PASSWORDS, csrf_token, sign_in
 
 

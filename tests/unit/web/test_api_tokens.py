@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from mammogate.db import ApiToken, Database
-from mammogate.web.accounts import set_disabled
+from mammogate.web.auth.accounts import set_disabled
 from tests.unit.web.portal_sample import csrf_token, sign_in
 
 

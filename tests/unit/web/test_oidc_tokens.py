@@ -11,7 +11,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from mammogate.config.settings import OidcSettings
-from mammogate.web.oidc import OidcClient, OidcError, ProviderMetadata, role_from_claims
+from mammogate.web.auth.oidc import OidcClient, OidcError, ProviderMetadata, role_from_claims
 
 ISSUER = "https://idp.example.org/realms/radiology"
 CLIENT = "mammogate"

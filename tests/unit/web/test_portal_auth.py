@@ -12,7 +12,7 @@ from sqlalchemy import select
 from mammogate.config.settings import load_settings
 from mammogate.db import AuditEntry, Database, User, WebSession
 from mammogate.web import create_app, create_local_user, verify_local_user
-from mammogate.web.auth import requires_role, safe_next
+from mammogate.web.auth.users import requires_role, safe_next
 from tests.unit.web.portal_sample import PASSWORDS, STUDY_UID, csrf_token, sign_in
 
 DISCLAIMER = "Research and decision-support tool — not a diagnostic device, not for clinical use."

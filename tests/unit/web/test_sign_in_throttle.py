@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from mammogate.config.settings import Settings, load_settings
 from mammogate.db import AuditEntry, Database, utcnow
-from mammogate.web import create_app, create_local_user, throttle
+from mammogate.web import create_app, create_local_user
+from mammogate.web.auth import throttle
 from tests.unit.web.portal_sample import PASSWORDS, csrf_token
 
 

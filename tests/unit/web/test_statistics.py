@@ -25,7 +25,7 @@ from mammogate.db import (
     Report,
     Study,
 )
-from mammogate.web.statistics import auc, compute, percentile
+from mammogate.web.stats.statistics import auc, compute, percentile
 from tests.peers import migrated_database
 from tests.unit.web.portal_sample import csrf_token, sign_in
 

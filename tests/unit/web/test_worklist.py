@@ -24,7 +24,7 @@ from mammogate.db import (
     Report,
     Study,
 )
-from mammogate.web.worklist import WorklistFilter, export_csv, list_studies, parse_filter
+from mammogate.web.studies.worklist import WorklistFilter, export_csv, list_studies, parse_filter
 from tests.peers import migrated_database
 from tests.unit.web.portal_sample import sign_in
 

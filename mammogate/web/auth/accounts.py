@@ -10,8 +10,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mammogate.db import AuditEntry, Database, User, WebSession, utcnow
-from mammogate.web.auth import ROLES, check_password_policy, hash_password
+from mammogate.db import Database, User, WebSession, audit, utcnow
+from mammogate.web.auth.users import ROLES, check_password_policy, hash_password
 from mammogate.web.i18n import gettext as _
 
 
@@ -45,18 +45,13 @@ def _end_sign_ins(session: Session, user: User) -> int:
     return int(getattr(ended, "rowcount", 0) or 0)
 
 
-def _audit(session: Session, actor: str, action: str, user: User, detail: str) -> None:
-    session.add(AuditEntry(at=utcnow(), actor=actor, action=action, target=user.username,
-                           detail=detail))
-
-
 def set_disabled(db: Database, username: str, disabled: bool, *, actor: str) -> int:
     """Disable (or enable) an account; disabling ends its sign-ins. Returns how many."""
     with db.session() as session:
         user = _user(session, username)
         user.disabled = disabled
         ended = _end_sign_ins(session, user) if disabled else 0
-        _audit(session, actor, "user disabled" if disabled else "user enabled", user,
+        audit(session, actor, "user disabled" if disabled else "user enabled", user.username,
                f"{ended} sign-in(s) ended" if disabled else "")
     return ended
 
@@ -70,7 +65,7 @@ def set_role(db: Database, username: str, role: str, *, actor: str) -> int:
         user = _user(session, username)
         before, user.role = user.role, role
         ended = _end_sign_ins(session, user)
-        _audit(session, actor, "user role changed", user, f"{before} -> {role}")
+        audit(session, actor, "user role changed", user.username, f"{before} -> {role}")
     return ended
 
 
@@ -82,5 +77,5 @@ def reset_password(db: Database, username: str, password: str, *, actor: str) ->
         user = _user(session, username)
         user.password_hash = password_hash
         ended = _end_sign_ins(session, user)
-        _audit(session, actor, "user password reset", user, f"{ended} sign-in(s) ended")
+        audit(session, actor, "user password reset", user.username, f"{ended} sign-in(s) ended")
     return ended

@@ -21,11 +21,11 @@ from mammogate.db.admin import (
     request_resubmission,
 )
 from mammogate.routing import ClauseVerdict
-from mammogate.web.auth import admin_only, user_of
-from mammogate.web.controllers import Db, DbSession, record_access
+from mammogate.web.audit import actor_of, record_access
+from mammogate.web.auth.users import admin_only
 from mammogate.web.errors import ConflictError, NotFoundError, PortalError
-from mammogate.web.http import read
-from mammogate.web.studies import study_verdicts
+from mammogate.web.http import Db, DbSession, read
+from mammogate.web.studies.detail import study_verdicts
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -91,11 +91,6 @@ def refusal(exc: RequestRefused) -> PortalError:
     return ConflictError(text)
 
 
-def _actor(request: AnyRequest) -> str:
-    user = user_of(request)
-    return f"web:{user.username}" if user else "web"
-
-
 class OperationsController(Controller):
     path = "/api/admin"
     guards = [admin_only]
@@ -139,7 +134,7 @@ class OperationsController(Controller):
         """Queue a new analysis of the study (a job for the worker)."""
         try:
             with db.session() as session:
-                job = request_reanalysis(session, study_instance_uid, actor=_actor(request))
+                job = request_reanalysis(session, study_instance_uid, actor=actor_of(request))
                 return {"job": job.id, "study_instance_uid": study_instance_uid}
         except RequestRefused as exc:
             raise refusal(exc) from exc
@@ -150,7 +145,7 @@ class OperationsController(Controller):
         try:
             with db.session() as session:
                 rows = request_resubmission(
-                    session, actor=_actor(request), delivery_ids=data.ids or [],
+                    session, actor=actor_of(request), delivery_ids=data.ids or [],
                     study_instance_uid=data.study_instance_uid, dead=data.dead,
                 )
                 return {"resubmitted": [row.id for row in rows]}
@@ -162,7 +157,7 @@ class OperationsController(Controller):
         """Queue a connection test (C-ECHO, HTTP probe) for the sender; poll /jobs/{id}."""
         try:
             with db.session() as session:
-                job = request_destination_test(session, name, actor=_actor(request))
+                job = request_destination_test(session, name, actor=actor_of(request))
                 return {"job": job.id}
         except RequestRefused as exc:
             raise refusal(exc) from exc

@@ -38,6 +38,7 @@ from mammogate.db import (
     Study,
     User,
     WebSession,
+    audit,
     utcnow,
 )
 from mammogate.db.admin import (
@@ -50,18 +51,18 @@ from mammogate.db.admin import (
     request_resubmission,
 )
 from mammogate.db.states import DeliveryState, JobState
-from mammogate.web.accounts import list_accounts, reset_password, set_disabled, set_role
-from mammogate.web.auth import ROLES, admin_only, user_of
-from mammogate.web.configuration import apply_document, current_document, document_routes
-from mammogate.web.controllers import Db, DbSession
+from mammogate.web.admin.configuration import apply_document, current_document, document_routes
+from mammogate.web.admin.operations import refusal
+from mammogate.web.audit import actor_of, record_action
+from mammogate.web.auth.accounts import list_accounts, reset_password, set_disabled, set_role
+from mammogate.web.auth.tokens import create_token, revoke_token
+from mammogate.web.auth.users import ROLES, admin_only
 from mammogate.web.errors import InvalidInputError, NotFoundError
-from mammogate.web.http import read
+from mammogate.web.http import Db, DbSession, read
 from mammogate.web.i18n import gettext as _
 from mammogate.web.i18n import ngettext
-from mammogate.web.operations import refusal
-from mammogate.web.studies import find_study_uid, study_verdicts
-from mammogate.web.tokens import create_token, revoke_token
-from mammogate.web.worklist import csv_cell
+from mammogate.web.studies.detail import find_study_uid, study_verdicts
+from mammogate.web.studies.worklist import csv_cell
 
 AnyRequest = Request[Any, Any, Any]
 AUDIT_PER_PAGE = 100
@@ -201,17 +202,6 @@ class ResubmitForm:
     delivery_id: str = ""  # empty: every dead delivery
 
 
-def _actor(request: AnyRequest) -> str:
-    user = user_of(request)
-    return user.username if user else ""
-
-
-def _audit(db: Database, request: AnyRequest, action: str, target: str, detail: str = "") -> None:
-    with db.session() as writing:
-        writing.add(AuditEntry(at=utcnow(), actor=_actor(request), action=action, target=target,
-                               detail=detail))
-
-
 def _token_rows(session: Session) -> list[Any]:
     return list(session.execute(
         select(ApiToken.id, ApiToken.name, ApiToken.created_at, ApiToken.last_used_at, ApiToken.revoked_at,
@@ -250,10 +240,10 @@ class AdminController(Controller):
     @post("/users/{username:str}/role", sync_to_thread=True)
     def change_role(self, request: AnyRequest, db: Db, username: FromPath[str],
                     data: URLEncodedBody[RoleForm]) -> Redirect:
-        if username == _actor(request):
+        if username == actor_of(request):
             raise InvalidInputError(_("You cannot change your own role (another admin can)."))
         try:
-            set_role(db, username, data.role, actor=_actor(request))
+            set_role(db, username, data.role, actor=actor_of(request))
         except LookupError as exc:
             raise NotFoundError(str(exc)) from None
         except ValueError as exc:
@@ -262,7 +252,7 @@ class AdminController(Controller):
 
     @post("/users/{username:str}/disable", sync_to_thread=True)
     def disable(self, request: AnyRequest, db: Db, username: FromPath[str]) -> Redirect:
-        if username == _actor(request):
+        if username == actor_of(request):
             raise InvalidInputError(_("You cannot disable your own account."))
         return self._set_disabled(request, db, username, True)
 
@@ -273,7 +263,7 @@ class AdminController(Controller):
     @staticmethod
     def _set_disabled(request: AnyRequest, db: Database, username: str, disabled: bool) -> Redirect:
         try:
-            set_disabled(db, username, disabled, actor=_actor(request))
+            set_disabled(db, username, disabled, actor=actor_of(request))
         except LookupError as exc:
             raise NotFoundError(str(exc)) from None
         return Redirect("/admin", status_code=303)
@@ -287,7 +277,7 @@ class AdminController(Controller):
         if user.oidc_subject and not user.password_hash:
             raise InvalidInputError(_("This account signs in through the OpenID provider: its password is set there."))
         try:
-            reset_password(db, username, data.password, actor=_actor(request))
+            reset_password(db, username, data.password, actor=actor_of(request))
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
         return Redirect("/admin", status_code=303)
@@ -315,8 +305,7 @@ class AdminController(Controller):
             owner = writing.scalar(select(User.username).join(WebSession, WebSession.user_id == User.id)
                                    .where(WebSession.id == matching[0]))
             writing.execute(update(WebSession).where(WebSession.id == matching[0]).values(revoked_at=utcnow()))
-            writing.add(AuditEntry(at=utcnow(), actor=_actor(request), action="sign-in revoked",
-                                   target=owner or "", detail=f"sign-in {handle}"))
+            audit(writing, actor=actor_of(request), action="sign-in revoked", target=owner or "", detail=f"sign-in {handle}")
         return Redirect("/admin/sessions", status_code=303)
 
     @read("/audit", sync_to_thread=True)
@@ -333,7 +322,7 @@ class AdminController(Controller):
     @read("/audit.csv", sync_to_thread=True)
     def audit_export(self, request: AnyRequest, db: Db) -> Stream:
         wanted = audit_filter(request)
-        _audit(db, request, "audit log exported", "", wanted.describe())
+        record_action(db, request, "audit log exported", "", wanted.describe())
 
         def chunks() -> Iterator[str]:
             buffer = io.StringIO()
@@ -375,12 +364,12 @@ class AdminController(Controller):
                 raise InvalidInputError(_("To purge, type the study's accession number (or its Study "
                                           "Instance UID) in the confirmation box."))
             try:
-                purged = purge_study(writing, study_instance_uid, actor=_actor(request), reason=data.reason)
+                purged = purge_study(writing, study_instance_uid, actor=actor_of(request), reason=data.reason)
             except RequestRefused as exc:
                 raise InvalidInputError(str(exc)) from None
         problems = remove_purged_files(purged, [data_dir])
         if problems:
-            _audit(db, request, "study purge incomplete", study_instance_uid, "; ".join(problems)[:2000])
+            record_action(db, request, "study purge incomplete", study_instance_uid, "; ".join(problems)[:2000])
         return Redirect("/?purged=1" if not problems else "/admin/audit?action=study+purge+incomplete",
                         status_code=303)
 
@@ -393,7 +382,7 @@ class AdminController(Controller):
                      data: URLEncodedBody[TokenForm]) -> Template:
         """A token for a machine, with the rights of the user named; shown on this page once."""
         try:
-            token = create_token(db, data.username, data.name, actor=_actor(request))
+            token = create_token(db, data.username, data.name, actor=actor_of(request))
         except ValueError as exc:
             return _tokens_page(db_session, error=str(exc), status_code=422)
         with db.read_session() as fresh:
@@ -401,7 +390,7 @@ class AdminController(Controller):
 
     @post("/tokens/{token_id:int}/revoke", sync_to_thread=True)
     def revoke_token(self, request: AnyRequest, db: Db, token_id: FromPath[int]) -> Redirect:
-        if not revoke_token(db, token_id, actor=_actor(request)):
+        if not revoke_token(db, token_id, actor=actor_of(request)):
             raise NotFoundError(_("No such token, or it is revoked already."))
         return Redirect("/admin/tokens", status_code=303)
 
@@ -417,7 +406,7 @@ class AdminController(Controller):
         if data.action == "dry-run":
             return self._dry_run(db_session, data)
         try:
-            changes = apply_document(db, data.document, actor=_actor(request))
+            changes = apply_document(db, data.document, actor=actor_of(request))
         except ValueError as exc:
             return _config_page(db_session, data.document, error=str(exc), status_code=422)
         with db.read_session() as fresh:
@@ -446,7 +435,7 @@ class AdminController(Controller):
         touch the network."""
         with db.session() as writing:
             try:
-                job = request_destination_test(writing, name, actor=_actor(request))
+                job = request_destination_test(writing, name, actor=actor_of(request))
             except RequestRefused as exc:
                 raise NotFoundError(str(exc)) from None
             writing.flush()
@@ -459,7 +448,7 @@ class AdminController(Controller):
         which follows the job (queued, processing, done)."""
         with db.session() as writing:
             try:
-                request_reanalysis(writing, study_instance_uid, actor=_actor(request))
+                request_reanalysis(writing, study_instance_uid, actor=actor_of(request))
             except RequestRefused as exc:
                 raise refusal(exc) from None
         return Redirect(f"/studies/{study_instance_uid}", status_code=303)
@@ -469,7 +458,7 @@ class AdminController(Controller):
         """Send every result object of the study's current analysis again (jobs for the sender)."""
         with db.session() as writing:
             try:
-                rows = request_resubmission(writing, actor=_actor(request),
+                rows = request_resubmission(writing, actor=actor_of(request),
                                             study_instance_uid=study_instance_uid)
             except RequestRefused as exc:
                 raise refusal(exc) from None
@@ -518,7 +507,7 @@ class AdminController(Controller):
             ids = [int(data.delivery_id)]
         with db.session() as writing:
             try:
-                rows = request_resubmission(writing, actor=_actor(request), delivery_ids=ids, dead=not ids)
+                rows = request_resubmission(writing, actor=actor_of(request), delivery_ids=ids, dead=not ids)
             except RequestRefused as exc:
                 raise InvalidInputError(str(exc)) from None
             if not rows:

@@ -25,8 +25,8 @@ from litestar.security.session_auth.middleware import SessionAuthMiddleware
 from litestar.types import Receive, Scope, Send
 from sqlalchemy import select
 
-from mammogate.db import ApiToken, AuditEntry, Database, User, utcnow
-from mammogate.web.auth import PortalUser
+from mammogate.db import ApiToken, Database, User, audit, utcnow
+from mammogate.web.auth.users import PortalUser
 from mammogate.web.i18n import gettext as _
 
 PREFIX = "mg_"
@@ -56,8 +56,7 @@ def create_token(db: Database, username: str, name: str, *, actor: str) -> str:
         if user.disabled:
             raise ValueError(_("user %(name)r is disabled") % {"name": username})
         session.add(ApiToken(name=name, user_id=user.id, token_sha256=_digest(token), created_at=utcnow()))
-        session.add(AuditEntry(at=utcnow(), actor=actor, action="api token created", target=user.username,
-                               detail=f"token {name!r}"))
+        audit(session, actor=actor, action="api token created", target=user.username, detail=f"token {name!r}")
     return token
 
 
@@ -68,8 +67,7 @@ def revoke_token(db: Database, token_id: int, *, actor: str) -> bool:
             return False
         row.revoked_at = utcnow()
         owner = session.get(User, row.user_id)
-        session.add(AuditEntry(at=utcnow(), actor=actor, action="api token revoked",
-                               target=owner.username if owner else "", detail=f"token {row.name!r}"))
+        audit(session, actor=actor, action="api token revoked", target=owner.username if owner else "", detail=f"token {row.name!r}")
     return True
 
 

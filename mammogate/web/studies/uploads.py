@@ -26,7 +26,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammogate import DISCLAIMER
-from mammogate.db import AuditEntry, Database, Instance, Study, utcnow
+from mammogate.db import Database, Instance, Study, audit, utcnow
 from mammogate.db.queue import enqueue_analysis
 from mammogate.db.wakeup import ANALYSIS, announce
 from mammogate.storage import describe_os_error, write_dicom_atomically
@@ -157,8 +157,7 @@ def store_upload(db: Database, data_dir: Path, ds: Dataset, username: str) -> St
         job = enqueue_analysis(session, study)
         announce(session, ANALYSIS)
         session.flush()
-        session.add(AuditEntry(at=now, actor=username, action="study uploaded", target=study_uid,
-                               detail=f"job {job.id}"))
+        audit(session, actor=username, action="study uploaded", target=study_uid, detail=f"job {job.id}", at=now)
         job_id = job.id
     log.info("upload stored as study %s, analysis job %d", study_uid, job_id)
     return StoredUpload(study_uid, job_id)

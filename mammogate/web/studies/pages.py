@@ -1,31 +1,27 @@
-"""The portal's pages and JSON API: thin handlers over ``studies`` and the session user."""
+"""The studies' pages and their JSON API: the worklist and its CSV export, the study page and
+what it fetches (overlays, the viewer's pixels and heatmaps, result objects), feedback and
+uploads; thin handlers over ``detail``, ``worklist`` and ``uploads``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Controller, Request, post
-from litestar.datastructures import Cookie, UploadFile
-from litestar.di import NamedDependency
+from litestar import Controller, post
+from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter, URLEncodedBody
 from litestar.response import File, Redirect, Response, Stream, Template
-from sqlalchemy.orm import Session
 
-from mammogate.config.settings import WebSettings
-from mammogate.db import AuditEntry, Database, utcnow
+from mammogate.db import audit, utcnow
 from mammogate.imaging import ImagingError, read_dataset, viewer_pixels
-from mammogate.storage import FreeSpaceGuard
-from mammogate.web.auth import any_role, radiologist_or_admin, safe_next, user_of
+from mammogate.web.audit import record_access
+from mammogate.web.auth.users import any_role, radiologist_or_admin, user_of
 from mammogate.web.errors import ConflictError, InvalidInputError
-from mammogate.web.http import read
-from mammogate.web.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
+from mammogate.web.http import AnyRequest, DataDir, Db, DbSession, ExpectedViews, read
 from mammogate.web.i18n import gettext as _
-from mammogate.web.statistics import Statistics, as_dict, compute
-from mammogate.web.studies import (
+from mammogate.web.studies.detail import (
     StudyDetail,
     heatmap_for,
     image_file_for,
@@ -35,34 +31,24 @@ from mammogate.web.studies import (
     study_detail,
     study_operations,
 )
-from mammogate.web.uploads import MAX_UPLOAD_BYTES, UploadError, dataset_from_upload, store_upload
-from mammogate.web.worklist import StudyPage, WorklistFilter, export_csv, list_studies, parse_filter
+from mammogate.web.studies.uploads import (
+    MAX_UPLOAD_BYTES,
+    UploadError,
+    dataset_from_upload,
+    store_upload,
+)
+from mammogate.web.studies.worklist import (
+    StudyPage,
+    WorklistFilter,
+    export_csv,
+    list_studies,
+    parse_filter,
+)
 
 PER_PAGE = 50
 VIEWER_ROWS = 1024  # the viewer's default: a 4096-row detector image averaged over 4x4 blocks
 Days = Annotated[int, QueryParameter(name="days", ge=1, le=3650)]
 PageNumber = Annotated[int, QueryParameter(name="page", ge=1, le=1_000_000)]
-DbSession = NamedDependency[Session]  # the request's read-only transaction
-Db = NamedDependency[Database]  # for the short write transactions (audit rows)
-DataDir = NamedDependency[Path]
-ExpectedViews = NamedDependency[list[str]]  # dicom.expected_views
-AnyRequest = Request[Any, Any, Any]
-
-
-def record_access(db: Database, request: AnyRequest, action: str, target: str) -> None:
-    """Who looked at patient data, and which: one short write transaction of its own (the
-    page itself was read in a read-only one)."""
-    user = user_of(request)
-    with db.session() as writing:
-        writing.add(
-            AuditEntry(
-                at=utcnow(),
-                actor=user.username if user else "",
-                action=action,
-                target=target,
-                detail=request.url.path,
-            )
-        )
 
 
 def worklist_filter(request: AnyRequest) -> WorklistFilter:
@@ -233,9 +219,7 @@ class FeedbackController(Controller):
                                       data.ground_truth.strip(), data.comment)
             except ValueError as exc:
                 raise InvalidInputError(_("Feedback not saved: %(reason)s.") % {"reason": exc}) from None
-            writing.add(AuditEntry(at=utcnow(), actor=user.username, action="feedback given",
-                                   target=study_instance_uid,
-                                   detail=f"verdict={row.verdict or '-'} ground_truth={row.ground_truth or '-'}"))
+            audit(writing, actor=user.username, action="feedback given", target=study_instance_uid, detail=f"verdict={row.verdict or '-'} ground_truth={row.ground_truth or '-'}")
         return Redirect(f"/studies/{study_instance_uid}#feedback", status_code=303)
 
 
@@ -272,25 +256,6 @@ class UploadController(Controller):
         return Redirect(f"/studies/{stored.study_instance_uid}", status_code=303)
 
 
-def _statistics(db_session: Session, days: int) -> Statistics:
-    return compute(db_session, days, utcnow().date())
-
-
-class StatisticsController(Controller):
-    """What the node did, and how the model does here by the radiologists' ground truth. Counts
-    only, no patient data: every role may look."""
-
-    guards = [any_role]
-
-    @read("/statistics", sync_to_thread=True)
-    def page(self, db_session: DbSession, days: Days = 30) -> Template:
-        return Template("statistics.html", context={"stats": _statistics(db_session, days)})
-
-    @read("/api/statistics", sync_to_thread=True)
-    def api(self, db_session: DbSession, days: Days = 30) -> dict[str, Any]:
-        return as_dict(_statistics(db_session, days))
-
-
 class ApiController(Controller):
     path = "/api"
     guards = [any_role]
@@ -317,44 +282,3 @@ class ApiController(Controller):
         result = study_detail(db_session, study_instance_uid, data_dir, expected_views)
         record_access(db, request, "study viewed", study_instance_uid)
         return result
-
-
-@read("/healthz", sync_to_thread=False, exclude_from_auth=True)
-def healthz(spool_space: NamedDependency[FreeSpaceGuard]) -> dict[str, Any]:
-    """Liveness: the process answers HTTP (200 however full the disk). ``storage`` says
-    whether the SCP takes images now, or why not (the spool's disk below a minimum)."""
-    reason = spool_space.shortage()
-    space = spool_space.last_space
-    return {"status": "ok", "storage": {
-        "accepting_images": reason is None, "reason": reason or "",
-        "spool_free_bytes": space.free_bytes if space is not None else None,
-    }}
-
-
-@read("/language", sync_to_thread=False, exclude_from_auth=True)
-def switch_language(
-    web_settings: NamedDependency[WebSettings],
-    lang: Annotated[str, QueryParameter(name="lang", max_length=16)] = "",
-    next_: Annotated[str, QueryParameter(name="next")] = "/",
-) -> Redirect:
-    """The language switch (a link, open to anyone: the sign-in page has it too): remembers the
-    language in a cookie and goes back to the page, a path on this site only."""
-    if lang not in LANGUAGES:
-        raise InvalidInputError(_("The portal has no language %(code)r: choose one of %(languages)s.")
-                                % {"code": lang, "languages": ", ".join(LANGUAGES)})
-    cookie = Cookie(key=LANGUAGE_COOKIE, value=lang, max_age=LANGUAGE_COOKIE_MAX_AGE, path="/",
-                    httponly=True, samesite="lax", secure=web_settings.secure_cookies)
-    return Redirect(safe_next(next_), status_code=303, cookies=[cookie])
-
-
-Readiness = NamedDependency[Callable[[], dict[str, str]]]
-
-
-@read("/ready", sync_to_thread=True, exclude_from_auth=True)
-def ready(readiness: Readiness) -> Response[dict[str, Any]]:
-    """Readiness: 200 when the database and the spool are reachable, the DICOM port listens
-    and the model has loaded; else 503 with what is not ready."""
-    checks = readiness()
-    ok = all(v == "ok" for v in checks.values())
-    return Response({"status": "ready" if ok else "not ready", "checks": checks},
-                    status_code=200 if ok else 503)
