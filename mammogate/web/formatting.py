@@ -120,8 +120,14 @@ def job_state_label(state: str) -> str:
     labels = {"pending": pgettext("job state", "pending"),
               "running": pgettext("job state", "running"),
               "done": pgettext("job state", "done"),
-              "failed": pgettext("job state", "failed")}
+              "failed": pgettext("job state", "failed"),
+              "superseded": pgettext("job state", "superseded")}
     return labels.get(state, state or "—")
+
+
+def job_kind_label(kind: str) -> str:
+    labels = {"analyze": gettext("analysis"), "test_destination": gettext("connection test")}
+    return labels.get(kind, kind or "—")
 
 
 def views_summary(present: Sequence[str], missing: Sequence[str], expected: Sequence[str]) -> str:
@@ -177,6 +183,7 @@ def register_filters(env: Environment) -> None:
         image_status_label=image_status_label,
         role_label=role_label,
         job_state_label=job_state_label,
+        job_kind_label=job_kind_label,
         decimal=decimal,
         finding_position=finding_position,
     )

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, post
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mammogate.db import Job
@@ -140,7 +140,7 @@ class OperationsController(Controller):
             raise refusal(exc) from exc
 
     @post("/deliveries/resubmit", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
-    def resubmit(self, request: AnyRequest, db: Db, data: ResubmitIn) -> dict[str, Any]:
+    def resubmit(self, request: AnyRequest, db: Db, data: JSONBody[ResubmitIn]) -> dict[str, Any]:
         """Send deliveries again: by id, all of a study's current analysis, or all dead."""
         try:
             with db.session() as session:

@@ -50,7 +50,7 @@ from mammogate.db.admin import (
     request_reanalysis,
     request_resubmission,
 )
-from mammogate.db.states import DeliveryState, JobState
+from mammogate.db.states import DeliveryState, JobKind, JobState
 from mammogate.web.admin.configuration import apply_document, current_document, document_routes
 from mammogate.web.admin.operations import refusal
 from mammogate.web.audit import actor_of, record_action
@@ -477,6 +477,30 @@ class AdminController(Controller):
                      rejected: Annotated[bool, QueryParameter()] = False) -> Template:
         rows = association_history(db_session, limit=200, rejected_only=rejected)
         return _page("associations", db_session, rows=rows, rejected=rejected)
+
+    @read("/jobs", sync_to_thread=True)
+    def jobs(self, db_session: DbSession,
+             state_: Annotated[str, QueryParameter(name="state", max_length=16)] = "",
+             kind_: Annotated[str, QueryParameter(name="kind", max_length=32)] = "") -> Template:
+        """The work queue: analyses for the worker, connection tests for the sender (the latest
+        200), what each is doing or why it failed; a failed analysis can be asked for again."""
+        for name, value, allowed in (("state", state_, tuple(JobState)), ("kind", kind_, tuple(JobKind))):
+            if value and value not in allowed:
+                raise InvalidInputError(_("%(name)s must be one of %(allowed)s, not %(value)r")
+                                        % {"name": name, "allowed": ", ".join(allowed), "value": value})
+        query = (select(Job.id, Job.kind, Job.state, Job.target, Job.attempts, Job.locked_by,
+                        Job.lease_until, Job.last_error, Job.result, Job.created_at, Job.finished_at,
+                        Study.study_instance_uid, Study.accession_number, Study.state.label("study_state"))
+                 .outerjoin(Study, Study.id == Job.study_id)
+                 .order_by(Job.id.desc()).limit(200))
+        if state_:
+            query = query.where(Job.state == state_)
+        if kind_:
+            query = query.where(Job.kind == kind_)
+        counts: dict[str, int] = {state: n for state, n in db_session.execute(
+        select(Job.state, func.count()).group_by(Job.state))}
+        return _page("jobs", db_session, rows=db_session.execute(query).all(), state=state_, kind=kind_,
+                     counts=counts, states=tuple(JobState), kinds=tuple(JobKind))
 
     @read("/deliveries", sync_to_thread=True)
     def deliveries(self, db_session: DbSession,

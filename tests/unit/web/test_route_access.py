@@ -69,6 +69,7 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/admin/config"): ADMIN,
     ("POST", "/admin/destinations/{name:str}/test"): ADMIN,
     ("GET", "/admin/jobs/{job_id:int}"): ADMIN,
+    ("GET", "/admin/jobs"): ADMIN,
     ("GET", "/api/admin/associations"): ADMIN,
     ("GET", "/api/admin/studies/{study_instance_uid:str}/routes"): ADMIN,
     ("GET", "/api/admin/jobs/{job_id:int}"): ADMIN,

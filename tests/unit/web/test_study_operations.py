@@ -118,3 +118,37 @@ def test_a_route_change_is_tried_on_a_study_before_it_is_saved(
     broken = client.post("/admin/config", data={"document": document.replace('"pacs-main"]', '"nowhere"]'),
                                                 "action": "dry-run", "study": study, "_csrf_token": token})
     assert broken.status_code == 422 and "nowhere" in broken.text
+
+
+def test_the_job_queue_shows_what_each_job_does_and_a_failed_analysis_can_be_asked_again(
+    client: TestClient[Litestar], db: Database, study: str,
+) -> None:
+    from datetime import timedelta
+
+    from mammogate.db import utcnow
+
+    now = utcnow()
+    with db.session() as session:
+        study_id = session.scalar(select(Study.id))
+        session.add_all([
+            Job(kind="analyze", study_id=study_id, state="failed", attempts=3, run_after=now,
+                last_error="pixel data do not decode (transfer syntax 1.2.840.10008.1.2.4.50)",
+                created_at=now - timedelta(minutes=2), finished_at=now),
+            Job(kind="test_destination", target="pacs-main", state="running", attempts=1,
+                run_after=now, locked_by="sender-1", lease_until=now + timedelta(seconds=30),
+                created_at=now),
+        ])
+    sign_in(client, "ada")
+    page = client.get("/admin/jobs").text
+    rows = re.findall(r'<tr data-job="(\d+)" class="job state-(\w+)">', page)
+    assert [state for _, state in rows] == ["running", "failed"]  # newest first
+    assert "pixel data do not decode" in page and "sender-1" in page and "pacs-main" in page
+    assert "failed: 1" in page and "running: 1" in page
+    failed = client.get("/admin/jobs?state=failed&kind=analyze").text
+    assert len(re.findall(r'<tr data-job=', failed)) == 1
+    assert f'action="/admin/studies/{study}/reanalyse"' in failed
+    bad = client.get("/admin/jobs?state=lost")
+    assert bad.status_code == 422 and "state must be one of" in bad.text
+    client.post("/logout", data={"_csrf_token": csrf_token(client, "/")})
+    sign_in(client, "rita")
+    assert client.get("/admin/jobs", follow_redirects=False).status_code == 403
