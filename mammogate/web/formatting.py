@@ -125,6 +125,12 @@ def job_state_label(state: str) -> str:
     return labels.get(state, state or "—")
 
 
+def report_kind_label(kind: str) -> str:
+    labels = {"cad_sr": gettext("Mammography CAD SR"), "comprehensive_sr": gettext("Comprehensive SR"),
+              "sc_overlay": gettext("Secondary Capture (overlay)")}
+    return labels.get(kind, kind or "—")
+
+
 def job_kind_label(kind: str) -> str:
     labels = {"analyze": gettext("analysis"), "test_destination": gettext("connection test")}
     return labels.get(kind, kind or "—")
@@ -184,6 +190,7 @@ def register_filters(env: Environment) -> None:
         role_label=role_label,
         job_state_label=job_state_label,
         job_kind_label=job_kind_label,
+        report_kind_label=report_kind_label,
         decimal=decimal,
         finding_position=finding_position,
     )

@@ -113,3 +113,22 @@ def test_each_finding_says_where_on_the_breast_it_lies(
     assert re.findall(r'<td class="finding-position">(.*?)</td>', french) == [
         "10 h, quadrant supéro-externe", "10 h, quadrant supéro-externe (orientation supposée)",
         "rétro-aréolaire"]
+
+
+def test_uids_wait_behind_a_fold_and_the_tables_speak_in_words(
+    client: TestClient[Litestar], study: str,
+) -> None:
+    from tests.unit.web.portal_sample import LEFT_CC, SR_UID
+
+    sign_in(client, "rita")
+    html = client.get(f"/studies/{study}").text
+    fold = re.search(r'<details class="uids" id="uid-details">(.*?)</details>', html, re.S)
+    assert fold, "the identifiers have their fold"
+    for uid in (study, LEFT_CC, SR_UID):
+        assert uid in fold.group(1)
+    outside = html.replace(fold.group(0), "")
+    images = re.search(r'<table class="grid" id="images">(.*?)</table>', outside, re.S)
+    reports = re.search(r'<table class="grid" id="reports">(.*?)</table>', outside, re.S)
+    assert images and LEFT_CC not in re.sub(r'href="[^"]*"', "", images.group(1))
+    assert reports and ">Mammography CAD SR<" in reports.group(1) and ">Download (DICOM)<" in reports.group(1)
+    assert f">{SR_UID}<" not in reports.group(1)
