@@ -35,7 +35,7 @@ from mammogate.db.queue import (
     resubmit_delivery,
 )
 from mammogate.db.retention import removed_reason
-from mammogate.db.states import DeliveryState, JobState
+from mammogate.db.states import DeliveryState, JobState, StudyState
 from mammogate.db.wakeup import ANALYSIS, DELIVERY, announce
 
 
@@ -94,6 +94,9 @@ def request_resubmission(
         query = query.where(Delivery.id.in_(delivery_ids))
     if study_instance_uid is not None:
         study = find_study(session, study_instance_uid)
+        if study.state in (StudyState.QUEUED, StudyState.PROCESSING):
+            raise RequestRefused(f"study {study_instance_uid} is being analysed again ({study.state}): "
+                                 "its new result is sent when it is done; resend after that")
         latest = session.scalar(select(Analysis.id).where(Analysis.study_id == study.id)
                                 .order_by(Analysis.id.desc()).limit(1))
         if latest is None:

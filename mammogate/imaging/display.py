@@ -7,6 +7,7 @@ sees on a For Presentation display), in the original pixel matrix and orientatio
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -133,10 +134,14 @@ def frame_attributes(ds: Dataset) -> Dataset:
 def _padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
     """Pixels that are PixelPaddingValue, or in the range it spans with PixelPaddingRangeLimit."""
     padding = ds.get("PixelPaddingValue")
-    if padding is None or isinstance(padding, (bytes, list)):
+    if isinstance(padding, (MultiValue, list, tuple)):
+        padding = padding[0] if len(padding) else None  # a multi-valued one: its first
+    if padding is None or isinstance(padding, bytes):
         return None
     limit = ds.get("PixelPaddingRangeLimit")
-    if limit is None or isinstance(limit, (bytes, list)):
+    if isinstance(limit, (MultiValue, list, tuple)):
+        limit = limit[0] if len(limit) else None
+    if limit is None or isinstance(limit, bytes):
         return np.asarray(stored == int(padding))
     low, high = sorted((int(padding), int(limit)))
     return np.asarray((stored >= low) & (stored <= high))
@@ -238,7 +243,7 @@ class ViewerPixels:
     (Rescale Slope/Intercept applied) of a block-averaged copy, stored as unsigned 16-bit
     ``(value - offset) / scale``, with the image's own default window in modality units."""
 
-    values: np.ndarray  # uint16, rows x columns of the reduced copy
+    values: np.ndarray  # uint16 codes, rows x columns of the reduced copy; 0 is padding
     offset: float
     scale: float
     window_center: float
@@ -253,51 +258,88 @@ class ViewerPixels:
         return self.values.astype("<u2", copy=False).tobytes()
 
 
+PADDING_CODE = 0  # the viewer's code for padding (shown black whatever the window)
+VIEWER_MAX_PIXELS = 8192 * 8192  # beyond this the viewer is refused (the overlay stays)
+
+
+def check_viewable(header: Dataset) -> None:
+    """Refuse (UnsupportedImageError) what the viewer does not serve, from the header alone, so
+    a caller can check before reading pixel data: several frames, or more than
+    ``VIEWER_MAX_PIXELS`` pixels."""
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise UnsupportedImageError(f"multi-frame image ({frames} frames)")
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    if rows * columns > VIEWER_MAX_PIXELS:
+        raise UnsupportedImageError(f"{rows} x {columns} pixels is more than the viewer serves")
+
+
 def viewer_pixels(ds: Dataset, *, max_rows: int = 1024) -> ViewerPixels:
-    """The modality values for windowing in the browser. The default window is the image's
-    first Window Center/Width (a VOI LUT Sequence or a SIGMOID function is approximated by a
-    linear window over the same range); without one, the 0.5th to 99.5th percentile of the
-    values that are not padding. Padding pixels get the value the window shows black."""
+    """The modality values for windowing in the browser, block-averaged to at most
+    ``max_rows`` rows (the block size rounds up), float32 throughout so a detector-size image
+    costs a few times its reduced size.
+
+    Codes 1-65535 hold ``offset + code x scale``; integer values whose range fits keep their
+    exact value (scale 1), others spread over the 16 bits (a fractional Rescale Slope keeps its
+    grey levels). Code 0 (``PADDING_CODE``) is padding, which the viewer shows black. The
+    default window is the image's first finite Window Center/Width (a VOI LUT Sequence or a
+    SIGMOID function is approximated by a linear window over the same range); without one, the
+    0.5th to 99.5th percentile of the values that are not padding."""
+    check_viewable(ds)
     stored = decode_pixels(ds)
     original_rows, original_columns = stored.shape
     ds = frame_attributes(ds)
-    factor = reduction_factor(original_rows, max_rows)
-    padding = _padding_mask(ds, stored)
+    factor = max(1, -(-original_rows // max_rows))  # ceil: never more rows than asked for
+    try:
+        padding = _padding_mask(ds, stored)
+    except (TypeError, ValueError) as exc:
+        raise PixelDecodeError(f"Pixel Padding Value is not usable: {exc}") from exc
     stored = block_mean(stored, factor)
     if padding is not None and factor > 1:
         rows, columns = stored.shape
         padding = np.asarray(padding[:rows * factor, :columns * factor]
                              .reshape(rows, factor, columns, factor).any(axis=(1, 3)))
     try:
-        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
         voi = _voi_range(ds, values) if "VOILUTSequence" in ds else None  # None: no usable LUT
     except _DECODE_ERRORS as exc:
         raise PixelDecodeError(f"the modality or VOI LUT cannot be applied: {exc}") from exc
-    image_values = values[~padding] if padding is not None and not padding.all() else values.ravel()
+    del stored
+    if padding is not None and padding.all():
+        padding = None  # nothing but padding: show it as it is
+    image_values = values[~padding] if padding is not None else values.ravel()
     low, high = float(image_values.min()), float(image_values.max())
     span = high - low
-    scale = span / 65535.0 if span > 65535 else 1.0
+    exact = span <= 65534 and bool(np.all(image_values == np.round(image_values)))
+    scale = 1.0 if exact or span == 0 else span / 65534.0
+    offset = low - scale  # code 1 is the lowest value
     center = width = None
     if "WindowCenter" in ds and "WindowWidth" in ds:
         center = _first(ds.WindowCenter)
         width = _first(ds.WindowWidth)
     elif voi is not None:  # a VOI LUT: the input range it maps
         center, width = _voi_input_window(ds)
-    if center is None or width is None or not width > 0:
-        p_low, p_high = np.percentile(image_values, [0.5, 99.5])
+    if center is None or width is None or not (math.isfinite(center) and math.isfinite(width) and width > 0):
+        sample = image_values[:: max(1, image_values.size // 1_000_000)]  # percentiles of <= 1e6
+        p_low, p_high = np.percentile(sample, [0.5, 99.5])
         center, width = float(p_low + p_high) / 2, max(float(p_high - p_low), 1.0)
+    del image_values
     invert = _inverted(ds)
-    encoded = np.clip(np.rint((values - low) / scale), 0, 65535).astype(np.uint16)
+    encoded = np.clip(np.rint((values - offset) / scale), 1, 65535).astype(np.uint16)
     if padding is not None:
-        encoded[padding] = 65535 if invert else 0
-    shown = np.clip((values - (center - width / 2)) / width, 0, 1)  # bright = tissue
+        encoded[padding] = PADDING_CODE
+    # which side the chest wall is on: Patient Orientation, else the tissue of a small copy
+    small = values[::4, ::4]
+    shown = np.clip((small - (center - width / 2)) / width, 0, 1)  # bright = tissue
+    if invert:
+        shown = 1.0 - shown
     if padding is not None:
-        shown[padding] = 1.0 if invert else 0.0
+        shown[padding[::4, ::4]] = 0.0
     try:
-        chest_wall = chest_wall_on_right(ds, 1.0 - shown if invert else shown)
+        chest_wall = chest_wall_on_right(ds, shown)
     except UnsupportedImageError:
         chest_wall = None
-    return ViewerPixels(encoded, low, scale, float(center), float(width), invert,
+    return ViewerPixels(encoded, offset, scale, float(center), float(width), invert,
                         original_rows, original_columns, chest_wall)
 
 

@@ -53,7 +53,7 @@ from mammogate.db.admin import (
 from mammogate.db.states import DeliveryState, JobKind, JobState
 from mammogate.web.admin.configuration import apply_document, current_document, document_routes
 from mammogate.web.admin.operations import refusal
-from mammogate.web.audit import actor_of, record_action
+from mammogate.web.audit import actor_of, record_access, record_action
 from mammogate.web.auth.accounts import list_accounts, reset_password, set_disabled, set_role
 from mammogate.web.auth.tokens import create_token, revoke_token
 from mammogate.web.auth.users import ROLES, admin_only
@@ -404,7 +404,7 @@ class AdminController(Controller):
         """Peers, destinations and routes from the edited document, validated as the file is;
         or, with the dry-run action, its routes evaluated for one study and nothing saved."""
         if data.action == "dry-run":
-            return self._dry_run(db_session, data)
+            return self._dry_run(request, db, db_session, data)
         try:
             changes = apply_document(db, data.document, actor=actor_of(request))
         except ValueError as exc:
@@ -413,7 +413,7 @@ class AdminController(Controller):
             return _config_page(fresh, current_document(fresh), changes=changes)
 
     @staticmethod
-    def _dry_run(db_session: Session, data: ConfigForm) -> Template:
+    def _dry_run(request: AnyRequest, db: Database, db_session: Session, data: ConfigForm) -> Template:
         study = data.study.strip()
         try:
             rules = document_routes(data.document)
@@ -427,6 +427,7 @@ class AdminController(Controller):
                 else _("give the Study Instance UID or accession number of the study to try the routes on")))
         found = study_verdicts(db_session, uid, rules)
         assert found is not None  # find_study_uid found it
+        record_access(db, request, "study routes viewed", uid)  # the study's header values
         return _config_page(db_session, data.document, study=study, dry_run=found[1], dry_run_study=uid)
 
     @post("/destinations/{name:str}/test", sync_to_thread=True)

@@ -33,11 +33,14 @@
     invert_title: "Invert the grey scale (I)", level: "L", width: "W",
     image: "%s: mammogram; + and - zoom, arrows pan, H heatmap, M marks, I invert, R reset",
     unavailable: "Zoom and windowing unavailable: %s The picture above is the server's rendering.",
+    bad_header: "the server sent no %s.", bad_size: "the pixels are not the size the headers say.",
   };
   const labelled = document.querySelector("[data-viewer-labels]");
   if (labelled) { Object.assign(LABELS, JSON.parse(labelled.dataset.viewerLabels)); }
 
-  function text(key, value) { return LABELS[key].replace("%s", value === undefined ? "" : value); }
+  function text(key, value) {  // a function as replacement: "$&" in a value stays as it is
+    return LABELS[key].replace("%s", () => (value === undefined ? "" : String(value)));
+  }
 
   function clamp(v, lo, hi) { return Math.min(hi, Math.max(lo, v)); }
 
@@ -48,7 +51,7 @@
 
   function number(headers, name) {
     const value = parseFloat(headers.get(name));
-    if (!Number.isFinite(value)) { throw new Error("the server sent no " + name); }
+    if (!Number.isFinite(value)) { throw new Error(text("bad_header", name)); }
     return value;
   }
 
@@ -101,6 +104,8 @@
       this.defaultCenter = this.windowCenter = number(h, "X-Window-Center");
       this.defaultWidth = this.windowWidth = number(h, "X-Window-Width");
       this.defaultInvert = this.invert = h.get("X-Invert") === "1";
+      const padding = parseInt(h.get("X-Padding-Code"), 10);
+      this.paddingCode = Number.isInteger(padding) && padding >= 0 && padding < 65536 ? padding : null;
       // mirrored hanging, back to back: a right breast with its chest wall on the right, a
       // left one on the left (the server says where the image has it; "" when it cannot tell)
       const wall = h.get("X-Chest-Wall");
@@ -108,7 +113,7 @@
       this.flip = Boolean(wall && side && wall !== side);
       const bytes = await response.arrayBuffer();
       if (bytes.byteLength !== this.rows * this.columns * 2) {
-        throw new Error("the pixels are not the size the headers say");
+        throw new Error(text("bad_size"));
       }
       this.values = LITTLE_ENDIAN ? new Uint16Array(bytes) : this.swapped(bytes);
       if (this.figure.dataset.heatmap) { await this.loadHeatmap(this.figure.dataset.heatmap); }
@@ -222,6 +227,7 @@
         g = clamp(g, 0, 1);
         lut[s] = 255 * (this.invert ? 1 - g : g);
       }
+      if (this.paddingCode !== null) { lut[this.paddingCode] = 0; }  // padding: black, any window
       const ctx = this.base.getContext("2d");
       const data = ctx.createImageData(this.columns, this.rows);
       const px = data.data;

@@ -472,13 +472,13 @@ def heatmap_for(
 
 
 def image_file_for(session: Session, study_instance_uid: str, sop_instance_uid: str) -> Path:
-    """The DICOM file of one image of the study, for the viewer (NotFoundError when retention
-    removed it, or the study has no such image)."""
+    """The DICOM file of one analysed image of the study, for the viewer (NotFoundError when
+    retention removed it, or it is not an analysed image of the study's latest analysis)."""
     study = _get_study(session, study_instance_uid)
-    _check_uid(sop_instance_uid, "SOP Instance UID")
     if study.images_removed_at is not None:
         raise NotFoundError(_("This study's images were removed by retention; its overlays remain."))
-    path = _image_files(session, study).get(sop_instance_uid)
+    image = _analysis_image(session, study, sop_instance_uid)
+    path = _image_files(session, study).get(sop_instance_uid) if image.status == "analysed" else None
     if path is None:
         raise NotFoundError(_("Image %(uid)s of this study is not on this node.") % {"uid": sop_instance_uid})
     return path

@@ -16,6 +16,7 @@ from litestar.response import File, Redirect, Response, Stream, Template
 
 from mammogate.db import audit, utcnow
 from mammogate.imaging import ImagingError, read_dataset, viewer_pixels
+from mammogate.imaging.display import check_viewable
 from mammogate.web.audit import record_access
 from mammogate.web.auth.users import any_role, radiologist_or_admin, user_of
 from mammogate.web.errors import ConflictError, InvalidInputError
@@ -153,7 +154,7 @@ class StudyController(Controller):
         db: Db,
         study_instance_uid: FromPath[str],
         sop_instance_uid: FromPath[str],
-        rows: Annotated[int, QueryParameter(ge=64, le=4096)] = VIEWER_ROWS,
+        rows: Annotated[int, QueryParameter(ge=64, le=2048)] = VIEWER_ROWS,
     ) -> Response[bytes]:
         """The image's modality values for windowing in the browser: unsigned 16-bit
         little-endian, row by row, of a block-averaged copy of at most ``rows`` rows;
@@ -162,6 +163,7 @@ class StudyController(Controller):
         which side the chest wall is (the viewer hangs right breasts with it on the right)."""
         path = image_file_for(db_session, study_instance_uid, sop_instance_uid)
         try:
+            check_viewable(read_dataset(path, stop_before_pixels=True))  # before reading pixels
             image = viewer_pixels(read_dataset(path), max_rows=rows)
         except ImagingError as exc:
             raise ConflictError(_("Image %(uid)s cannot be shown in the viewer: %(reason)s")
@@ -176,6 +178,7 @@ class StudyController(Controller):
             "X-Window-Center": repr(image.window_center), "X-Window-Width": repr(image.window_width),
             "X-Invert": "1" if image.invert else "0",
             "X-Chest-Wall": {True: "right", False: "left", None: ""}[image.chest_wall_on_right],
+            "X-Padding-Code": "0",
         })
 
     @read("/objects/{sop_instance_uid:str}", sync_to_thread=True)

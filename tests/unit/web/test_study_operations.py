@@ -9,7 +9,7 @@ import re
 
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mammogate.config.settings import load_settings
 from mammogate.db import AuditEntry, Database, Delivery, Job, RouteRow, Study
@@ -66,7 +66,12 @@ def test_analyse_again_is_a_job_and_a_second_ask_is_refused_with_the_reason(
         assert session.scalar(select(AuditEntry.actor).where(AuditEntry.action == "study-reanalyse")) == "ada"
     page = client.get(f"/studies/{study}").text
     assert 'id="reanalyse"' not in page
-    assert "Cannot be analysed again now: study" in page and "already queued" in page
+    assert "Study " + study + " cannot be analysed again now" in page and "already queued" in page
+    # the result shown stays, and the page no longer reloads itself under the reader's viewer
+    assert 'id="analysis-under-way"' in page and 'http-equiv="refresh"' not in page
+    assert 'id="resubmit-study"' not in page  # the old result is not resent while a new one comes
+    resend = client.post(f"/admin/studies/{study}/resubmit", data={"_csrf_token": token})
+    assert resend.status_code == 409 and "is being analysed again" in resend.text
     again = client.post(f"/admin/studies/{study}/reanalyse", data={"_csrf_token": token})
     assert again.status_code == 409 and "already queued" in again.text
     missing = client.post("/admin/studies/1.2.3/reanalyse", data={"_csrf_token": token})
@@ -109,9 +114,11 @@ def test_a_route_change_is_tried_on_a_study_before_it_is_saved(
     assert "Dry run: not saved" in answer.text and json.loads(
         re.search(r'<textarea id="document"[^>]*>(.*?)</textarea>', answer.text, re.S)
         .group(1).replace("&#34;", '"').replace("&quot;", '"')) == edited  # type: ignore[union-attr]
-    with db.session() as session:  # nothing saved
+    with db.session() as session:  # nothing saved; the look at the study's headers audited
         assert list(session.scalars(select(RouteRow.name).order_by(RouteRow.position))) == [
             "flagged-only", "ct-only"]
+        assert session.scalar(select(AuditEntry.target).where(
+            AuditEntry.action == "study routes viewed", AuditEntry.actor == "ada")) == study
     unknown = client.post("/admin/config", data={"document": document, "action": "dry-run",
                                                  "study": "ACC404", "_csrf_token": token})
     assert unknown.status_code == 422 and "no study with Study Instance UID or accession number" in unknown.text
@@ -146,6 +153,10 @@ def test_the_job_queue_shows_what_each_job_does_and_a_failed_analysis_can_be_ask
     assert "failed: 1" in page and "running: 1" in page
     failed = client.get("/admin/jobs?state=failed&kind=analyze").text
     assert len(re.findall(r'<tr data-job=', failed)) == 1
+    assert f'action="/admin/studies/{study}/reanalyse"' not in failed  # the study has a result
+    with db.session() as session:
+        session.execute(update(Study).values(state="failed"))
+    failed = client.get("/admin/jobs?state=failed&kind=analyze").text
     assert f'action="/admin/studies/{study}/reanalyse"' in failed
     bad = client.get("/admin/jobs?state=lost")
     assert bad.status_code == 422 and "state must be one of" in bad.text

@@ -17,7 +17,8 @@ from pydicom import Dataset
 from sqlalchemy import select, update
 
 from mammogate.db import AuditEntry, Database, Study, utcnow
-from mammogate.imaging import PixelDecodeError, viewer_pixels
+from mammogate.imaging import PixelDecodeError, UnsupportedImageError, viewer_pixels
+from mammogate.imaging.display import PADDING_CODE, check_viewable
 from mammogate.imaging.render import render_heatmap_png
 from tests.unit.web.portal_sample import (
     IMAGE_COLUMNS,
@@ -85,7 +86,9 @@ def test_a_large_image_is_block_averaged_inverted_and_padded_black() -> None:
     assert image.chest_wall_on_right is True
     values = image.offset + image.values.astype(float) * image.scale
     assert values[1, 0] == 6000 and values[1, -1] == 2000  # slope 2, 4x4 block means
-    assert image.values[0, 0] == 65535  # the padded row: the value an inverted window shows black
+    assert image.values[0, 0] == PADDING_CODE and image.values[1:].min() > PADDING_CODE
+    # the block size rounds up: never more rows than asked for
+    assert viewer_pixels(ds, max_rows=300).values.shape == (256, 128)
     # no window in the header: the 0.5th to 99.5th percentile of the image (padding left out)
     assert image.window_center == pytest.approx(4000) and image.window_width == pytest.approx(4000)
 
@@ -95,11 +98,34 @@ def test_a_wide_dynamic_range_is_scaled_into_sixteen_bits() -> None:
     stored[32:, :] = 60000
     image = viewer_pixels(_image(stored, RescaleSlope=3, RescaleIntercept=-5,
                                  WindowCenter=[90000, 1], WindowWidth=[50000, 2]))
-    assert image.scale == pytest.approx(180000 / 65535)
-    assert image.offset == -5
+    assert image.scale == pytest.approx(180000 / 65534)
     top, bottom = (image.offset + image.values[[0, -1], 0].astype(float) * image.scale)
-    assert top == -5 and bottom == pytest.approx(179995, abs=image.scale)
+    assert top == pytest.approx(-5, abs=0.01) and bottom == pytest.approx(179995, abs=image.scale)
     assert (image.window_center, image.window_width) == (90000, 50000)  # the first window
+
+
+def test_a_fractional_slope_keeps_its_grey_levels_and_a_bad_window_falls_back() -> None:
+    stored = np.repeat(np.arange(3000, dtype=np.uint16)[:, None], 8, axis=1)
+    image = viewer_pixels(_image(stored, RescaleSlope=0.01, RescaleIntercept=0,
+                                 WindowCenter="nan", WindowWidth=100), max_rows=4096)
+    assert len(np.unique(image.values)) == 3000  # 30 modality units over 3,000 distinct codes
+    values = image.offset + image.values[:, 0].astype(np.float64) * image.scale
+    assert values == pytest.approx(np.arange(3000) * 0.01, abs=1e-3)
+    assert np.isfinite(image.window_center) and image.window_width == pytest.approx(29.7, abs=0.1)
+
+
+def test_a_multi_valued_padding_value_and_what_the_viewer_refuses_from_the_header() -> None:
+    stored = np.full((64, 64), 500, dtype=np.uint16)
+    stored[:8] = 0
+    image = viewer_pixels(_image(stored, PixelPaddingValue=[0, 1]))
+    assert (image.values[:8] == PADDING_CODE).all() and (image.values[8:] != PADDING_CODE).all()
+    header = Dataset()
+    header.NumberOfFrames, header.Rows, header.Columns = 2, 64, 64
+    with pytest.raises(UnsupportedImageError, match="multi-frame"):
+        check_viewable(header)
+    header.NumberOfFrames, header.Rows, header.Columns = 1, 10000, 9000
+    with pytest.raises(UnsupportedImageError, match="more than the viewer serves"):
+        check_viewable(header)
 
 
 def test_the_chest_wall_side_follows_patient_orientation_over_the_tissue() -> None:
@@ -128,7 +154,11 @@ def test_the_heatmap_is_served_alone_and_an_image_without_one_says_why(
     missing = client.get(f"/studies/{study}/images/{RIGHT_MLO}/heatmap.png")
     assert missing.status_code == 404 and "no heatmap" in missing.text
     stranger = client.get(f"/studies/{study}/images/1.2.3.4/pixels")
-    assert stranger.status_code == 404 and "not on this node" in stranger.text
+    assert stranger.status_code == 404 and "is not an analysed image of this study" in stranger.text
+    no_file = client.get(f"/studies/{study}/images/{RIGHT_MLO}/pixels")  # analysed, file not here
+    assert no_file.status_code == 404 and "not on this node" in no_file.text
+    big = client.get(f"/studies/{study}/images/{LEFT_CC}/pixels?rows=4096")
+    assert big.status_code == 400
     assert client.get(f"/studies/{study}/images/not-a-uid/pixels").status_code == 404
 
 
