@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 ASSOCIATION_PDU_LIMIT = 1 << 20  # A-ASSOCIATE-RQ and other non-data PDUs: far below this
 PDU_HEADER_SLACK = 1024  # P-DATA item headers on top of the announced maximum
+RECV_AHEAD_BYTES = 1 << 20  # a PDU's buffer grows by at most this before its bytes come
 
 
 @dataclass(frozen=True)
@@ -97,17 +98,24 @@ class GuardedSocket(AssociationSocket):
         )
         assert self.socket is not None
         previous = self.socket.gettimeout()
-        data = bytearray()
+        # Received in place: a buffer of the PDU's size, up to RECV_AHEAD_BYTES at a time (a
+        # peer that announces a large PDU and sends nothing holds no more than that).
+        data = bytearray(min(nr_bytes, RECV_AHEAD_BYTES))
+        got = 0
         try:
-            while len(data) < nr_bytes:
+            while got < nr_bytes:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{nr_bytes} bytes not received in time ({len(data)} came)")
+                    raise TimeoutError(f"{nr_bytes} bytes not received in time ({got} came)")
+                if got == len(data):
+                    data.extend(bytes(min(nr_bytes - got, RECV_AHEAD_BYTES)))
                 self.socket.settimeout(left)
-                chunk = self.socket.recv(min(65536, nr_bytes - len(data)))
-                if not chunk:
+                with memoryview(data) as view:
+                    count = self.socket.recv_into(view[got:])
+                if not count:
+                    del data[got:]
                     return data
-                data.extend(chunk)
+                got += count
         finally:
             self.socket.settimeout(previous)
         return data

@@ -36,9 +36,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,30 @@ def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: 
         _IMPLEMENTATION,
     ))
     return _element(0x00020000, b"UL", len(body).to_bytes(4, "little")) + body
+
+
+# -- the C-STORE response's command set, encoded by hand --------------------------------------
+
+def _implicit(tag: int, value: bytes) -> bytes:
+    return (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little") \
+        + len(value).to_bytes(4, "little") + value
+
+
+def store_response_bytes(sop_class_uid: str, sop_instance_uid: str, message_id: int,
+                         status: int) -> bytes:
+    """The command set of a C-STORE-RSP (Implicit VR Little Endian) without Error Comment or
+    Offending Element, as pynetdicom encodes it: Command Group Length, Affected SOP Class UID,
+    Command Field 0x8001, Message ID Being Responded To, Command Data Set Type 0x0101 (none),
+    Status, Affected SOP Instance UID (each UID only when there is one)."""
+    body = b"".join((
+        _implicit(0x00000002, _ui(sop_class_uid)) if sop_class_uid else b"",
+        _implicit(0x00000100, (0x8001).to_bytes(2, "little")),
+        _implicit(0x00000120, message_id.to_bytes(2, "little")),
+        _implicit(0x00000800, (0x0101).to_bytes(2, "little")),
+        _implicit(0x00000900, status.to_bytes(2, "little")),
+        _implicit(0x00001000, _ui(sop_instance_uid)) if sop_instance_uid else b"",
+    ))
+    return _implicit(0x00000000, len(body).to_bytes(4, "little")) + body
 
 
 # -- early writeback ---------------------------------------------------------------------------
@@ -295,6 +320,26 @@ class SpoolingDIMSE(DIMSEServiceProvider):
             if stale is not None:  # a peer reusing a Message ID before the answer
                 stale.discard()
             self._pass([(context_id, b"\x02")])
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:  # the association thread
+        """A C-STORE response without an error comment is encoded by hand
+        (:func:`store_response_bytes`, byte for byte pynetdicom's encoding): pynetdicom builds
+        a pydicom dataset of the command set and encodes it, the slowest part of an answer.
+        Anything else, or anyone listening for sent messages, goes through pynetdicom."""
+        if (isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is not None
+                and primitive.ErrorComment is None and primitive.OffendingElement is None
+                and primitive.Status is not None
+                and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+            command = store_response_bytes(
+                str(primitive.AffectedSOPClassUID or ""), str(primitive.AffectedSOPInstanceUID or ""),
+                int(primitive.MessageIDBeingRespondedTo), int(primitive.Status))
+            limit = self.maximum_pdu_size
+            if not limit or len(command) + 7 <= limit:
+                pdata = P_DATA()
+                pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+                self.dul.send_pdu(pdata)
+                return
+        super().send_msg(primitive, context_id)
 
     def _pass(self, items: list[tuple[int, bytes]]) -> None:
         primitive = P_DATA()

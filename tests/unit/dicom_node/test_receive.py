@@ -93,3 +93,27 @@ def test_discard_removes_a_half_received_file(tmp_path: Path) -> None:
     assert received.path is not None and received.path.exists()
     received.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("status", "message_id", "sop_instance_uid"), [
+    (0x0000, 1, "1.2.3.4"), (0x0000, 65535, "1.2.3.45"), (0xB000, 7, generate_uid()),
+])
+def test_a_store_response_is_byte_for_byte_pynetdicoms(
+    status: int, message_id: int, sop_instance_uid: str
+) -> None:
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from mammogate.dicom_node.receive import store_response_bytes
+
+    rsp = C_STORE()
+    rsp.MessageID = message_id
+    rsp.MessageIDBeingRespondedTo = message_id
+    rsp.AffectedSOPClassUID = MG
+    rsp.AffectedSOPInstanceUID = sop_instance_uid
+    rsp.Status = status
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    (pdata,) = list(message.encode_msg(1, 16384))
+    ((context_id, pdv),) = pdata.presentation_data_value_list
+    assert pdv == b"\x03" + store_response_bytes(MG, sop_instance_uid, message_id, status)
