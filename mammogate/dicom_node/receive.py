@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 SPILL_BYTES = 1 << 20  # a dataset larger than this goes to a spool file as it arrives
 WRITEBACK_BYTES = 8 << 20  # then the kernel is asked to start writing every this many bytes
 DUL_STOP_SECONDS = 2.0  # how long an ended association's dataset waits for its DUL thread
+MAX_UNANSWERED = 4  # datasets kept for the handler (one, without asynchronous operations)
 PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
@@ -314,11 +315,16 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         if data[0] & 2:  # the last fragment: pynetdicom completes the message
             received.finish()
             self._current = None
+            message_id = int(message.command_set.MessageID)
             with self._lock:
-                stale = self._received.pop(int(message.command_set.MessageID), None)
-                self._received[int(message.command_set.MessageID)] = received
-            if stale is not None:  # a peer reusing a Message ID before the answer
-                stale.discard()
+                # a Message ID reused before its answer, or datasets no handler took (pynetdicom
+                # answered their requests itself): forgotten, their files removed
+                stale = [self._received.pop(message_id)] if message_id in self._received else []
+                while len(self._received) >= MAX_UNANSWERED:
+                    stale.append(self._received.pop(next(iter(self._received))))
+                self._received[message_id] = received
+            for forgotten in stale:
+                forgotten.discard()
             self._pass([(context_id, b"\x02")])
 
     def send_msg(self, primitive: Any, context_id: int) -> None:  # the association thread

@@ -1,10 +1,13 @@
 """The spool: every received instance as a Part-10 file, durable before C-STORE answers Success.
 
 Layout: ``<root>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``. A file is written to a unique
-temporary name and fsynced (``write``); the SCP then inserts the instance's row, and only while
-it holds that row (unique on the SOP Instance UID) moves the file into place and fsyncs the
-folder (``commit``) before the row commits. So a first copy is never overwritten by a second
-association, and no committed row points at a missing file.
+temporary name and fsynced (``write``), or, a large dataset written there as it arrived
+(``<root>/.receiving``, ``dicom_node.receive``), fsynced and taken over (``adopt``); the SCP then
+inserts the instance's row, and only while it holds that row (unique on the SOP Instance UID)
+moves the file into place and fsyncs the folder (``commit``) before the row commits. So a first
+copy is never overwritten by a second association, and no committed row points at a missing
+file. Temporary files a crash left (``.incoming-*.tmp``, in a study folder or the receiving
+folder) are removed by ``sweep_incoming``.
 """
 
 from __future__ import annotations
