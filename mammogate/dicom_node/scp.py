@@ -345,7 +345,8 @@ class StoreService:
         in_place = False
         try:
             # Core statements on one connection: this is the per-image path, where a Session's
-            # bookkeeping costs more than the statements (the ORM only for a study's first image)
+            # bookkeeping costs more than the statements (the ORM only for a study that settled
+            # or whose images were removed); the wake-up is announced as Database.announce does
             with self.db.engine.begin() as conn:
                 study_id = self._upsert_study(conn, ds, calling_ae, called_ae)
                 # The unique SOP Instance UID: a copy stored before, or a concurrent one, fails
