@@ -8,18 +8,21 @@ Two sizes, pushed by DCMTK's storescu over one association to each receiver on l
 Receivers: DCMTK storescp (writes each file, no fsync), Orthanc (its SQLite index and storage
 area, defaults), and ``mammogate serve`` (fsync of the file and its folder and a database
 commit before each Success; settle_seconds long, so no analysis runs during the timing). Each
-peer gets ``TCP_NODELAY=1``. The node's fsync/fdatasync calls are counted with strace during a
-separate push (strace slows it; that push is not timed).
+peer gets ``TCP_NODELAY=1``. Every push starts after an ``os.sync()``, so that no receiver pays
+for the dirty pages of the one before. Each receiver's fsync/fdatasync calls are counted with
+strace during a separate push of each size (strace slows it; those pushes are not timed).
 
-    .venv/bin/python benchmarks/ingest.py --small 1000 --large 16 [--runs 2]
+    .venv/bin/python benchmarks/ingest.py --small 1000 --large 16 [--runs 2] [--dir /var/tmp]
 
-Prints a Markdown table (seconds, images/s, ratio to storescp and to Orthanc) to paste into
-benchmarks/RESULTS.md.
+``--dir``: where the images and every receiver's storage go (default: the system's temporary
+folder). Prints Markdown tables (seconds, images/s, ratio to storescp and to Orthanc; fsyncs
+per instance) to paste into benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import signal
@@ -77,6 +80,8 @@ def write_images(out: Path, count: int, rows: int, columns: int, per_study: int 
 
 
 def push(files: list[Path], port: int, called: str) -> float:
+    os.sync()  # the previous receiver's dirty pages are written before this one starts
+    time.sleep(0.5)
     started = time.perf_counter()
     result = subprocess.run(
         [STORESCU, "-aet", "MODALITY", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
@@ -108,9 +113,17 @@ def orthanc(files: list[Path], root: Path) -> float:
         pacs.stop()
 
 
-def mammogate(files: list[Path], root: Path) -> float:
+def _node(root: Path, tree: Path | None = None) -> Node:
     node = Node(root, allowed_calling_ae_titles=["MODALITY"], settle_seconds=3600,
                 dicom={"expected_views": []})
+    if tree is not None:  # another checkout's code (e.g. the commit before a change)
+        node.executable = [sys.executable, "-c", f"import runpy, sys; sys.path.insert(0, {str(tree)!r}); "
+                           "runpy.run_module('mammogate.cli', run_name='__main__')"]
+    return node
+
+
+def mammogate(files: list[Path], root: Path, tree: Path | None = None) -> float:
+    node = _node(root, tree)
     node.start()
     try:
         return push(files, node.dicom_port, node.ae_title)
@@ -118,26 +131,57 @@ def mammogate(files: list[Path], root: Path) -> float:
         node.stop()
 
 
-def fsyncs_per_instance(files: list[Path], root: Path) -> float:
-    """fsync + fdatasync calls of the node per instance, over one push."""
-    node = Node(root, allowed_calling_ae_titles=["MODALITY"], settle_seconds=3600,
-                dicom={"expected_views": []})
-    node.start()
-    assert node.process is not None
-    trace = root / "strace.txt"
+def _traced(pid: int, trace: Path) -> subprocess.Popen[bytes]:
     tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o",
-                               str(trace), "-p", str(node.process.pid)],
+                               str(trace), "-p", str(pid)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
-    try:
-        push(files, node.dicom_port, node.ae_title)
-        time.sleep(0.5)
-    finally:
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait()
-        node.stop()
+    return tracer
+
+
+def _count(tracer: subprocess.Popen[bytes], trace: Path, files: list[Path]) -> float:
+    time.sleep(0.5)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait()
     lines = [line for line in trace.read_text().splitlines() if "sync(" in line]
     return len(lines) / len(files)
+
+
+def fsyncs_per_instance(name: str, files: list[Path], root: Path, tree: Path | None = None) -> float:
+    """fsync + fdatasync calls of a receiver per instance, over one push."""
+    root.mkdir(parents=True)
+    trace = root / "strace.txt"
+    if name == "DCMTK storescp":
+        (root / "out").mkdir()
+        port = free_port()
+        server = subprocess.Popen(["/usr/bin/storescp", "-od", str(root / "out"), str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=NODELAY)
+        time.sleep(0.5)
+        tracer = _traced(server.pid, trace)
+        try:
+            push(files, port, "STORESCP")
+            return _count(tracer, trace, files)
+        finally:
+            server.terminate()
+            server.wait()
+    if name == "Orthanc":
+        pacs = Orthanc(root / "orthanc").start()
+        assert pacs.process is not None
+        tracer = _traced(pacs.process.pid, trace)
+        try:
+            push(files, pacs.dicom_port, pacs.aet)
+            return _count(tracer, trace, files)
+        finally:
+            pacs.stop()
+    node = _node(root / "node", tree)
+    node.start()
+    assert node.process is not None
+    tracer = _traced(node.process.pid, trace)
+    try:
+        push(files, node.dicom_port, node.ae_title)
+        return _count(tracer, trace, files)
+    finally:
+        node.stop()
 
 
 def main() -> int:
@@ -145,8 +189,12 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=16)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the images and the receivers' storage go")
+    parser.add_argument("--compare-tree", type=Path, default=None,
+                        help="also time mammogate from this checkout (e.g. the code before a change)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         sizes = {
             f"small ({args.small} x 64x52)": write_images(tmp / "small", args.small, 64, 52),
@@ -154,11 +202,17 @@ def main() -> int:
         }
         receivers: dict[str, Callable[[list[Path], Path], float]] = {
             "DCMTK storescp": storescp, "Orthanc": orthanc, "mammogate": mammogate}
+        trees = {"mammogate": None}
+        if args.compare_tree is not None:
+            other = f"mammogate ({args.compare_tree.name})"
+            receivers[other] = functools.partial(mammogate, tree=args.compare_tree.resolve())
+            trees[other] = args.compare_tree.resolve()
         print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, Python {platform.python_version()}; "
-              f"{time.strftime('%Y-%m-%d')}")
-        print("| images | receiver | seconds (median) | images/s | vs storescp | vs Orthanc |")
-        print("|---|---|---|---|---|---|")
+              f"{time.strftime('%Y-%m-%d')}; storage under {tmp}")
+        print("| images | receiver | seconds (median) | each run | images/s | vs storescp "
+              "| vs Orthanc |")
+        print("|---|---|---|---|---|---|---|")
         for label, files in sizes.items():
             times: dict[str, list[float]] = {name: [] for name in receivers}
             for run in range(args.runs):
@@ -167,13 +221,19 @@ def main() -> int:
             median = {name: statistics.median(t) for name, t in times.items()}
             for name in receivers:
                 rate = len(files) / median[name]
-                print(f"| {label} | {name} | {median[name]:.2f} | {rate:.0f} | "
+                each = " / ".join(f"{t:.2f}" for t in times[name])
+                print(f"| {label} | {name} | {median[name]:.2f} | {each} | {rate:.1f} | "
                       f"{median['DCMTK storescp'] / median[name]:.2f} | "
-                      f"{median['Orthanc'] / median[name]:.2f} |")
-        small = sizes[next(iter(sizes))]
-        total = fsyncs_per_instance(small[:200], tmp / "strace-node")
-        print(f"\nmammogate fsync+fdatasync calls per small instance (strace, 200 instances): "
-              f"{total:.2f}")
+                      f"{median['Orthanc'] / median[name]:.2f} |", flush=True)
+        small, large = sizes.values()
+        print(f"\n| fsync + fdatasync calls per instance (strace) | small (200) | large ({len(large)}) |")
+        print("|---|---|---|")
+        for name in receivers:
+            root = tmp / f"strace-{name}".replace(" ", "").replace("(", "").replace(")", "")
+            tree = trees.get(name)
+            counts = (fsyncs_per_instance(name, small[:200], root / "small", tree),
+                      fsyncs_per_instance(name, large, root / "large", tree))
+            print(f"| {name} | {counts[0]:.2f} | {counts[1]:.2f} |", flush=True)
     return 0
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from mammogate.db.engine import utcnow
@@ -136,22 +136,28 @@ def next_settle_due(session: Session, settle_seconds: float) -> datetime | None:
     return None if last is None else last + timedelta(seconds=settle_seconds)
 
 
+_STUDIES = cast(Table, Study.__table__)
+# built once (the statement of every image but a study's first): the values are bound per call
+_ANOTHER_IMAGE = (
+    update(_STUDIES)
+    .where(_STUDIES.c.study_instance_uid == bindparam("uid"),
+           _STUDIES.c.state == StudyState.RECEIVING, _STUDIES.c.images_removed_at.is_(None))
+    .values(instance_count=_STUDIES.c.instance_count + 1, last_received_at=bindparam("now"),
+            updated_at=bindparam("now"))
+    .returning(_STUDIES.c.id)
+)
+
+
 def another_image_of_receiving_study(
-    session: Session, study_instance_uid: str, now: datetime
+    connection: Connection, study_instance_uid: str, now: datetime
 ) -> int | None:
     """Count one more image of a study that is receiving (and whose images retention has not
     removed), in one statement that also locks its row; its id, or None when the study is new
     or in another state (then :func:`study_receives_images` on the locked row)."""
-    studies = cast(Table, Study.__table__).c
-    # Core, on the session's connection: the ORM's bulk-update machinery costs more than the
+    # Core, on the caller's connection: the ORM's bulk-update machinery costs more than the
     # statement on this per-image path
-    found: int | None = session.connection().execute(
-        update(cast(Table, Study.__table__))
-        .where(studies.study_instance_uid == study_instance_uid,
-               studies.state == StudyState.RECEIVING, studies.images_removed_at.is_(None))
-        .values(instance_count=studies.instance_count + 1, last_received_at=now,
-                updated_at=now)
-        .returning(studies.id)
+    found: int | None = connection.execute(
+        _ANOTHER_IMAGE, {"uid": study_instance_uid, "now": now}
     ).scalar_one_or_none()
     return found
 

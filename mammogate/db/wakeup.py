@@ -14,7 +14,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,16 @@ class Wakeup:
             event.listen(session, "after_commit", self._after_commit, once=True)
             event.listen(session, "after_rollback", self._after_rollback, once=True)
         pending.add(topic)
+
+    def notify(self, connection: Connection, topic: str) -> None:
+        """``announce`` for Core statements on ``connection``: on PostgreSQL the NOTIFY that
+        other nodes hear at commit. The caller wakes this process's loops (``wake``) once its
+        transaction has committed."""
+        if topic not in TOPICS:
+            raise ValueError(f"unknown wake-up topic {topic!r}")
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_notify(:channel, :topic)"),
+                               {"channel": CHANNEL, "topic": topic})
 
     def _after_commit(self, session: Session) -> None:
         for topic in session.info.pop("mammogate_wakeup", set()):

@@ -28,6 +28,7 @@ PDU byte by byte for as long as its sender trickles; these classes put bounds on
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import select
 import socket
@@ -37,9 +38,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom import evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
@@ -48,11 +56,13 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from mammogate.config.settings import DicomSettings
 from mammogate.dicom_node import tls
 from mammogate.dicom_node.policy import AssociationPolicy
+from mammogate.dicom_node.receive import SpoolingDIMSE
 
 log = logging.getLogger(__name__)
 
 ASSOCIATION_PDU_LIMIT = 1 << 20  # A-ASSOCIATE-RQ and other non-data PDUs: far below this
 PDU_HEADER_SLACK = 1024  # P-DATA item headers on top of the announced maximum
+RECV_AHEAD_BYTES = 1 << 20  # a PDU's buffer grows by at most this before its bytes come
 
 
 @dataclass(frozen=True)
@@ -88,37 +98,74 @@ class GuardedSocket(AssociationSocket):
         )
         assert self.socket is not None
         previous = self.socket.gettimeout()
-        data = bytearray()
+        # Received in place: a buffer of the PDU's size, up to RECV_AHEAD_BYTES at a time (a
+        # peer that announces a large PDU and sends nothing holds no more than that).
+        data = bytearray(min(nr_bytes, RECV_AHEAD_BYTES))
+        got = 0
         try:
-            while len(data) < nr_bytes:
+            while got < nr_bytes:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{nr_bytes} bytes not received in time ({len(data)} came)")
+                    raise TimeoutError(f"{nr_bytes} bytes not received in time ({got} came)")
+                if got == len(data):
+                    data.extend(bytes(min(nr_bytes - got, RECV_AHEAD_BYTES)))
                 self.socket.settimeout(left)
-                chunk = self.socket.recv(min(65536, nr_bytes - len(data)))
-                if not chunk:
+                with memoryview(data) as view:
+                    count = self.socket.recv_into(view[got:])
+                if not count:
+                    del data[got:]
                     return data
-                data.extend(chunk)
+                got += count
         finally:
             self.socket.settimeout(previous)
         return data
 
 
-# How long the DUL thread waits for the socket, and the association thread for a decoded
-# message, before they look at their other duties (release, abort, timers, stop) again.
-PROMPT_WAIT_SECONDS = 0.0005
+# How long the DUL thread waits for the socket (or a primitive to send, which wakes it at once),
+# and the association thread for a decoded message, before they look at their other duties
+# (release, abort, timers, stop) again.
+PROMPT_WAIT_SECONDS = 0.02
 MESSAGE_WAIT_SECONDS = 0.005
 
 
 class PromptDUL(DULServiceProvider):
-    """pynetdicom's DUL thread, woken by the socket instead of sleeping a millisecond between
-    looks: an incoming PDU is read the moment it arrives (pynetdicom's loop sleeps
-    ``_run_loop_delay`` and then polls). Each C-STORE round trip otherwise waits out those
-    sleeps on both of its threads."""
+    """pynetdicom's DUL thread, woken by the socket or by a primitive to send instead of
+    sleeping a millisecond between looks: an incoming PDU is read the moment it arrives, and a
+    C-STORE response is sent the moment the association thread hands it over (pynetdicom's loop
+    sleeps ``_run_loop_delay`` and then polls both). Each C-STORE round trip otherwise waits out
+    those sleeps on both of its threads."""
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
         self._run_loop_delay = 0  # the wait is in _is_transport_event, on the socket
+        # A pipe that send_pdu (the association thread) writes a byte to and the DUL thread's
+        # select reads: a response is sent the moment it is queued. It lives as long as the
+        # reactor runs; the lock keeps a late send_pdu from writing to a closed (and perhaps
+        # reused) descriptor.
+        self._wake_read = self._wake_write = -1
+        self._wake_lock = threading.Lock()
+
+    def run_reactor(self) -> None:
+        with self._wake_lock:
+            self._wake_read, self._wake_write = os.pipe()
+            os.set_blocking(self._wake_read, False)
+            os.set_blocking(self._wake_write, False)
+        try:
+            super().run_reactor()
+        finally:
+            with self._wake_lock:
+                os.close(self._wake_read)
+                os.close(self._wake_write)
+                self._wake_read = self._wake_write = -1
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        with self._wake_lock:
+            if self._wake_write >= 0:
+                try:
+                    os.write(self._wake_write, b"\0")
+                except BlockingIOError:
+                    pass  # the pipe is full: a wake-up is pending already
 
     def _is_transport_event(self) -> bool:
         if self.event_queue.empty() and self.to_provider_queue.empty():
@@ -129,14 +176,19 @@ class PromptDUL(DULServiceProvider):
         wrapper = self.socket
         raw = getattr(wrapper, "socket", None)
         if raw is None or not getattr(wrapper, "_is_connected", False):
-            time.sleep(timeout)
+            time.sleep(min(timeout, 0.001))
             return
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
             return  # decrypted bytes buffered already
         try:
-            select.select([raw], [], [], timeout)
+            ready, _, _ = select.select([raw, self._wake_read], [], [], timeout)
         except (OSError, ValueError):
             return  # closed meanwhile: pynetdicom's own check reports it
+        if self._wake_read in ready:
+            try:
+                os.read(self._wake_read, 4096)
+            except BlockingIOError:
+                pass  # drained already
 
 
 class PromptAssociation(Association):
@@ -147,6 +199,13 @@ class PromptAssociation(Association):
     The loop is pynetdicom 3's ``Association._run_reactor`` without that sleep (pinned by
     ``pynetdicom>=3.0,<4``; ``tests/integration/test_scp.py`` and ``test_hostile_input.py``
     exercise release, abort and the idle timeout through it)."""
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            if isinstance(self.dimse, SpoolingDIMSE):
+                self.dimse.discard_all()
 
     def _run_reactor(self) -> None:
         self._is_paused = False
@@ -298,6 +357,9 @@ class GuardedRequestHandler(RequestHandler):
 
         server: GuardedServer = self.server  # type: ignore[assignment]
         assoc = PromptAssociation(self.ae, MODE_ACCEPTOR)
+        if server.receiving_folder is not None:  # C-STORE datasets straight towards the spool
+            assoc.dimse = SpoolingDIMSE(assoc, server.receiving_folder,
+                                        server.dicom.max_dataset_bytes)
         make_prompt(assoc)
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
@@ -312,11 +374,17 @@ class GuardedRequestHandler(RequestHandler):
         assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
         assoc.acceptor.supported_contexts = deepcopy(server.contexts)
         assoc.requestor.address_info = self.remote
+        quiet = _pynetdicom_quiet()
+        if quiet:
+            for log_event, log_handler in STANDARD_LOG_HANDLERS:
+                assoc.unbind(log_event, log_handler)
         for event in server._handlers:
             if event.is_intervention and server._handlers[event]:
                 assoc.bind(event, *server._handlers[event])
             elif isinstance(event, evt.NotificationEvent):
                 for handler in server._handlers[event]:
+                    if quiet and (event, handler[0]) in STANDARD_LOG_HANDLERS:  # type: ignore[index]
+                        continue
                     assoc.bind(event, handler[0], handler[1])  # type: ignore[index]
         acse = GuardedACSE(assoc)
         acse.limits = server.limits
@@ -326,10 +394,29 @@ class GuardedRequestHandler(RequestHandler):
         return assoc
 
 
+# pynetdicom's logging handlers, bound to every association: they format each PDU and DIMSE
+# message (a quarter of a millisecond per C-STORE) for log lines at INFO and DEBUG, which the
+# node discards (``cli`` sets the pynetdicom logger to WARNING). Left bound when that logger
+# is turned up to INFO or DEBUG for troubleshooting.
+STANDARD_LOG_HANDLERS = frozenset({
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+})
+
+
+def _pynetdicom_quiet() -> bool:
+    return not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO)
+
+
 class GuardedServer(ThreadedAssociationServer):
     limits: AssociationLimits
     policy: AssociationPolicy | None = None  # replaced as a whole when the peers change
     dicom: DicomSettings  # for the TLS handshake's deadline and its explanations
+    # where large C-STORE datasets are written as they arrive (dicom_node.receive); None:
+    # pynetdicom's own buffer
+    receiving_folder: Path | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._handshakes = 0

@@ -18,10 +18,14 @@ from __future__ import annotations
 import struct
 import zlib
 from io import BytesIO
+from pathlib import Path
 
 from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from mammogate.config.settings import DicomSettings
 
@@ -72,6 +76,9 @@ def split_file_meta(data: bytes) -> tuple[int, str] | None:
 
 
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+PIXEL_DATA = BaseTag(0x7FE00010)
+UNDEFINED_LENGTH = 0xFFFFFFFF
+_MAY_BE_SEQUENCE = {"SQ", "UN", None}
 
 
 def _header_of(body: bytes) -> Dataset | None:
@@ -139,17 +146,63 @@ def read_bounded(data: bytes, settings: DicomSettings) -> Dataset:
     Raises ``LimitExceeded``; pydicom's own parse errors pass through for the caller."""
     check_encoded_size(data, settings)
     inflated = inflate_bounded(data, settings)
-    if inflated is None:
-        ds: Dataset = dcmread(BytesIO(data), force=False)
-    else:
+    if inflated is not None:
         offset, body = inflated
-        meta = dcmread(BytesIO(data[:offset]), force=False).file_meta  # the group alone
         ds = read_dataset(BytesIO(body), is_implicit_VR=False, is_little_endian=True)
-        ds.file_meta = meta
+        ds.file_meta = _file_meta(data, offset)
+    elif (found := split_file_meta(data)) is not None and (encoding := _encoding(found[1])):
+        # the group read by hand, the dataset by pydicom in the encoding it names (what
+        # dcmread does, without its second pass over the group)
+        offset, _syntax = found
+        ds = read_dataset(BytesIO(data[offset:]), is_implicit_VR=encoding[0],
+                          is_little_endian=encoding[1])
+        ds.file_meta = _file_meta(data, offset)
+    else:
+        ds = dcmread(BytesIO(data), force=False)
     check_structure(ds, settings)
     check_geometry(ds, settings)
     check_native_pixel_length(ds)
     return ds
+
+
+DEFER_BYTES = 1 << 16  # values longer than this stay in the file (read_bounded_file)
+
+
+def read_bounded_file(path: Path, settings: DicomSettings) -> Dataset:
+    """``read_bounded`` for a received Part-10 file (a large dataset, ``dicom_node.receive``):
+    the same limits, with values longer than ``DEFER_BYTES`` (the pixels) left in the file, so
+    that the checks read the header alone. A Deflated file is read into memory and checked as
+    bytes (its size is within ``dicom.max_dataset_bytes``)."""
+    size = path.stat().st_size
+    if size > settings.max_dataset_bytes:
+        raise LimitExceeded(
+            f"dataset of {size} bytes exceeds dicom.max_dataset_bytes ({settings.max_dataset_bytes})"
+        )
+    with path.open("rb") as fh:
+        found = split_file_meta(fh.read(HEADER_PROBE))
+        if found is None or found[1] == DeflatedExplicitVRLittleEndian:
+            fh.seek(0)
+            return read_bounded(fh.read(), settings)
+        fh.seek(0)
+        ds = dcmread(fh, defer_size=DEFER_BYTES, force=False)
+    check_structure(ds, settings)
+    check_geometry(ds, settings)
+    check_native_pixel_length(ds, file_size=size)
+    return ds
+
+
+def _encoding(syntax: str) -> tuple[bool, bool] | None:
+    """(implicit VR, little endian) of a transfer syntax pydicom knows; None otherwise."""
+    uid = UID(syntax)
+    if not uid.is_transfer_syntax:
+        return None
+    return uid.is_implicit_VR, uid.is_little_endian
+
+
+def _file_meta(data: bytes, offset: int) -> FileMetaDataset:
+    """The File Meta Information group of Part-10 ``data`` (ending at ``offset``)."""
+    return FileMetaDataset(read_dataset(BytesIO(data[132:offset]), is_implicit_VR=False,
+                                        is_little_endian=True))
 
 
 def _int(ds: Dataset, keyword: str, default: int) -> int:
@@ -189,14 +242,21 @@ def check_geometry(ds: Dataset, settings: DicomSettings) -> None:
         )
 
 
-def check_native_pixel_length(ds: Dataset) -> None:
+def check_native_pixel_length(ds: Dataset, *, file_size: int | None = None) -> None:
     """Uncompressed Pixel Data must hold what Rows x Columns x frames x bits declare (one pad
-    byte allowed): shorter means the dataset was cut off inside its pixels."""
+    byte allowed): shorter means the dataset was cut off inside its pixels. For a dataset read
+    from a file with its pixels left there (``file_size`` given), the length is the one its
+    header declares, and the file must hold that many bytes after it."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None or syntax.is_compressed or "PixelData" not in ds:
         return
-    element = ds["PixelData"]
-    length = len(element.value) if element.value is not None else 0
+    element = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if isinstance(element, RawDataElement) and element.value is None and file_size is not None:
+        # left in the file: its declared length, as far as the file holds it
+        length = element.length if element.length != UNDEFINED_LENGTH else 0
+        length = max(0, min(length, file_size - element.value_tell))
+    else:  # in memory: read (raw or converted) with the rest
+        length = len(element.value) if element.value is not None else 0
     expected = expected_pixel_bytes(ds)
     if length not in (expected, expected + 1):
         raise LimitExceeded(
@@ -205,7 +265,9 @@ def check_native_pixel_length(ds: Dataset) -> None:
 
 
 def check_structure(ds: Dataset, settings: DicomSettings) -> None:
-    """Element count and sequence depth, walked without recursion."""
+    """Element count and sequence depth, walked without recursion. Elements whose explicit VR
+    is not SQ are counted as they were read (not converted); a sequence, or an element whose
+    VR the encoding does not say (implicit VR, UN), is converted to see into it."""
     count = 0
     stack: list[tuple[Dataset, int]] = [(ds, 1)]
     while stack:
@@ -214,9 +276,14 @@ def check_structure(ds: Dataset, settings: DicomSettings) -> None:
             raise LimitExceeded(
                 f"sequences deeper than dicom.max_sequence_depth ({settings.max_sequence_depth})"
             )
-        for element in current:
+        for tag in list(current.keys()):
             count += 1
             if count > settings.max_elements:
                 raise LimitExceeded(f"more than dicom.max_elements ({settings.max_elements}) elements")
+            element = current.get_item(tag, keep_deferred=True)
+            if isinstance(element, RawDataElement):
+                if element.VR not in _MAY_BE_SEQUENCE:
+                    continue
+                element = current[tag]
             if element.VR == "SQ":
                 stack.extend((item, depth + 1) for item in element.value)

@@ -7,11 +7,11 @@ it (and its study) in the database, and answers. Everything after that is a job.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import ssl
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
@@ -35,9 +35,10 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from mammogate.config import Settings, StartupError
 from mammogate.config.settings import DicomSettings
@@ -55,9 +56,10 @@ from mammogate.db.retention import removed_reason
 from mammogate.db.states import StudyState
 from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
 from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
-from mammogate.dicom_node.limits import LimitExceeded, read_bounded
+from mammogate.dicom_node.limits import LimitExceeded, read_bounded, read_bounded_file
 from mammogate.dicom_node.policy import AssociationPolicy, peer_rule
-from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpoolError, check_uid
+from mammogate.dicom_node.receive import ReceivedDataset, SpoolingDIMSE
+from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpooledFile, SpoolError, check_uid
 from mammogate.dicom_node.tls import describe as describe_tls
 from mammogate.dicom_node.tls import peer_summary, server_context
 from mammogate.imaging.views import patient_stem, view_info
@@ -66,6 +68,7 @@ from mammogate.storage import FreeSpaceGuard
 log = logging.getLogger(__name__)
 
 INSTANCES = cast(Table, Instance.__table__)  # inserted with Core: the per-image path
+INSERT_INSTANCE = insert(INSTANCES)  # built once; the values are bound per image
 
 # SOP classes whose images are mammograms by definition.
 MAMMOGRAPHY_SOP_CLASSES: dict[str, str] = {
@@ -135,15 +138,19 @@ class StoreRefused(Exception):
         self.reason = reason
 
 
-def parse_dataset(data: bytes, limits: DicomSettings) -> Dataset:
-    """The received Part-10 bytes as a dataset, parsed through the pixel data (not decoded),
-    within the limits of ``dicom_node.limits``."""
+def parse_dataset(data: bytes | Path, limits: DicomSettings) -> Dataset:
+    """The received Part-10 bytes (or a received file, whose pixels stay there) as a dataset,
+    parsed through the pixel data (not decoded), within the limits of ``dicom_node.limits``."""
     try:
-        ds = read_bounded(data, limits)
+        if isinstance(data, Path):
+            ds = read_bounded_file(data, limits)
+        else:
+            ds = read_bounded(data, limits)
         for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality"):
             ds.get(keyword)
-        for keyword in PIXEL_KEYWORDS:
-            ds.get(keyword)
+        if not isinstance(data, Path):  # (in a file, the pixels are read by the analysis)
+            for keyword in PIXEL_KEYWORDS:
+                ds.get(keyword)
     except LimitExceeded as exc:
         raise StoreRefused(CANNOT_UNDERSTAND, str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 -- pydicom raises many types on bad input
@@ -186,6 +193,15 @@ class AssociationCounts:
     stored: int = 0
     refused: int = 0
     outcome: str = "closed"  # released / aborted, once known
+
+
+def _received(event: evt.Event) -> ReceivedDataset | None:
+    """The dataset ``dicom_node.receive`` took for this C-STORE (None on an association whose
+    DIMSE provider is pynetdicom's own: the handler reads pynetdicom's buffer then)."""
+    dimse = getattr(event.assoc, "dimse", None)
+    if not isinstance(dimse, SpoolingDIMSE):
+        return None
+    return dimse.take(int(cast(Any, event.request).MessageID))
 
 
 def _counts(assoc: Any) -> AssociationCounts:
@@ -235,14 +251,15 @@ class StoreService:
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         sop_class_uid = str(request.AffectedSOPClassUID or "")
         counts = _counts(event.assoc)
+        received = _received(event)
         try:
             short = self.spool_space.shortage()
             if short is not None:
                 return self._refuse_for_space(short, calling_ae, sop_uid)
-            data = event.encoded_dataset(include_meta=True)
-            ds = parse_dataset(data, self.settings.dicom)
+            payload = self._payload(event, received)
+            ds = parse_dataset(payload, self.settings.dicom)
             check_dataset(ds, sop_class_uid, sop_uid)
-            status = self._store(ds, data, calling_ae, called_ae)
+            status = self._store(ds, payload, received, calling_ae, called_ae)
             counts.stored += 1
             return status
         except StoreRefused as refused:
@@ -258,6 +275,25 @@ class StoreService:
             counts.refused += 1
             log.exception("C-STORE of %s from %s: internal error", sop_uid, calling_ae)
             return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+        finally:
+            if received is not None:
+                received.discard()  # its file, unless the spool took it over
+
+    def _payload(self, event: evt.Event, received: ReceivedDataset | None) -> bytes | Path:
+        """The received Part-10 bytes, or the file a large dataset was written to as it came."""
+        if received is None:  # pynetdicom's own buffer (an association the guard did not make)
+            return event.encoded_dataset(include_meta=True)
+        limit = self.settings.dicom.max_dataset_bytes
+        if received.too_large:
+            # (refused as it passed the limit: the rest was read off the wire, not kept)
+            raise StoreRefused(CANNOT_UNDERSTAND, f"dataset exceeds dicom.max_dataset_bytes ({limit})")
+        if received.error is not None:
+            raise SpoolError(f"cannot receive into the spool: {received.error.strerror}") \
+                from received.error
+        if received.in_memory:
+            return received.data()
+        assert received.path is not None
+        return received.path
 
     def _refuse_for_space(self, reason: str, calling_ae: str, sop_uid: str) -> Dataset:
         """0xA700 while the spool's disk is low; logged and audited at most once per
@@ -286,38 +322,57 @@ class StoreService:
             log.exception("could not record the refused C-STORE of %s", sop_uid)
         return _status(refused.status, refused.reason)
 
-    def _store(self, ds: Dataset, data: bytes, calling_ae: str, called_ae: str) -> int:
+    def _spool(self, ds: Dataset, payload: bytes | Path,
+               received: ReceivedDataset | None) -> SpooledFile:
+        """The instance written (or, received into a file, that file fsynced) under a temporary
+        name in the spool: ``Spool.commit`` puts it in place."""
+        study_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+        if isinstance(payload, bytes):
+            return self.spool.write(payload, study_uid, sop_uid)
+        assert received is not None
+        try:
+            path, size, sha256 = received.sealed()
+        except OSError as exc:
+            raise SpoolError(f"cannot write {sop_uid}.dcm to the spool: {exc.strerror}") from exc
+        return self.spool.adopt(path, size, sha256, study_uid, sop_uid)
+
+    def _store(self, ds: Dataset, payload: bytes | Path, received: ReceivedDataset | None,
+               calling_ae: str, called_ae: str) -> int:
         study_uid = str(ds.StudyInstanceUID)
         sop_uid = str(ds.SOPInstanceUID)
-        spooled = self.spool.write(data, study_uid, sop_uid)
+        spooled = self._spool(ds, payload, received)
         info = view_info(ds)
         in_place = False
         try:
-            with self.db.session() as session:
-                study_id = self._upsert_study(session, ds, calling_ae, called_ae)
+            # Core statements on one connection: this is the per-image path, where a Session's
+            # bookkeeping costs more than the statements (the ORM only for a study that settled
+            # or whose images were removed); the wake-up is announced as Database.announce does
+            with self.db.engine.begin() as conn:
+                study_id = self._upsert_study(conn, ds, calling_ae, called_ae)
                 # The unique SOP Instance UID: a copy stored before, or a concurrent one, fails
                 # (or blocks) here, so only the holder of this row puts its file in place.
-                session.connection().execute(insert(INSTANCES).values(
-                    sop_instance_uid=sop_uid,
-                    study_id=study_id,
-                    series_instance_uid=str(ds.SeriesInstanceUID),
-                    sop_class_uid=str(ds.SOPClassUID),
-                    study_instance_uid=study_uid,
-                    transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID)[:64],
-                    modality=_text(ds, "Modality", 16),
+                conn.execute(INSERT_INSTANCE, {
+                    "sop_instance_uid": sop_uid,
+                    "study_id": study_id,
+                    "series_instance_uid": str(ds.SeriesInstanceUID),
+                    "sop_class_uid": str(ds.SOPClassUID),
+                    "study_instance_uid": study_uid,
+                    "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID)[:64],
+                    "modality": _text(ds, "Modality", 16),
                     # as read from whichever attribute holds them (ViewCodeSequence,
                     # ViewPosition, ImageLaterality, Laterality, or the image's text)
-                    laterality=(info.laterality or "")[:2],
-                    view=(info.view or "")[:16],
-                    calling_ae_title=calling_ae[:16],
-                    path=str(spooled.path),
-                    size=spooled.size,
-                    sha256=spooled.sha256,
-                    received_at=utcnow(),
-                ))
+                    "laterality": (info.laterality or "")[:2],
+                    "view": (info.view or "")[:16],
+                    "calling_ae_title": calling_ae[:16],
+                    "path": str(spooled.path),
+                    "size": spooled.size,
+                    "sha256": spooled.sha256,
+                    "received_at": utcnow(),
+                })
                 self.spool.commit(spooled)
                 in_place = True
-                self.db.announce(session, ANALYSIS_WORK)
+                self.db.wakeup.notify(conn, ANALYSIS_WORK)
+            self.db.wakeup.wake(ANALYSIS_WORK)  # committed: this process's worker looks now
         except BaseException as exc:
             # A file already in place stays: once our row is rolled back another association
             # may have put the same instance there and committed it, and a file no row names is
@@ -329,7 +384,8 @@ class StoreService:
                 raise
             # a re-sent image of a study whose images retention removed is refused, not kept
             self._check_not_removed(study_uid)
-            self._log_duplicate(raced, data, calling_ae)  # stored before, or by another association
+            # stored before, or by another association
+            self._log_duplicate(raced, spooled.sha256, calling_ae)
             return SUCCESS
         log.info(
             "stored %s (study %s, %d bytes) from %s", sop_uid, study_uid, spooled.size, calling_ae
@@ -352,7 +408,7 @@ class StoreService:
                 select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
             )
 
-    def _exam_of(self, session: Any, ds: Dataset, study_uid: str) -> tuple[str, str]:
+    def _exam_of(self, conn: Connection, ds: Dataset, study_uid: str) -> tuple[str, str]:
         """(the study UID the instance is recorded under, the exam key): its own, unless
         dicom.group_studies_by_patient_and_date puts it into an exam assembled earlier."""
         if not self.settings.dicom.group_studies_by_patient_and_date:
@@ -362,18 +418,18 @@ class StoreService:
         if not stem or not date:
             return study_uid, ""  # nothing safe to group on
         key = f"{stem}|{date}"[:128]
-        first = session.scalar(select(Study.study_instance_uid).where(Study.exam_key == key)
-                               .order_by(Study.id).limit(1))
+        first = conn.scalar(select(Study.study_instance_uid).where(Study.exam_key == key)
+                            .order_by(Study.id).limit(1))
         if first is not None and first != study_uid:
             log.info("study %s joins the exam of study %s (same patient and date)", study_uid, first)
             return first, key
         return study_uid, key
 
-    def _upsert_study(self, session: Any, ds: Dataset, calling_ae: str, called_ae: str) -> int:
+    def _upsert_study(self, conn: Connection, ds: Dataset, calling_ae: str, called_ae: str) -> int:
         now = utcnow()
-        study_uid, exam_key = self._exam_of(session, ds, str(ds.StudyInstanceUID))
+        study_uid, exam_key = self._exam_of(conn, ds, str(ds.StudyInstanceUID))
         # the common case in one statement: another image of a study that is receiving
-        study_id = another_image_of_receiving_study(session, study_uid, now)
+        study_id = another_image_of_receiving_study(conn, study_uid, now)
         if study_id is not None:
             return study_id
         values = dict(
@@ -391,35 +447,42 @@ class StoreService:
             # which of the node's AE titles was called; routes may match on it
             called_ae_title=called_ae[:16],
             exam_key=exam_key,
-            instance_count=0,
+            instance_count=1,  # this image
             first_received_at=now,
             last_received_at=now,
             updated_at=now,
             last_error="",
         )
-        dialect_insert = (postgresql.insert if session.bind.dialect.name == "postgresql"
-                          else sqlite.insert)
-        session.execute(
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        # a study's first image: the study is new, and receiving, in one statement
+        created: int | None = conn.execute(
             dialect_insert(Study).values(**values).on_conflict_do_nothing(
                 index_elements=["study_instance_uid"]
+            ).returning(Study.id)
+        ).scalar_one_or_none()
+        if created is not None:
+            return created
+        # A study that settled, was analysed or whose images were removed: the ORM, in this
+        # transaction (the Session joins it, and leaves commit and rollback to the block).
+        with Session(bind=conn, join_transaction_mode="rollback_only") as session:
+            study = session.scalar(
+                select(Study).where(Study.study_instance_uid == study_uid).with_for_update()
             )
-        )
-        study = session.scalar(
-            select(Study).where(Study.study_instance_uid == study_uid).with_for_update()
-        )
-        if study.images_removed_at is not None:  # checked again under the study's lock
-            raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(study.images_removed_at))
-        previous = study_receives_images(session, study)
-        if previous is not None:
-            # More images after the study settled: analysed again once it is quiet.
-            log.info("study %s receives more images (was %s)", study_uid, previous)
-        study.instance_count = study.instance_count + 1
-        study.last_received_at = now
-        study.updated_at = now
-        return study.id
+            assert study is not None
+            if study.images_removed_at is not None:  # checked again under the study's lock
+                raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(study.images_removed_at))
+            previous = study_receives_images(session, study)
+            if previous is not None:
+                # More images after the study settled: analysed again once it is quiet.
+                log.info("study %s receives more images (was %s)", study_uid, previous)
+            study.instance_count = study.instance_count + 1
+            study.last_received_at = now
+            study.updated_at = now
+            session.flush()
+            return study.id
 
-    def _log_duplicate(self, existing: Instance, data: bytes, calling_ae: str) -> None:
-        if hashlib.sha256(data).hexdigest() == existing.sha256:
+    def _log_duplicate(self, existing: Instance, sha256: str, calling_ae: str) -> None:
+        if sha256 == existing.sha256:
             log.info(
                 "duplicate %s from %s: identical to the stored copy, kept once",
                 existing.sop_instance_uid, calling_ae,
@@ -521,6 +584,7 @@ class Scp:
             maximum_pdu_size=dicom.maximum_pdu_size,
         )
         server.policy = self.policy
+        server.receiving_folder = self.service.spool.receiving_folder()
         server.on_refused_connection = self._on_refused_connection  # type: ignore[method-assign]  # the SCP audits
         self.ae._servers.append(server)  # as start_server does: the server's shutdown unregisters it
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()

@@ -1,10 +1,13 @@
 """The spool: every received instance as a Part-10 file, durable before C-STORE answers Success.
 
 Layout: ``<root>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``. A file is written to a unique
-temporary name and fsynced (``write``); the SCP then inserts the instance's row, and only while
-it holds that row (unique on the SOP Instance UID) moves the file into place and fsyncs the
-folder (``commit``) before the row commits. So a first copy is never overwritten by a second
-association, and no committed row points at a missing file.
+temporary name and fsynced (``write``), or, a large dataset written there as it arrived
+(``<root>/.receiving``, ``dicom_node.receive``), fsynced and taken over (``adopt``); the SCP then
+inserts the instance's row, and only while it holds that row (unique on the SOP Instance UID)
+moves the file into place and fsyncs the folder (``commit``) before the row commits. So a first
+copy is never overwritten by a second association, and no committed row points at a missing
+file. Temporary files a crash left (``.incoming-*.tmp``, in a study folder or the receiving
+folder) are removed by ``sweep_incoming``.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from mammogate.storage import fsync_directory
+
+RECEIVING_FOLDER = ".receiving"  # large datasets as they arrive (dicom_node.receive)
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +71,62 @@ class Spool:
         check_uid(sop_instance_uid, "SOP Instance UID")
         return self.root / study_instance_uid / f"{sop_instance_uid}.dcm"
 
+    def _folder(self, final: Path) -> None:
+        """Make the study's folder (and, when new, its entry in the root durable)."""
+        new_dir = not final.parent.exists()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if new_dir:
+            fsync_directory(self.root)
+            self._durable(final.parent.name)
+
+    def _create_temporary(self, final: Path) -> tuple[int, Path]:
+        """A new, empty file with a unique temporary name beside ``final`` (open for writing).
+        The study folder is looked for only when the open finds none (a new study, or one
+        whose folder retention removed)."""
+        name = final.parent / f".incoming-{uuid.uuid4().hex}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileNotFoundError:
+            self._folder(final)
+            return os.open(name, flags, 0o600), name
+
     def write(self, data: bytes, study_instance_uid: str, sop_instance_uid: str) -> SpooledFile:
         """Write ``data`` under a unique temporary name beside its final place, fsynced."""
         final = self.path_for(study_instance_uid, sop_instance_uid)
         try:
-            new_dir = not final.parent.exists()
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if new_dir:
-                fsync_directory(self.root)
-                self._durable(final.parent.name)
-            fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".incoming-", suffix=".tmp")
+            fd, tmp_name = self._create_temporary(final)
         except OSError as exc:
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
-            Path(tmp_name).unlink(missing_ok=True)  # a full disk keeps no half-written file
+            tmp_name.unlink(missing_ok=True)  # a full disk keeps no half-written file
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
-        return SpooledFile(Path(tmp_name), final, len(data), hashlib.sha256(data).hexdigest())
+        return SpooledFile(tmp_name, final, len(data), hashlib.sha256(data).hexdigest())
+
+    def receiving_folder(self) -> Path:
+        """Where a large dataset is written as it arrives (``dicom_node.receive``), before its
+        study is known; on the spool's filesystem, so that it moves into place by a rename."""
+        return self.root / RECEIVING_FOLDER
+
+    def adopt(self, received: Path, size: int, sha256: str, study_instance_uid: str,
+              sop_instance_uid: str) -> SpooledFile:
+        """Take over a file written (and fsynced) as it arrived, under the receiving folder:
+        ``commit`` moves it to its final place as it does a file of ``write``."""
+        final = self.path_for(study_instance_uid, sop_instance_uid)
+        try:
+            self._folder(final)
+        except OSError as exc:
+            received.unlink(missing_ok=True)
+            raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
+        return SpooledFile(received, final, size, sha256)
 
     def commit(self, spooled: SpooledFile) -> Path:
         """Move the file into place (replacing an orphan a crash may have left) and fsync the folder.

@@ -309,3 +309,69 @@ def test_a_study_of_1x1_images_is_not_analysed_and_sends_no_result(tmp_path: Pat
             db.dispose()
     finally:
         assert node.stop() == 0
+
+
+# -- a large dataset, written to the spool as it arrives (dicom_node.receive) ------------------
+
+def _large(path: Path, rows: int = 2048, columns: int = 2048, *, cut: int = 1) -> Path:
+    """An 8 MB MG image (above dicom_node.receive.SPILL_BYTES), its pixels cut to 1/cut."""
+    ds = _dataset(MG_FOR_PRESENTATION, "MG")
+    ds.Rows, ds.Columns = rows, columns
+    ds.PixelData = bytes(2048 * 2048 * 2 // cut)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _nothing_left(scp: RunningScp) -> bool:
+    receiving = scp.settings.spool_dir / ".receiving"
+    return not receiving.exists() or list(receiving.iterdir()) == []
+
+
+def test_a_large_dataset_cut_off_inside_its_pixels_is_refused_and_removed(scp: RunningScp, tmp_path: Path) -> None:
+    status, comment = _send_file(scp, _large(tmp_path / "cut.dcm", cut=3), ExplicitVRLittleEndian)
+    assert status == 0xC000 and "cut off" in comment
+    assert scp.instances() == [] and _nothing_left(scp)
+
+
+def test_a_large_dataset_with_impossible_geometry_is_refused_from_its_header(scp: RunningScp, tmp_path: Path) -> None:
+    status, comment = _send_file(scp, _large(tmp_path / "tall.dcm", rows=9000), ExplicitVRLittleEndian)
+    assert status == 0xC000 and "max_rows_columns" in comment
+    assert scp.instances() == [] and _nothing_left(scp)
+
+
+def test_a_dataset_over_max_dataset_bytes_is_not_kept_while_it_arrives(tmp_path: Path) -> None:
+    running = RunningScp(tmp_path / "node", allowed=[], max_dataset_bytes=4_000_000)
+    try:
+        status, comment = _send_file(running, _large(tmp_path / "big.dcm"), ExplicitVRLittleEndian)
+        assert status == 0xC000 and "dicom.max_dataset_bytes (4000000)" in comment
+        assert running.instances() == [] and _nothing_left(running)
+        refused = running.audit("c-store-refused")
+        assert refused and "max_dataset_bytes" in refused[0].detail
+    finally:
+        running.scp.stop()
+        running.db.dispose()
+
+
+def test_a_received_file_is_checked_from_its_header_without_reading_its_pixels(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from mammogate.config import load_settings
+    from mammogate.dicom_node.limits import LimitExceeded, read_bounded, read_bounded_file
+
+    settings = load_settings(None).dicom
+    path = _large(tmp_path / "big.dcm")
+    tracemalloc.start()
+    try:
+        ds = read_bounded_file(path, settings)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"{peak} bytes allocated to check an 8 MB file"
+    assert (ds.Rows, ds.Columns) == (2048, 2048)
+    assert ds.SOPInstanceUID == read_bounded(path.read_bytes(), settings).SOPInstanceUID
+    with pytest.raises(LimitExceeded, match="cut off"):
+        read_bounded_file(_large(tmp_path / "cut.dcm", cut=3), settings)
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(path.read_bytes()[:-1000])  # the file ends inside the pixels
+    with pytest.raises(LimitExceeded, match="cut off"):
+        read_bounded_file(truncated, settings)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from sqlalchemy import select
 
@@ -304,3 +304,117 @@ def test_a_nul_inside_a_patient_attribute_is_stored_on_every_database(
         assert study.patient_name == "DUPONT^Hélène" and study.accession_number == "A1"
         # the statistics' breakdown by manufacturer reads these
         assert (study.manufacturer, study.manufacturer_model) == (ds.Manufacturer, ds.ManufacturerModelName)
+
+
+# The raw dataset bytes of a file, sent as they are (pynetdicom's chunked send): what the
+# stored file must hold after its File Meta Information.
+RAW_SENDER = """
+import sys
+from pynetdicom import AE, _config
+_config.STORE_SEND_CHUNKED_DATASET = True
+ae = AE(ae_title="MODALITY")
+ae.add_requested_context(sys.argv[3], sys.argv[4])
+assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="MAMMOGATE")
+status = assoc.send_c_store(sys.argv[2])
+assoc.release()
+print(f"{int(status.Status):04X}|{status.get('ErrorComment', '')}")
+"""
+
+
+def send_raw(scp: RunningScp, path: Path, syntax: str) -> tuple[int, str]:
+    """Send a file's dataset bytes unchanged, from another process; (status, error comment)."""
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", RAW_SENDER, str(scp.port), str(path), MG_FOR_PRESENTATION, syntax],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    code, _, comment = run.stdout.strip().splitlines()[-1].partition("|")
+    return int(code, 16), comment
+
+
+def image_file(path: Path, rows: int, columns: int, syntax: str = ExplicitVRLittleEndian) -> Path:
+    import numpy as np
+
+    ds = _dataset(MG_FOR_PRESENTATION, "MG")
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = np.random.default_rng(rows).integers(0, 4096, (rows, columns), np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True, implicit_vr=syntax == ImplicitVRLittleEndian,
+               little_endian=True)
+    return path
+
+
+@pytest.mark.parametrize(("rows", "syntax"), [
+    (64, ExplicitVRLittleEndian),  # kept in memory, written at once
+    (2048, ExplicitVRLittleEndian),  # 8 MB: written to the spool as it arrives
+    (2048, ImplicitVRLittleEndian),
+])
+def test_the_stored_file_is_the_received_dataset_byte_for_byte(
+    scp: RunningScp, tmp_path: Path, rows: int, syntax: str
+) -> None:
+    from pynetdicom.dsutils import create_file_meta, encode_file_meta
+
+    from mammogate.dicom_node.limits import split_file_meta
+
+    sent = image_file(tmp_path / "sent.dcm", rows, 2048, syntax)
+    raw = sent.read_bytes()
+    offset, _ = split_file_meta(raw)  # type: ignore[misc]
+    status, comment = send_raw(scp, sent, syntax)
+    assert status == 0, comment
+    (row,) = scp.instances()
+    ds = pydicom.dcmread(sent)
+    expected = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(create_file_meta(
+        sop_class_uid=ds.SOPClassUID, sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax=syntax)), raw[offset:]))
+    stored = Path(row.path).read_bytes()
+    assert stored == expected  # what pynetdicom's own buffer (encoded_dataset) held
+    assert (row.size, row.sha256) == (len(expected), hashlib.sha256(expected).hexdigest())
+    receiving = scp.settings.spool_dir / ".receiving"
+    assert not receiving.exists() or list(receiving.iterdir()) == []
+    assert [p.name for p in Path(row.path).parent.iterdir()] == [Path(row.path).name]
+
+
+def test_an_association_aborted_inside_a_large_dataset_leaves_nothing(
+    scp: RunningScp, tmp_path: Path
+) -> None:
+    """The first half of an 8 MB C-STORE, then an A-ABORT: the half written to the spool goes."""
+    import time
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from mammogate.dicom_node.limits import split_file_meta
+
+    raw = image_file(tmp_path / "big.dcm", 2048, 2048).read_bytes()
+    offset, _ = split_file_meta(raw)  # type: ignore[misc]
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MG_FOR_PRESENTATION, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="MAMMOGATE")
+    assert assoc.is_established
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = MG_FOR_PRESENTATION
+    request.AffectedSOPInstanceUID = pydicom.dcmread(BytesIO(raw)).SOPInstanceUID
+    request.Priority = 2
+    request.DataSet = BytesIO(raw[offset:])
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    context_id = assoc.accepted_contexts[0].context_id
+    pdata = list(message.encode_msg(context_id, 65536))
+    for primitive in pdata[: len(pdata) // 2]:
+        assoc.dul.send_pdu(primitive)
+    receiving = scp.settings.spool_dir / ".receiving"
+    deadline = time.monotonic() + 10
+    while not (receiving.exists() and list(receiving.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(receiving.iterdir()), "the first half was written as it came"
+    assoc.abort()
+    deadline = time.monotonic() + 10
+    while list(receiving.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(receiving.iterdir()) == []
+    assert scp.instances() == []
+    assert scp.echoscu().returncode == 0

@@ -84,3 +84,31 @@ def test_sweep_removes_only_half_received_files_older_than_the_limit(tmp_path: P
     assert spool.sweep_incoming(3600) == 1
     assert not old.exists() and in_flight.exists() and kept.read_bytes() == b"stored"
     assert spool.sweep_incoming(3600) == 0
+
+
+def test_sweep_removes_a_large_dataset_a_crash_left_half_received(tmp_path: Path) -> None:
+    """A dataset written to the receiving folder as it arrived (dicom_node.receive) and never
+    answered: swept like any other half-received file."""
+    spool = Spool(tmp_path)
+    folder = spool.receiving_folder()
+    folder.mkdir()
+    left = folder / ".incoming-0123.tmp"
+    left.write_bytes(b"the first megabytes of an image")
+    two_hours_ago = time.time() - 7200
+    os.utime(left, (two_hours_ago, two_hours_ago))
+    arriving = folder / ".incoming-4567.tmp"
+    arriving.write_bytes(b"still arriving")
+    assert spool.sweep_incoming(3600) == 1
+    assert not left.exists() and arriving.exists()
+
+
+def test_an_adopted_file_moves_into_place_on_commit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    folder = spool.receiving_folder()
+    folder.mkdir()
+    received = folder / ".incoming-89ab.tmp"
+    received.write_bytes(b"DICM-large")
+    spooled = spool.adopt(received, 10, hashlib.sha256(b"DICM-large").hexdigest(), "1.2", "1.2.5")
+    assert spooled.path == tmp_path / "1.2" / "1.2.5.dcm" and spooled.temporary == received
+    assert spool.commit(spooled).read_bytes() == b"DICM-large"
+    assert list(folder.iterdir()) == []

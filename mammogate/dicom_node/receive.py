@@ -1,0 +1,353 @@
+"""Receiving a C-STORE's dataset: in memory while it is small, streamed into the spool once it
+is large, and bounded by ``dicom.max_dataset_bytes`` as it arrives.
+
+pynetdicom joins every fragment of a dataset into one buffer, which the handler then copies
+again (with the File Meta Information in front) and writes: for a 27 MB mammogram, several
+passes over the bytes after the last one arrived. ``SpoolingDIMSE`` (installed on each
+acceptor association by the guard, so the node's own SCU and any other pynetdicom user in the
+process keep pynetdicom's behaviour) takes the data fragments of a C-STORE request as the DUL
+thread decodes them into a :class:`ReceivedDataset`:
+
+- the Part-10 preamble and File Meta Information (:func:`file_meta_bytes`, byte for byte what
+  pynetdicom's ``Event.encoded_dataset()`` writes) come first;
+- up to ``SPILL_BYTES`` it keeps the fragments in memory (the handler writes them to the spool
+  as before);
+- past that it writes them to ``<spool>/.receiving/.incoming-*.tmp`` as they arrive, hashing
+  them on the way and starting the kernel's writeback every ``WRITEBACK_BYTES``, so that after
+  the last fragment the handler has only an fsync of the tail, a rename and the database row
+  left before Success (the file is the spool file: no copy);
+- past ``dicom.max_dataset_bytes`` it keeps nothing more (and removes its file): the handler
+  refuses the instance without the rest ever being held.
+
+The handler finds the dataset by the request's Message ID (``SpoolingDIMSE.take``); datasets of
+an association that ends mid-transfer are removed when it ends (``SpoolingDIMSE.discard_all``).
+A crash leaves at most a temporary file, which ``Spool.sweep_incoming`` removes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+
+log = logging.getLogger(__name__)
+
+SPILL_BYTES = 1 << 20  # a dataset larger than this goes to a spool file as it arrives
+WRITEBACK_BYTES = 8 << 20  # then the kernel is asked to start writing every this many bytes
+DUL_STOP_SECONDS = 2.0  # how long an ended association's dataset waits for its DUL thread
+MAX_UNANSWERED = 4  # datasets kept for the handler (one, without asynchronous operations)
+PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+# -- the File Meta Information, encoded by hand -------------------------------------------------
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    head = tag.to_bytes(4, "little")  # group, element: little endian each, group first
+    head = head[2:] + head[:2]
+    if vr == b"OB":
+        return head + vr + b"\x00\x00" + len(value).to_bytes(4, "little") + value
+    return head + vr + len(value).to_bytes(2, "little") + value
+
+
+def _ui(value: str) -> bytes:
+    raw = value.encode("ascii", "replace")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _sh(value: str) -> bytes:
+    raw = value.encode("ascii", "replace")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+_VERSION = _element(0x00020001, b"OB", b"\x00\x01")
+_IMPLEMENTATION = (_element(0x00020012, b"UI", _ui(str(PYNETDICOM_IMPLEMENTATION_UID)))
+                   + _element(0x00020013, b"SH", _sh(PYNETDICOM_IMPLEMENTATION_VERSION)))
+
+
+def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+    """The encoded File Meta Information group that pynetdicom's ``encode_file_meta`` writes
+    for a received C-STORE (without the preamble): version, Media Storage SOP Class and
+    Instance UIDs, Transfer Syntax UID, pynetdicom's implementation UID and version name."""
+    body = b"".join((
+        _VERSION,
+        _element(0x00020002, b"UI", _ui(sop_class_uid)),
+        _element(0x00020003, b"UI", _ui(sop_instance_uid)),
+        _element(0x00020010, b"UI", _ui(transfer_syntax)),
+        _IMPLEMENTATION,
+    ))
+    return _element(0x00020000, b"UL", len(body).to_bytes(4, "little")) + body
+
+
+# -- the C-STORE response's command set, encoded by hand --------------------------------------
+
+def _implicit(tag: int, value: bytes) -> bytes:
+    return (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little") \
+        + len(value).to_bytes(4, "little") + value
+
+
+def store_response_bytes(sop_class_uid: str, sop_instance_uid: str, message_id: int,
+                         status: int) -> bytes:
+    """The command set of a C-STORE-RSP (Implicit VR Little Endian) without Error Comment or
+    Offending Element, as pynetdicom encodes it: Command Group Length, Affected SOP Class UID,
+    Command Field 0x8001, Message ID Being Responded To, Command Data Set Type 0x0101 (none),
+    Status, Affected SOP Instance UID (each UID only when there is one)."""
+    body = b"".join((
+        _implicit(0x00000002, _ui(sop_class_uid)) if sop_class_uid else b"",
+        _implicit(0x00000100, (0x8001).to_bytes(2, "little")),
+        _implicit(0x00000120, message_id.to_bytes(2, "little")),
+        _implicit(0x00000800, (0x0101).to_bytes(2, "little")),
+        _implicit(0x00000900, status.to_bytes(2, "little")),
+        _implicit(0x00001000, _ui(sop_instance_uid)) if sop_instance_uid else b"",
+    ))
+    return _implicit(0x00000000, len(body).to_bytes(4, "little")) + body
+
+
+# -- early writeback ---------------------------------------------------------------------------
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None  # not Linux (glibc): the final fsync writes everything
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range of a file to disk, without waiting for it
+    (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``): the fsync that follows has less to do.
+    Durability still comes from that fsync; this is only a head start."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+# -- one dataset as it arrives -----------------------------------------------------------------
+
+class ReceivedDataset:
+    """A C-STORE's dataset as Part-10 bytes: in memory, or (past ``spill_bytes``) in a file
+    under ``folder`` that was written, and hashed, as the fragments came."""
+
+    def __init__(self, folder: Path, meta: bytes, *, max_bytes: int,
+                 spill_bytes: int = SPILL_BYTES) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.spill_bytes = spill_bytes
+        self.size = len(PREAMBLE) + len(meta)  # bytes of the Part-10 file so far
+        self.complete = False
+        self.too_large = False  # more than max_bytes came: nothing more is kept
+        self.error: OSError | None = None  # the spool file could not be written
+        self.path: Path | None = None  # the file, once the dataset spilled into one
+        self._pieces: list[bytes | memoryview] = [PREAMBLE, meta]
+        self._fd = -1
+        self._hash: Any = None
+        self._written = 0  # bytes in the file
+        self._writeback_from = 0
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path is None
+
+    def add(self, fragment: bytes | memoryview) -> None:
+        """One data fragment (without its message control header). Never raises: a failure
+        to write is kept in ``error`` for the handler to answer."""
+        if self.too_large or self.error is not None:
+            self.size += len(fragment)
+            return
+        self.size += len(fragment)
+        if self.size > self.max_bytes:
+            self.too_large = True
+            self._drop()
+            return
+        try:
+            if self._fd < 0:
+                self._pieces.append(fragment)
+                if self.size > self.spill_bytes:
+                    self._spill()
+            else:
+                self._write(fragment)
+        except OSError as exc:
+            log.warning("cannot write a received dataset to %s: %s", self.folder, exc.strerror)
+            self.error = exc
+            self._drop()
+
+    def finish(self) -> None:
+        """The last fragment came."""
+        self.complete = True
+
+    def data(self) -> bytes:
+        """The Part-10 bytes of a dataset kept in memory."""
+        if not self.in_memory:
+            raise ValueError("the dataset is in a file")
+        return b"".join(self._pieces)
+
+    def sealed(self) -> tuple[Path, int, str]:
+        """(the file, its size, its SHA-256) of a dataset that spilled, fsynced; the caller
+        takes the file over (it moves it into place, or removes it)."""
+        if self.path is None:
+            raise ValueError("the dataset is in memory")
+        fd, self._fd = self._fd, -1
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self.path, self._written, self._hash.hexdigest()
+
+    def discard(self) -> None:
+        """Forget the dataset; remove its file if it still has one."""
+        self._drop()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _spill(self) -> None:
+        self.folder.mkdir(exist_ok=True)
+        path = self.folder / f".incoming-{uuid.uuid4().hex}.tmp"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.path = path
+        self._hash = hashlib.sha256()
+        pieces, self._pieces = self._pieces, []
+        for piece in pieces:
+            self._write(piece)
+
+    def _write(self, piece: bytes | memoryview) -> None:
+        self._hash.update(piece)
+        view = memoryview(piece)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._written += len(piece)
+        if self._written - self._writeback_from >= WRITEBACK_BYTES:
+            start_writeback(self._fd, self._writeback_from, self._written - self._writeback_from)
+            self._writeback_from = self._written
+
+    def _drop(self) -> None:
+        self._pieces = []
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+# -- the DIMSE provider that fills them --------------------------------------------------------
+
+class SpoolingDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider, except that the data fragments of a C-STORE request go to a
+    :class:`ReceivedDataset` instead of pynetdicom's buffer (whose ``DataSet`` stays empty).
+    Everything else — the command set, other messages, the message queue — is pynetdicom's.
+    """
+
+    def __init__(self, assoc: Any, folder: Path, max_bytes: int) -> None:
+        super().__init__(assoc)
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._received: dict[int, ReceivedDataset] = {}  # by Message ID
+        self._current: ReceivedDataset | None = None
+
+    def receive_primitive(self, primitive: Any) -> None:  # the DUL thread
+        if not isinstance(primitive, P_DATA):
+            super().receive_primitive(primitive)
+            return
+        passed: list[tuple[int, bytes]] = []
+        for context_id, data in primitive.presentation_data_value_list:
+            message = self.message
+            if data and not data[0] & 1 and isinstance(message, C_STORE_RQ):
+                if passed:
+                    self._pass(passed)
+                    passed = []
+                self._take_fragment(message, context_id, data)
+            else:
+                passed.append((context_id, data))
+        if passed:
+            self._pass(passed)
+
+    def take(self, message_id: int) -> ReceivedDataset | None:
+        """The dataset of the C-STORE request ``message_id``, once (the handler's)."""
+        with self._lock:
+            return self._received.pop(message_id, None)
+
+    def discard_all(self) -> None:
+        """Remove what an association that ended left unanswered (its files too). A dataset
+        still arriving is the DUL thread's: removed here only once that thread has stopped
+        (else ``Spool.sweep_incoming`` removes its file later)."""
+        with self._lock:
+            left = list(self._received.values())
+            self._received.clear()
+        dul = self.assoc.dul
+        if dul.is_alive() and dul is not threading.current_thread():
+            dul.join(timeout=DUL_STOP_SECONDS)  # it is stopping: the association has ended
+        if self._current is not None and not dul.is_alive():
+            left.append(self._current)
+            self._current = None
+        for received in left:
+            received.discard()
+
+    def _take_fragment(self, message: Any, context_id: int, data: bytes) -> None:
+        received = self._current
+        if received is None:
+            command = message.command_set
+            context = self.assoc._accepted_cx.get(context_id)
+            syntax = str(context.transfer_syntax[0]) if context is not None else ""
+            meta = file_meta_bytes(str(command.AffectedSOPClassUID or ""),
+                                   str(command.AffectedSOPInstanceUID or ""), syntax)
+            received = self._current = ReceivedDataset(self.folder, meta, max_bytes=self.max_bytes)
+        received.add(memoryview(data)[1:])
+        if data[0] & 2:  # the last fragment: pynetdicom completes the message
+            received.finish()
+            self._current = None
+            message_id = int(message.command_set.MessageID)
+            with self._lock:
+                # a Message ID reused before its answer, or datasets no handler took (pynetdicom
+                # answered their requests itself): forgotten, their files removed
+                stale = [self._received.pop(message_id)] if message_id in self._received else []
+                while len(self._received) >= MAX_UNANSWERED:
+                    stale.append(self._received.pop(next(iter(self._received))))
+                self._received[message_id] = received
+            for forgotten in stale:
+                forgotten.discard()
+            self._pass([(context_id, b"\x02")])
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:  # the association thread
+        """A C-STORE response without an error comment is encoded by hand
+        (:func:`store_response_bytes`, byte for byte pynetdicom's encoding): pynetdicom builds
+        a pydicom dataset of the command set and encodes it, the slowest part of an answer.
+        Anything else, or anyone listening for sent messages, goes through pynetdicom."""
+        if (isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is not None
+                and primitive.ErrorComment is None and primitive.OffendingElement is None
+                and primitive.Status is not None
+                and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+            command = store_response_bytes(
+                str(primitive.AffectedSOPClassUID or ""), str(primitive.AffectedSOPInstanceUID or ""),
+                int(primitive.MessageIDBeingRespondedTo), int(primitive.Status))
+            limit = self.maximum_pdu_size
+            if not limit or len(command) + 7 <= limit:
+                pdata = P_DATA()
+                pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+                self.dul.send_pdu(pdata)
+                return
+        super().send_msg(primitive, context_id)
+
+    def _pass(self, items: list[tuple[int, bytes]]) -> None:
+        primitive = P_DATA()
+        primitive.presentation_data_value_list.extend(items)  # as pynetdicom's PDU decoder does
+        super().receive_primitive(primitive)
