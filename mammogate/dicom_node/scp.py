@@ -45,10 +45,10 @@ from mammogate.config.settings import DicomSettings
 from mammogate.db import (
     AllowedPeer,
     AssociationRecord,
-    AuditEntry,
     Database,
     Instance,
     Study,
+    audit,
     utcnow,
 )
 from mammogate.db.queue import another_image_of_receiving_study, study_receives_images
@@ -312,12 +312,7 @@ class StoreService:
         )
         try:
             with self.db.session() as session:
-                session.add(
-                    AuditEntry(
-                        at=utcnow(), actor=f"dicom:{calling_ae}", action="c-store-refused",
-                        target=sop_uid[:255], detail=refused.reason,
-                    )
-                )
+                audit(session, actor=f"dicom:{calling_ae}", action="c-store-refused", target=sop_uid, detail=refused.reason)
         except SQLAlchemyError:
             log.exception("could not record the refused C-STORE of %s", sop_uid)
         return _status(refused.status, refused.reason)
@@ -493,13 +488,7 @@ class StoreService:
                 existing.sop_instance_uid, calling_ae,
             )
             with self.db.session() as session:
-                session.add(
-                    AuditEntry(
-                        at=utcnow(), actor=f"dicom:{calling_ae}", action="duplicate-differs",
-                        target=existing.sop_instance_uid,
-                        detail="a different payload under a stored SOP Instance UID; first copy kept",
-                    )
-                )
+                audit(session, actor=f"dicom:{calling_ae}", action="duplicate-differs", target=existing.sop_instance_uid, detail="a different payload under a stored SOP Instance UID; first copy kept")
 
 
 def load_policy(settings: Settings, db: Database) -> AssociationPolicy:
@@ -611,7 +600,7 @@ class Scp:
     def _audit(self, action: str, actor: str, target: str, detail: str) -> None:
         try:
             with self.db.session() as session:
-                session.add(AuditEntry(at=utcnow(), actor=actor[:128], action=action, target=target[:255], detail=detail))
+                audit(session, actor=actor, action=action, target=target, detail=detail)
         except SQLAlchemyError:
             log.exception("could not record %s from %s", action, target)
 
