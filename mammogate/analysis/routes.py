@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
 from mammogate.db import Study
-from mammogate.db.admin import RequestRefused
+from mammogate.db.admin import NotOnThisNode, RequestRefused
 from mammogate.db.routes import routes_in_order, routing_inputs, study_ae_titles
 from mammogate.imaging import ImagingError, read_headers
 from mammogate.routing import RouteRule, RouteVerdict, StudyFacts, explain
@@ -38,7 +38,7 @@ def explain_study(session: Session, study_instance_uid: str,
     associations' AE titles and, when it has been analysed, its current result."""
     inputs = routing_inputs(session, study_instance_uid)
     if inputs is None:
-        raise RequestRefused(f"no study {study_instance_uid} on this node")
+        raise NotOnThisNode(f"no study {study_instance_uid} on this node")
     return inputs.state, explain(rules, StudyFacts.from_stored(inputs, read_headers(inputs.paths)))
 
 

@@ -43,11 +43,15 @@ class RequestRefused(ValueError):
     """The request cannot be carried out; the message says why and what to do."""
 
 
+class NotOnThisNode(RequestRefused):
+    """The study, delivery or destination the request names does not exist here."""
+
+
 def find_study(session: Session, study_instance_uid: str) -> Study:
     study = session.scalar(select(Study).where(Study.study_instance_uid == study_instance_uid)
                            .with_for_update())
     if study is None:
-        raise RequestRefused(f"no study {study_instance_uid} on this node")
+        raise NotOnThisNode(f"no study {study_instance_uid} on this node")
     return study
 
 
@@ -87,7 +91,7 @@ def request_resubmission(
     analysis, or every dead one. Deliveries being sent right now are left alone."""
     impossible = [i for i in delivery_ids if not 0 < i < 2**63]  # beyond any database's ids
     if impossible:
-        raise RequestRefused(f"no delivery {impossible[0]}: delivery ids are whole numbers from 1 "
+        raise NotOnThisNode(f"no delivery {impossible[0]}: delivery ids are whole numbers from 1 "
                              "(`mammogate delivery list` shows them)")
     query = select(Delivery).order_by(Delivery.id)
     if delivery_ids:
@@ -112,7 +116,7 @@ def request_resubmission(
     if missing:
         exist = set(session.scalars(select(Delivery.id).where(Delivery.id.in_(missing))))
         if missing - exist:
-            raise RequestRefused(
+            raise NotOnThisNode(
                 f"no delivery {', '.join(str(i) for i in sorted(missing - exist))}")
         wanted = " and ".join(
             ([f"of the current analysis of study {study_instance_uid}"] if study_instance_uid
@@ -131,7 +135,7 @@ def request_resubmission(
 def request_destination_test(session: Session, name: str, *, actor: str) -> Job:
     """Queue a connection test of a destination, for the sender (which has the network)."""
     if session.scalar(select(DestinationRow.id).where(DestinationRow.name == name)) is None:
-        raise RequestRefused(f"no destination {name!r} on this node")
+        raise NotOnThisNode(f"no destination {name!r} on this node")
     job = enqueue_destination_test(session, name)
     announce(session, DELIVERY)
     session.flush()

@@ -186,6 +186,16 @@ def block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
     return mean.astype(pixels.dtype)
 
 
+def block_any(mask: np.ndarray | None, factor: int) -> np.ndarray | None:
+    """A mask reduced as :func:`block_mean` reduces its image: a block with any pixel set is
+    set (a block with any padding in it is padding)."""
+    if mask is None or factor <= 1:
+        return mask
+    rows, columns = mask.shape[0] // factor, mask.shape[1] // factor
+    blocks = mask[:rows * factor, :columns * factor].reshape(rows, factor, columns, factor)
+    return np.asarray(blocks.any(axis=(1, 3)))
+
+
 def display_image(ds: Dataset, *, max_rows: int | None = None) -> np.ndarray:
     """Decode and run the display pipeline; float32 in [0, 1], bright = dense tissue.
 
@@ -201,9 +211,7 @@ def display_image(ds: Dataset, *, max_rows: int | None = None) -> np.ndarray:
     padding = _padding_mask(ds, stored)
     if factor > 1:
         stored = block_mean(stored, factor)
-        if padding is not None:  # a block with any padding in it is padding
-            rows, columns = (padding.shape[0] // factor) * factor, (padding.shape[1] // factor) * factor
-            padding = np.asarray(padding[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor).any(axis=(1, 3)))
+        padding = block_any(padding, factor)
     try:
         modality = np.asarray(apply_modality_lut(stored, ds))
         if modality.dtype.kind == "f" and np.array_equal(modality, np.round(modality)):
@@ -295,10 +303,7 @@ def viewer_pixels(ds: Dataset, *, max_rows: int = 1024) -> ViewerPixels:
     except (TypeError, ValueError) as exc:
         raise PixelDecodeError(f"Pixel Padding Value is not usable: {exc}") from exc
     stored = block_mean(stored, factor)
-    if padding is not None and factor > 1:
-        rows, columns = stored.shape
-        padding = np.asarray(padding[:rows * factor, :columns * factor]
-                             .reshape(rows, factor, columns, factor).any(axis=(1, 3)))
+    padding = block_any(padding, factor)
     try:
         values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
         voi = _voi_range(ds, values) if "VOILUTSequence" in ds else None  # None: no usable LUT

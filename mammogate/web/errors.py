@@ -15,6 +15,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.response import Redirect, Template
 
+from mammogate.db.admin import NotOnThisNode, RequestRefused
 from mammogate.web.i18n import N_, activate, gettext, language_of
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,18 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return _error_response(request, 500, SOMETHING_WENT_WRONG, gettext(COULD_NOT_ANSWER))
 
 
+def handle_refused(request: Request[Any, Any, Any], exc: RequestRefused) -> Response[Any]:
+    """A request the database layer refused (re-analysis, resubmission, a connection test):
+    404 for what is not on this node, 409 for what cannot be done now; its reason as given
+    (English, like every message from outside the portal)."""
+    _in_page_language(request)
+    error = NotFoundError if isinstance(exc, NotOnThisNode) else ConflictError
+    return _error_response(request, error.status_code, error.title, str(exc))
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     PortalError: handle_portal_error,
+    RequestRefused: handle_refused,
     NotAuthorizedException: handle_not_authorized,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

@@ -168,11 +168,9 @@ def finding_position(finding: Any) -> str:
     "" when neither the clock hour nor the region is known."""
     hour, region = finding.clock_hour, finding.region or ""
     parts = [gettext("%(hour)d o'clock") % {"hour": hour}] if hour is not None else []
-    if region and not (hour is not None and region == f"{hour} o'clock"):
-        if region.endswith(" o'clock") and region.split()[0].isdigit():
-            parts.append(gettext("%(hour)d o'clock") % {"hour": int(region.split()[0])})
-        else:
-            parts.append(gettext(REGION_LABELS[region]) if region in REGION_LABELS else region)
+    # a region "N o'clock" (a lesion on the line between two quadrants) is its hour, said already
+    if region and region != f"{hour} o'clock":
+        parts.append(gettext(REGION_LABELS[region]) if region in REGION_LABELS else region)
     return ", ".join(parts)
 
 

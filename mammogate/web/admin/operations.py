@@ -14,7 +14,6 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mammogate.db import Job
 from mammogate.db.admin import (
-    RequestRefused,
     association_history,
     request_destination_test,
     request_reanalysis,
@@ -23,7 +22,7 @@ from mammogate.db.admin import (
 from mammogate.routing import ClauseVerdict
 from mammogate.web.audit import actor_of, record_access
 from mammogate.web.auth.users import admin_only
-from mammogate.web.errors import ConflictError, NotFoundError, PortalError
+from mammogate.web.errors import NotFoundError
 from mammogate.web.http import Db, DbSession, read
 from mammogate.web.studies.detail import study_verdicts
 
@@ -82,15 +81,6 @@ class AssociationOut:
     security: str  # "" in plain TCP; else TLS version, cipher, client certificate
 
 
-def refusal(exc: RequestRefused) -> PortalError:
-    """A request the database layer refused, as the error to answer (a page or JSON): 404 for
-    what does not exist, 409 for what cannot be done now; the reason as it was given."""
-    text = str(exc)
-    if text.startswith(("no study", "no delivery", "no destination")):
-        return NotFoundError(text)
-    return ConflictError(text)
-
-
 class OperationsController(Controller):
     path = "/api/admin"
     guards = [admin_only]
@@ -132,35 +122,26 @@ class OperationsController(Controller):
           status_code=HTTP_202_ACCEPTED)
     def reanalyse(self, request: AnyRequest, db: Db, study_instance_uid: FromPath[str]) -> dict[str, Any]:
         """Queue a new analysis of the study (a job for the worker)."""
-        try:
-            with db.session() as session:
-                job = request_reanalysis(session, study_instance_uid, actor=actor_of(request))
-                return {"job": job.id, "study_instance_uid": study_instance_uid}
-        except RequestRefused as exc:
-            raise refusal(exc) from exc
+        with db.session() as session:
+            job = request_reanalysis(session, study_instance_uid, actor=actor_of(request))
+            return {"job": job.id, "study_instance_uid": study_instance_uid}
 
     @post("/deliveries/resubmit", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def resubmit(self, request: AnyRequest, db: Db, data: JSONBody[ResubmitIn]) -> dict[str, Any]:
         """Send deliveries again: by id, all of a study's current analysis, or all dead."""
-        try:
-            with db.session() as session:
-                rows = request_resubmission(
-                    session, actor=actor_of(request), delivery_ids=data.ids or [],
-                    study_instance_uid=data.study_instance_uid, dead=data.dead,
-                )
-                return {"resubmitted": [row.id for row in rows]}
-        except RequestRefused as exc:
-            raise refusal(exc) from exc
+        with db.session() as session:
+            rows = request_resubmission(
+                session, actor=actor_of(request), delivery_ids=data.ids or [],
+                study_instance_uid=data.study_instance_uid, dead=data.dead,
+            )
+            return {"resubmitted": [row.id for row in rows]}
 
     @post("/destinations/{name:str}/test", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def test_destination(self, request: AnyRequest, db: Db, name: FromPath[str]) -> dict[str, Any]:
         """Queue a connection test (C-ECHO, HTTP probe) for the sender; poll /jobs/{id}."""
-        try:
-            with db.session() as session:
-                job = request_destination_test(session, name, actor=actor_of(request))
-                return {"job": job.id}
-        except RequestRefused as exc:
-            raise refusal(exc) from exc
+        with db.session() as session:
+            job = request_destination_test(session, name, actor=actor_of(request))
+            return {"job": job.id}
 
     @read("/jobs/{job_id:int}", sync_to_thread=True)
     def job(self, db_session: DbSession, job_id: FromPath[int]) -> JobOut:

@@ -52,7 +52,6 @@ from mammogate.db.admin import (
 )
 from mammogate.db.states import DeliveryState, JobKind, JobState
 from mammogate.web.admin.configuration import apply_document, current_document, document_routes
-from mammogate.web.admin.operations import refusal
 from mammogate.web.audit import actor_of, record_access, record_action
 from mammogate.web.auth.accounts import list_accounts, reset_password, set_disabled, set_role
 from mammogate.web.auth.tokens import create_token, revoke_token
@@ -447,23 +446,16 @@ class AdminController(Controller):
     def reanalyse(self, request: AnyRequest, db: Db, study_instance_uid: FromPath[str]) -> Redirect:
         """A new analysis of the study, as a job for the worker; back to the study's page,
         which follows the job (queued, processing, done)."""
-        with db.session() as writing:
-            try:
-                request_reanalysis(writing, study_instance_uid, actor=actor_of(request))
-            except RequestRefused as exc:
-                raise refusal(exc) from None
+        with db.session() as writing:  # a refusal is answered by errors.handle_refused
+            request_reanalysis(writing, study_instance_uid, actor=actor_of(request))
         return Redirect(f"/studies/{study_instance_uid}", status_code=303)
 
     @post("/studies/{study_instance_uid:str}/resubmit", sync_to_thread=True)
     def resubmit_study(self, request: AnyRequest, db: Db, study_instance_uid: FromPath[str]) -> Redirect:
         """Send every result object of the study's current analysis again (jobs for the sender)."""
-        with db.session() as writing:
-            try:
-                rows = request_resubmission(writing, actor=actor_of(request),
-                                            study_instance_uid=study_instance_uid)
-            except RequestRefused as exc:
-                raise refusal(exc) from None
-            count = len(rows)
+        with db.session() as writing:  # a refusal is answered by errors.handle_refused
+            count = len(request_resubmission(writing, actor=actor_of(request),
+                                             study_instance_uid=study_instance_uid))
         return Redirect(f"/studies/{study_instance_uid}?resubmitted={count}#reports", status_code=303)
 
     @read("/jobs/{job_id:int}", sync_to_thread=True)

@@ -478,8 +478,11 @@ def image_file_for(session: Session, study_instance_uid: str, sop_instance_uid: 
     if study.images_removed_at is not None:
         raise NotFoundError(_("This study's images were removed by retention; its overlays remain."))
     image = _analysis_image(session, study, sop_instance_uid)
-    path = _image_files(session, study).get(sop_instance_uid) if image.status == "analysed" else None
-    if path is None:
+    stored = session.scalar(select(Instance.path).where(
+        Instance.study_id == study.id, Instance.sop_instance_uid == sop_instance_uid,
+        Instance.path != "")) if image.status == "analysed" else None
+    path = Path(stored) if stored else None
+    if path is None or not path.is_file():
         raise NotFoundError(_("Image %(uid)s of this study is not on this node.") % {"uid": sop_instance_uid})
     return path
 

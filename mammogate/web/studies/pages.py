@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from litestar import Controller, post
@@ -14,7 +15,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, QueryParameter, URLEncodedBody
 from litestar.response import File, Redirect, Response, Stream, Template
 
-from mammogate.db import audit, utcnow
+from mammogate.db import Database, audit, utcnow
 from mammogate.imaging import ImagingError, read_dataset, viewer_pixels
 from mammogate.imaging.display import check_viewable
 from mammogate.web.audit import record_access
@@ -93,6 +94,13 @@ class HistoryController(Controller):
         })
 
 
+def _image_png(db: Database, request: AnyRequest, study_instance_uid: str, path: Path) -> File:
+    """A rendering of the patient's image (overlay, heatmap): as much patient data as the
+    study page, so audited as a look at the image."""
+    record_access(db, request, "image viewed", study_instance_uid)
+    return File(path, media_type="image/png", content_disposition_type="inline")
+
+
 class StudyController(Controller):
     path = "/studies/{study_instance_uid:str}"
     guards = [any_role]
@@ -126,10 +134,8 @@ class StudyController(Controller):
         study_instance_uid: FromPath[str],
         sop_instance_uid: FromPath[str],
     ) -> File:
-        path = overlay_for(db_session, study_instance_uid, sop_instance_uid, data_dir)
-        # the overlay is the patient's image: as much patient data as the detail page
-        record_access(db, request, "image viewed", study_instance_uid)
-        return File(path, media_type="image/png", content_disposition_type="inline")
+        return _image_png(db, request, study_instance_uid,
+                          overlay_for(db_session, study_instance_uid, sop_instance_uid, data_dir))
 
     @read("/images/{sop_instance_uid:str}/heatmap.png", sync_to_thread=True)
     def heatmap(
@@ -142,9 +148,8 @@ class StudyController(Controller):
         sop_instance_uid: FromPath[str],
     ) -> File:
         """The heatmap alone (8-bit grayscale, 0 to 1 as 0 to 255): the viewer's layer."""
-        path = heatmap_for(db_session, study_instance_uid, sop_instance_uid, data_dir)
-        record_access(db, request, "image viewed", study_instance_uid)
-        return File(path, media_type="image/png", content_disposition_type="inline")
+        return _image_png(db, request, study_instance_uid,
+                          heatmap_for(db_session, study_instance_uid, sop_instance_uid, data_dir))
 
     @read("/images/{sop_instance_uid:str}/pixels", sync_to_thread=True)
     def pixels(
