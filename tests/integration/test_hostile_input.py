@@ -24,6 +24,7 @@ from tests.integration.test_scp import (  # noqa: F401
     _dataset,
     _send,
     any_db_scp,
+    send_from_another_process,
     study_files,  # noqa: F401
 )
 from tests.peers import Node, wait_until
@@ -67,32 +68,6 @@ def _deflated_bomb(path: Path, rows: int, columns: int, pixel_bytes: int) -> Pat
     return path
 
 
-SENDER = """
-import sys
-from pynetdicom import AE
-ae = AE(ae_title="MODALITY")
-ae.add_requested_context(sys.argv[3], sys.argv[4])
-assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="MAMMOGATE")
-status = assoc.send_c_store(sys.argv[2])
-assoc.release()
-print(f"{int(status.Status):04X}|{status.get('ErrorComment', '')}")
-"""
-
-
-def _send_file(scp: RunningScp, path: Path, syntax: str) -> tuple[int, str]:
-    """Send a file from another process (its memory is not this test's), as a modality would;
-    (status, error comment)."""
-    import subprocess
-    import sys
-
-    run = subprocess.run(
-        [sys.executable, "-c", SENDER, str(scp.port), str(path), MG_FOR_PRESENTATION, syntax],
-        capture_output=True, text=True, timeout=300, check=True,
-    )
-    code, _, comment = run.stdout.strip().splitlines()[-1].partition("|")
-    return int(code, 16), comment
-
-
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -101,7 +76,7 @@ def test_a_deflated_bomb_is_refused_before_it_is_inflated(scp: RunningScp, tmp_p
     bomb = _deflated_bomb(tmp_path / "bomb.dcm", 20000, 25000, 20000 * 25000 * 2)
     assert bomb.stat().st_size < 2_000_000  # under 2 MB on the wire, 1 GB inflated
     before = _peak_rss_mb()
-    status, comment = _send_file(scp, bomb, DeflatedExplicitVRLittleEndian)
+    status, comment = send_from_another_process(scp, bomb, DeflatedExplicitVRLittleEndian)
     assert status == 0xC000
     assert "max_rows_columns" in comment
     assert _peak_rss_mb() - before < 300, "the bomb was inflated"
@@ -129,7 +104,7 @@ def test_pixel_data_cut_off_inside_is_refused_not_stored(scp: RunningScp, tmp_pa
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
     cut = tmp_path / "cut.dcm"
     ds.save_as(cut, enforce_file_format=True)
-    status, comment = _send_file(scp, cut, ExplicitVRLittleEndian)
+    status, comment = send_from_another_process(scp, cut, ExplicitVRLittleEndian)
     assert status == 0xC000 and "cut off" in comment
     assert scp.instances() == []
 
@@ -328,13 +303,13 @@ def _nothing_left(scp: RunningScp) -> bool:
 
 
 def test_a_large_dataset_cut_off_inside_its_pixels_is_refused_and_removed(scp: RunningScp, tmp_path: Path) -> None:
-    status, comment = _send_file(scp, _large(tmp_path / "cut.dcm", cut=3), ExplicitVRLittleEndian)
+    status, comment = send_from_another_process(scp, _large(tmp_path / "cut.dcm", cut=3), ExplicitVRLittleEndian)
     assert status == 0xC000 and "cut off" in comment
     assert scp.instances() == [] and _nothing_left(scp)
 
 
 def test_a_large_dataset_with_impossible_geometry_is_refused_from_its_header(scp: RunningScp, tmp_path: Path) -> None:
-    status, comment = _send_file(scp, _large(tmp_path / "tall.dcm", rows=9000), ExplicitVRLittleEndian)
+    status, comment = send_from_another_process(scp, _large(tmp_path / "tall.dcm", rows=9000), ExplicitVRLittleEndian)
     assert status == 0xC000 and "max_rows_columns" in comment
     assert scp.instances() == [] and _nothing_left(scp)
 
@@ -342,7 +317,7 @@ def test_a_large_dataset_with_impossible_geometry_is_refused_from_its_header(scp
 def test_a_dataset_over_max_dataset_bytes_is_not_kept_while_it_arrives(tmp_path: Path) -> None:
     running = RunningScp(tmp_path / "node", allowed=[], max_dataset_bytes=4_000_000)
     try:
-        status, comment = _send_file(running, _large(tmp_path / "big.dcm"), ExplicitVRLittleEndian)
+        status, comment = send_from_another_process(running, _large(tmp_path / "big.dcm"), ExplicitVRLittleEndian)
         assert status == 0xC000 and "dicom.max_dataset_bytes (4000000)" in comment
         assert running.instances() == [] and _nothing_left(running)
         refused = running.audit("c-store-refused")

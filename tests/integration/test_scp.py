@@ -306,12 +306,12 @@ def test_a_nul_inside_a_patient_attribute_is_stored_on_every_database(
         assert (study.manufacturer, study.manufacturer_model) == (ds.Manufacturer, ds.ManufacturerModelName)
 
 
-# The raw dataset bytes of a file, sent as they are (pynetdicom's chunked send): what the
-# stored file must hold after its File Meta Information.
-RAW_SENDER = """
+# A modality in another process (its memory is not the test's); with CHUNKED, pynetdicom sends
+# the file's dataset bytes as they are: what the stored file must hold after its File Meta.
+SENDER = """
 import sys
 from pynetdicom import AE, _config
-_config.STORE_SEND_CHUNKED_DATASET = True
+_config.STORE_SEND_CHUNKED_DATASET = sys.argv[5] == "chunked"
 ae = AE(ae_title="MODALITY")
 ae.add_requested_context(sys.argv[3], sys.argv[4])
 assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="MAMMOGATE")
@@ -321,12 +321,14 @@ print(f"{int(status.Status):04X}|{status.get('ErrorComment', '')}")
 """
 
 
-def send_raw(scp: RunningScp, path: Path, syntax: str) -> tuple[int, str]:
-    """Send a file's dataset bytes unchanged, from another process; (status, error comment)."""
+def send_from_another_process(scp: RunningScp, path: Path, syntax: str, *,
+                              chunked: bool = False) -> tuple[int, str]:
+    """Send a file as a modality would, from another process; (status, error comment)."""
     import sys
 
     run = subprocess.run(
-        [sys.executable, "-c", RAW_SENDER, str(scp.port), str(path), MG_FOR_PRESENTATION, syntax],
+        [sys.executable, "-c", SENDER, str(scp.port), str(path), MG_FOR_PRESENTATION, syntax,
+         "chunked" if chunked else "whole"],
         capture_output=True, text=True, timeout=300, check=True,
     )
     code, _, comment = run.stdout.strip().splitlines()[-1].partition("|")
@@ -361,7 +363,7 @@ def test_the_stored_file_is_the_received_dataset_byte_for_byte(
     sent = image_file(tmp_path / "sent.dcm", rows, 2048, syntax)
     raw = sent.read_bytes()
     offset, _ = split_file_meta(raw)  # type: ignore[misc]
-    status, comment = send_raw(scp, sent, syntax)
+    status, comment = send_from_another_process(scp, sent, syntax, chunked=True)
     assert status == 0, comment
     (row,) = scp.instances()
     ds = pydicom.dcmread(sent)

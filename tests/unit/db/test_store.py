@@ -4,6 +4,7 @@ which of them are one lesion and where on the breast they lie (SQLite and Postgr
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mammogate.db import Database, Finding, Study, utcnow
 from mammogate.inference.results import Finding as ResultFinding
@@ -24,6 +25,22 @@ def _image(uid: str, laterality: str, view: str, centers: list[tuple[float, floa
                        pixel_spacing=0.1, patient_orientation=orientation)
 
 
+def _new_study(session: Session, result: StudyResult) -> Study:
+    study = Study(study_instance_uid=result.study_instance_uid, first_received_at=utcnow(),
+                  last_received_at=utcnow(), updated_at=utcnow())
+    session.add(study)
+    session.flush()
+    return study
+
+
+def _recorded_findings(db: Database, result: StudyResult) -> dict[str, Finding]:
+    """``result`` recorded for a new study of its UID; its findings as stored, by image."""
+    with db.session() as session:
+        record_analysis(session, _new_study(session, result), result, job_id=None, worker="w")
+    with db.session() as session:
+        return {f.sop_instance_uid: f for f in session.scalars(select(Finding))}
+
+
 def test_paired_findings_share_a_lesion_number_and_every_finding_its_nipple_distance(db: Database) -> None:
     # RCC and RMLO marks 40 and 41 mm from the nipple: one mass; the LCC mark stands alone
     images = (
@@ -32,14 +49,7 @@ def test_paired_findings_share_a_lesion_number_and_every_finding_its_nipple_dist
         _image("1.3", "L", "CC", [(900.0, 500.0)]),
     )
     result = StudyResult("1.2.3.4", MODEL, images, (), {"R": 0.8, "L": 0.8}, 0.8, "flagged")
-    with db.session() as session:
-        study = Study(study_instance_uid="1.2.3.4", first_received_at=utcnow(),
-                      last_received_at=utcnow(), updated_at=utcnow())
-        session.add(study)
-        session.flush()
-        record_analysis(session, study, result, job_id=None, worker="w")
-    with db.session() as session:
-        rows = {f.sop_instance_uid: f for f in session.scalars(select(Finding))}
+    rows = _recorded_findings(db, result)
     assert {uid: (f.lesion, f.nipple_distance_mm, f.certainty) for uid, f in rows.items()} == {
         "1.1": (1, 40.0, 0.6),
         "1.2": (1, 41.0, 0.6),
@@ -50,10 +60,7 @@ def test_paired_findings_share_a_lesion_number_and_every_finding_its_nipple_dist
 def test_a_study_points_at_its_newest_analysis_whoever_writes_it(db: Database) -> None:
     result = StudyResult("1.2.3.5", MODEL, (_image("2.1", "R", "CC", []),), (), {"R": 0.8}, 0.8, "flagged")
     with db.session() as session:
-        study = Study(study_instance_uid="1.2.3.5", first_received_at=utcnow(),
-                      last_received_at=utcnow(), updated_at=utcnow())
-        session.add(study)
-        session.flush()
+        study = _new_study(session, result)
         first = record_analysis(session, study, result, job_id=None, worker="w")
         session.flush()
         second = record_analysis(session, study, result, job_id=None, worker="w")
@@ -74,14 +81,7 @@ def test_each_finding_keeps_its_place_on_the_breast(db: Database) -> None:
         _image("2.4", "L", "MLO", [(300.0, 200.0)]),
     )
     result = StudyResult("1.2.3.6", MODEL, images, (), {"R": 0.8, "L": 0.8}, 0.8, "flagged")
-    with db.session() as session:
-        study = Study(study_instance_uid="1.2.3.6", first_received_at=utcnow(),
-                      last_received_at=utcnow(), updated_at=utcnow())
-        session.add(study)
-        session.flush()
-        record_analysis(session, study, result, job_id=None, worker="w")
-    with db.session() as session:
-        rows = {f.sop_instance_uid: f for f in session.scalars(select(Finding))}
+    rows = _recorded_findings(db, result)
     assert {uid: (f.lesion, f.clock_hour, f.region, f.orientation_assumed) for uid, f in rows.items()} == {
         "2.1": (1, 10, "upper outer quadrant", False),
         "2.2": (1, 10, "upper outer quadrant", False),
