@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Where the time of a C-STORE goes: the SCP in this process (its own SQLite database), one
-DCMTK storescu association, each stage of the store handler timed by wall clock.
+DCMTK storescu association, each stage of the store function timed by wall clock.
 
     .venv/bin/python benchmarks/ingest_stages.py [--count 400] [--rows 64 --columns 52] [--dir /var/tmp]
 
-Prints per instance: the push's wall time, each stage of ``StoreService.handle_store``, and
-the rest (pynetdicom's DUL and reactor threads, storescu, the loopback): a Markdown table.
+Prints per instance: the push's wall time, each stage of ``StoreService.store``, and
+the rest (pynetdicom's DUL thread, storescu, the loopback): a Markdown table.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
 def instrument() -> None:
     service = scp_module.StoreService
-    service.handle_store = timed("handler, in all", service.handle_store)  # type: ignore[method-assign]
-    service._payload = timed("the received bytes (memory or file)", service._payload)  # type: ignore[method-assign]
+    service.store = timed("handler, in all", service.store)  # type: ignore[method-assign]
+    scp_module._payload_of = timed("the received bytes (memory or file)", scp_module._payload_of)
     scp_module.parse_dataset = timed("parse within the limits", scp_module.parse_dataset)
     scp_module.check_dataset = timed("check UIDs, SOP class, Modality", scp_module.check_dataset)
     service._spool = timed("spool: write + fsync (or fsync of the received file)", service._spool)  # type: ignore[method-assign]

@@ -56,7 +56,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from mammogate.config.settings import DicomSettings
 from mammogate.dicom_node import tls
 from mammogate.dicom_node.policy import AssociationPolicy
-from mammogate.dicom_node.receive import SpoolingDIMSE
+from mammogate.dicom_node.receive import SpoolingDIMSE, StoreFunction
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class GuardedRequestHandler(RequestHandler):
         assoc = PromptAssociation(self.ae, MODE_ACCEPTOR)
         if server.receiving_folder is not None:  # C-STORE datasets straight towards the spool
             assoc.dimse = SpoolingDIMSE(assoc, server.receiving_folder,
-                                        server.dicom.max_dataset_bytes)
+                                        server.dicom.max_dataset_bytes, server.store_function)
         make_prompt(assoc)
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
@@ -417,6 +417,8 @@ class GuardedServer(ThreadedAssociationServer):
     # where large C-STORE datasets are written as they arrive (dicom_node.receive); None:
     # pynetdicom's own buffer
     receiving_folder: Path | None = None
+    # the SCP's store function, for C-STOREs served on the DUL thread; None: pynetdicom's reactor
+    store_function: StoreFunction | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._handshakes = 0

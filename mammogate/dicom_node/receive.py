@@ -19,9 +19,20 @@ thread decodes them into a :class:`ReceivedDataset`:
 - past ``dicom.max_dataset_bytes`` it keeps nothing more (and removes its file): the handler
   refuses the instance without the rest ever being held.
 
-The handler finds the dataset by the request's Message ID (``SpoolingDIMSE.take``); datasets of
-an association that ends mid-transfer are removed when it ends (``SpoolingDIMSE.discard_all``).
-A crash leaves at most a temporary file, which ``Spool.sweep_incoming`` removes.
+**One thread per C-STORE.** pynetdicom decodes each request's command set into a pydicom
+dataset, queues the message to the association's reactor thread, calls the handler there, encodes
+the response as a pydicom dataset and queues it back to the DUL thread to send: two hand-overs
+between threads (each a wait for the GIL on a busy machine) and two pydicom datasets per image,
+more time than a small image's durable store itself. When the SCP gives the provider its store
+function (``store``), a C-STORE request whose command set is well formed and whose presentation
+context is accepted for its SOP class is served in the DUL thread as it arrives: the command set
+read by hand (:func:`decode_command`), the dataset taken as above, the store function called, the
+response encoded by hand (:func:`store_response_bytes`) and written to the socket. Anything
+else -- another service, a malformed or unusual command, a peer listening for DIMSE events --
+takes pynetdicom's path unchanged: the handler then finds the dataset by the request's Message
+ID (``SpoolingDIMSE.take``). Datasets of an association that ends mid-transfer are removed
+when it ends (``SpoolingDIMSE.discard_all``). A crash leaves at most a temporary file, which
+``Spool.sweep_incoming`` removes.
 """
 
 from __future__ import annotations
@@ -31,8 +42,11 @@ import ctypes.util
 import hashlib
 import logging
 import os
+import struct
 import threading
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,21 +111,83 @@ def _implicit(tag: int, value: bytes) -> bytes:
         + len(value).to_bytes(4, "little") + value
 
 
+def _lo(value: str) -> bytes:
+    raw = value[:64].encode("ascii", "replace")
+    return raw + b" " if len(raw) % 2 else raw
+
+
 def store_response_bytes(sop_class_uid: str, sop_instance_uid: str, message_id: int,
-                         status: int) -> bytes:
-    """The command set of a C-STORE-RSP (Implicit VR Little Endian) without Error Comment or
-    Offending Element, as pynetdicom encodes it: Command Group Length, Affected SOP Class UID,
-    Command Field 0x8001, Message ID Being Responded To, Command Data Set Type 0x0101 (none),
-    Status, Affected SOP Instance UID (each UID only when there is one)."""
+                         status: int, error_comment: str = "") -> bytes:
+    """The command set of a C-STORE-RSP (Implicit VR Little Endian) without Offending Element,
+    as pynetdicom encodes it: Command Group Length, Affected SOP Class UID, Command Field 0x8001,
+    Message ID Being Responded To, Command Data Set Type 0x0101 (none), Status, Error Comment
+    (at most 64 characters, non-ASCII as ``?``), Affected SOP Instance UID (each UID and the
+    comment only when there is one)."""
     body = b"".join((
         _implicit(0x00000002, _ui(sop_class_uid)) if sop_class_uid else b"",
         _implicit(0x00000100, (0x8001).to_bytes(2, "little")),
         _implicit(0x00000120, message_id.to_bytes(2, "little")),
         _implicit(0x00000800, (0x0101).to_bytes(2, "little")),
         _implicit(0x00000900, status.to_bytes(2, "little")),
+        _implicit(0x00000902, _lo(error_comment)) if error_comment else b"",
         _implicit(0x00001000, _ui(sop_instance_uid)) if sop_instance_uid else b"",
     ))
     return _implicit(0x00000000, len(body).to_bytes(4, "little")) + body
+
+
+def p_data_pdu(context_id: int, control: int, fragment: bytes) -> bytes:
+    """A P-DATA-TF PDU of one presentation data value (PS3.8 9.3.5): PDU type 4, its length,
+    the item's length, the context ID, the message control header, the fragment."""
+    return struct.pack(">BBLLBB", 0x04, 0, len(fragment) + 6, len(fragment) + 2,
+                       context_id, control) + fragment
+
+
+# -- a C-STORE request's command set, read by hand ----------------------------------------
+
+MAX_COMMAND_BYTES = 64 << 10  # a command set is a few hundred bytes; longer ones: pynetdicom's
+C_STORE_RQ_FIELD = 0x0001
+NO_DATASET = 0x0101
+
+
+def decode_command(data: bytes) -> dict[int, bytes] | None:
+    """The elements of a command set (group 0000, Implicit VR Little Endian) by element number,
+    or None when it is not one that parses cleanly (pynetdicom then reads it, and answers it)."""
+    elements: dict[int, bytes] = {}
+    offset, end = 0, len(data)
+    while offset < end:
+        if end - offset < 8:
+            return None
+        group, element, length = struct.unpack_from("<HHL", data, offset)
+        offset += 8
+        if group != 0 or length > end - offset or element in elements:
+            return None
+        elements[element] = data[offset:offset + length]
+        offset += length
+    return elements
+
+
+def _uid(value: bytes | None) -> str:
+    return "" if value is None else value.rstrip(b"\x00 ").decode("ascii", "replace")
+
+
+def _us(value: bytes | None) -> int | None:
+    return int.from_bytes(value, "little") if value is not None and len(value) == 2 else None
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """A C-STORE request served on the DUL thread (what the store function needs of it)."""
+
+    context_id: int
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+
+
+# The SCP's store function: the association, the request, its dataset -> (status, the Error
+# Comment or ""). It answers every failure with a status; it never raises.
+StoreFunction = Callable[[Any, StoreRequest, "ReceivedDataset"], tuple[int, str]]
 
 
 # -- early writeback ---------------------------------------------------------------------------
@@ -252,17 +328,24 @@ class ReceivedDataset:
 
 class SpoolingDIMSE(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider, except that the data fragments of a C-STORE request go to a
-    :class:`ReceivedDataset` instead of pynetdicom's buffer (whose ``DataSet`` stays empty).
-    Everything else — the command set, other messages, the message queue — is pynetdicom's.
+    :class:`ReceivedDataset` instead of pynetdicom's buffer (whose ``DataSet`` stays empty) and,
+    given a ``store`` function, a C-STORE request is served on the DUL thread as it arrives
+    (see the module's description). Everything else -- the command sets of other messages, the
+    message queue, other services -- is pynetdicom's.
     """
 
-    def __init__(self, assoc: Any, folder: Path, max_bytes: int) -> None:
+    def __init__(self, assoc: Any, folder: Path, max_bytes: int,
+                 store: StoreFunction | None = None) -> None:
         super().__init__(assoc)
         self.folder = folder
         self.max_bytes = max_bytes
+        self.store = store
         self._lock = threading.Lock()
         self._received: dict[int, ReceivedDataset] = {}  # by Message ID
         self._current: ReceivedDataset | None = None
+        self._command: list[tuple[int, bytes]] = []  # fragments of a command set, as they came
+        self._command_bytes = 0
+        self._serving: StoreRequest | None = None  # the C-STORE whose dataset is arriving
 
     def receive_primitive(self, primitive: Any) -> None:  # the DUL thread
         if not isinstance(primitive, P_DATA):
@@ -270,6 +353,17 @@ class SpoolingDIMSE(DIMSEServiceProvider):
             return
         passed: list[tuple[int, bytes]] = []
         for context_id, data in primitive.presentation_data_value_list:
+            if data and data[0] & 1 and self._serving is not None:
+                self._abandon()  # a command where the dataset should go on: a broken request
+            if self.store is not None and data and self._own(context_id, data):
+                if passed:
+                    self._pass(passed)
+                    passed = []
+                if data[0] & 1:
+                    passed = self._take_command(context_id, data)
+                else:
+                    self._take_served_fragment(data)
+                continue
             message = self.message
             if data and not data[0] & 1 and isinstance(message, C_STORE_RQ):
                 if passed:
@@ -280,6 +374,99 @@ class SpoolingDIMSE(DIMSEServiceProvider):
                 passed.append((context_id, data))
         if passed:
             self._pass(passed)
+
+    # -- C-STORE on the DUL thread -------------------------------------------------------
+
+    def _own(self, context_id: int, data: bytes) -> bool:
+        """Whether a fragment is the served path's: a command fragment while no message is in
+        progress, or a data fragment of the C-STORE being served (on its context)."""
+        if data[0] & 1:
+            return self.message is None and self._serving is None
+        return self._serving is not None and context_id == self._serving.context_id
+
+    def _take_command(self, context_id: int, data: bytes) -> list[tuple[int, bytes]]:
+        """Keep a command fragment; after the last, serve the request if it is a C-STORE the
+        DUL thread may serve, else hand every fragment kept to pynetdicom (returned)."""
+        self._command.append((context_id, data))
+        self._command_bytes += len(data) - 1
+        if not data[0] & 2 and self._command_bytes <= MAX_COMMAND_BYTES:
+            return []
+        fragments, self._command, self._command_bytes = self._command, [], 0
+        request = self._store_request(fragments)
+        if request is None:
+            return fragments
+        self._serving = request
+        meta = file_meta_bytes(request.sop_class_uid, request.sop_instance_uid,
+                               request.transfer_syntax)
+        self._current = ReceivedDataset(self.folder, meta, max_bytes=self.max_bytes)
+        return []
+
+    def _store_request(self, fragments: list[tuple[int, bytes]]) -> StoreRequest | None:
+        if len(fragments) > 1 and len({context_id for context_id, _ in fragments}) > 1:
+            return None
+        if not fragments[-1][1][0] & 2:
+            return None  # longer than MAX_COMMAND_BYTES
+        context_id = fragments[0][0]
+        command = decode_command(b"".join(memoryview(data)[1:] for _, data in fragments))
+        if command is None or _us(command.get(0x0100)) != C_STORE_RQ_FIELD:
+            return None
+        message_id = _us(command.get(0x0110))
+        data_set_type = _us(command.get(0x0800))
+        sop_class_uid = _uid(command.get(0x0002))
+        sop_instance_uid = _uid(command.get(0x1000))
+        context = self.assoc._accepted_cx.get(context_id)
+        assoc = self.assoc
+        if (message_id is None or data_set_type in (None, NO_DATASET) or not sop_instance_uid
+                or context is None or str(context.abstract_syntax) != sop_class_uid
+                or not assoc.is_established or assoc._sent_release
+                or assoc.get_handlers(evt.EVT_DIMSE_RECV) or assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+            return None
+        return StoreRequest(context_id, message_id, sop_class_uid, sop_instance_uid,
+                            str(context.transfer_syntax[0]))
+
+    def _abandon(self) -> None:
+        request, received = self._serving, self._current
+        self._serving = self._current = None
+        if received is not None:
+            received.discard()
+        if request is not None:
+            log.warning("C-STORE of %s: a command came before its dataset ended; not stored",
+                        request.sop_instance_uid)
+
+    def _take_served_fragment(self, data: bytes) -> None:
+        received, request = self._current, self._serving
+        assert received is not None and request is not None
+        received.add(memoryview(data)[1:])
+        if not data[0] & 2:
+            return
+        received.finish()
+        self._current = self._serving = None
+        store = self.store
+        assert store is not None
+        try:
+            status, comment = store(self.assoc, request, received)
+        finally:
+            received.discard()  # its file, unless the spool took it over
+        self._answer(request, status, comment)
+
+    def _answer(self, request: StoreRequest, status: int, comment: str) -> None:
+        """Write the C-STORE-RSP to the socket (this is the DUL thread, its only writer), or,
+        when it does not fit the peer's maximum PDU, queue it through pynetdicom."""
+        command = store_response_bytes(request.sop_class_uid, request.sop_instance_uid,
+                                       request.message_id, status, comment)
+        limit = self.maximum_pdu_size
+        socket = self.dul.socket
+        if socket is not None and (not limit or len(command) + 6 <= limit):
+            socket.send(p_data_pdu(request.context_id, 0x03, command))
+            return
+        response: Any = C_STORE()
+        response.MessageIDBeingRespondedTo = request.message_id
+        response.AffectedSOPClassUID = request.sop_class_uid
+        response.AffectedSOPInstanceUID = request.sop_instance_uid
+        response.Status = status
+        if comment:
+            response.ErrorComment = comment[:64]
+        super().send_msg(response, request.context_id)
 
     def take(self, message_id: int) -> ReceivedDataset | None:
         """The dataset of the C-STORE request ``message_id``, once (the handler's)."""

@@ -10,6 +10,7 @@ import errno
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -58,7 +59,7 @@ from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
 from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
 from mammogate.dicom_node.limits import LimitExceeded, read_bounded, read_bounded_file
 from mammogate.dicom_node.policy import AssociationPolicy, peer_rule
-from mammogate.dicom_node.receive import ReceivedDataset, SpoolingDIMSE
+from mammogate.dicom_node.receive import ReceivedDataset, SpoolingDIMSE, StoreRequest
 from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpooledFile, SpoolError, check_uid
 from mammogate.dicom_node.tls import describe as describe_tls
 from mammogate.dicom_node.tls import peer_summary, server_context
@@ -204,6 +205,22 @@ def _received(event: evt.Event) -> ReceivedDataset | None:
     return dimse.take(int(cast(Any, event.request).MessageID))
 
 
+def _payload_of(received: ReceivedDataset | None, limit: int) -> bytes | Path:
+    """The received Part-10 bytes, or the file a large dataset was written to as it came."""
+    if received is None:
+        raise StoreRefused(CANNOT_UNDERSTAND, "no dataset came with the C-STORE request")
+    if received.too_large:
+        # (refused as it passed the limit: the rest was read off the wire, not kept)
+        raise StoreRefused(CANNOT_UNDERSTAND, f"dataset exceeds dicom.max_dataset_bytes ({limit})")
+    if received.error is not None:
+        raise SpoolError(f"cannot receive into the spool: {received.error.strerror}") \
+            from received.error
+    if received.in_memory:
+        return received.data()
+    assert received.path is not None
+    return received.path
+
+
 def _counts(assoc: Any) -> AssociationCounts:
     counts = getattr(assoc, "mammogate_counts", None)
     if counts is None:
@@ -232,7 +249,27 @@ class StoreService:
         return SUCCESS
 
     def handle_store(self, event: evt.Event) -> int | Dataset:
-        """C-STORE: make the instance durable, record it, answer.
+        """C-STORE through pynetdicom's reactor (a request the DUL thread did not serve, see
+        ``dicom_node.receive``): :meth:`store`'s answer as pynetdicom takes it."""
+        request: Any = event.request
+        received = _received(event)
+        status, comment = self.store(
+            event.assoc, str(request.AffectedSOPClassUID or ""),
+            str(request.AffectedSOPInstanceUID or ""), received,
+            # pynetdicom's own buffer: an association the guard did not make
+            encoded=(lambda: event.encoded_dataset(include_meta=True)) if received is None else None,
+        )
+        return _status(status, comment) if comment else status
+
+    def store_served(self, assoc: Any, request: StoreRequest,
+                     received: ReceivedDataset) -> tuple[int, str]:
+        """C-STORE served on the association's DUL thread (``SpoolingDIMSE.store``)."""
+        return self.store(assoc, request.sop_class_uid, request.sop_instance_uid, received)
+
+    def store(self, assoc: Any, sop_class_uid: str, sop_uid: str,
+              received: ReceivedDataset | None,
+              encoded: Callable[[], bytes] | None = None) -> tuple[int, str]:
+        """C-STORE: make the instance durable, record it, answer (status, Error Comment or "").
 
         Statuses (every failure carries an Error Comment with the reason):
             0x0000 Success -- in the spool (fsynced) and in the database; also for a re-sent
@@ -245,23 +282,21 @@ class StoreService:
                 invalid, the study's images were removed by retention, or an internal error
                 (logged) stopped the store
         """
-        calling_ae = str(event.assoc.requestor.ae_title).strip()
-        called_ae = str(event.assoc.acceptor.ae_title).strip()
-        request: Any = event.request
-        sop_uid = str(request.AffectedSOPInstanceUID or "")
-        sop_class_uid = str(request.AffectedSOPClassUID or "")
-        counts = _counts(event.assoc)
-        received = _received(event)
+        calling_ae = str(assoc.requestor.ae_title).strip()
+        called_ae = str(assoc.acceptor.ae_title).strip()
+        counts = _counts(assoc)
         try:
             short = self.spool_space.shortage()
             if short is not None:
+                counts.refused += 1
                 return self._refuse_for_space(short, calling_ae, sop_uid)
-            payload = self._payload(event, received)
+            payload = encoded() if received is None and encoded is not None else \
+                _payload_of(received, self.settings.dicom.max_dataset_bytes)
             ds = parse_dataset(payload, self.settings.dicom)
             check_dataset(ds, sop_class_uid, sop_uid)
-            status = self._store(ds, payload, received, calling_ae, called_ae)
+            self._store(ds, payload, received, calling_ae, called_ae)
             counts.stored += 1
-            return status
+            return SUCCESS, ""
         except StoreRefused as refused:
             counts.refused += 1
             return self._refuse(refused, calling_ae, sop_uid)
@@ -269,33 +304,17 @@ class StoreService:
             counts.refused += 1
             log.exception("C-STORE of %s from %s: cannot make it durable", sop_uid, calling_ae)
             full = isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
-            return _status(OUT_OF_RESOURCES, "spool disk full: try later" if full
-                           else f"cannot store now ({type(exc).__name__}): try later")
+            return OUT_OF_RESOURCES, ("spool disk full: try later" if full
+                                      else f"cannot store now ({type(exc).__name__}): try later")
         except Exception as exc:  # noqa: BLE001 -- a handler answers with a status, never raises
             counts.refused += 1
             log.exception("C-STORE of %s from %s: internal error", sop_uid, calling_ae)
-            return _status(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+            return CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}"
         finally:
             if received is not None:
                 received.discard()  # its file, unless the spool took it over
 
-    def _payload(self, event: evt.Event, received: ReceivedDataset | None) -> bytes | Path:
-        """The received Part-10 bytes, or the file a large dataset was written to as it came."""
-        if received is None:  # pynetdicom's own buffer (an association the guard did not make)
-            return event.encoded_dataset(include_meta=True)
-        limit = self.settings.dicom.max_dataset_bytes
-        if received.too_large:
-            # (refused as it passed the limit: the rest was read off the wire, not kept)
-            raise StoreRefused(CANNOT_UNDERSTAND, f"dataset exceeds dicom.max_dataset_bytes ({limit})")
-        if received.error is not None:
-            raise SpoolError(f"cannot receive into the spool: {received.error.strerror}") \
-                from received.error
-        if received.in_memory:
-            return received.data()
-        assert received.path is not None
-        return received.path
-
-    def _refuse_for_space(self, reason: str, calling_ae: str, sop_uid: str) -> Dataset:
+    def _refuse_for_space(self, reason: str, calling_ae: str, sop_uid: str) -> tuple[int, str]:
         """0xA700 while the spool's disk is low; logged and audited at most once per
         storage.refusal_log_seconds, however many stores come."""
         count = self.spool_space.refused()
@@ -303,9 +322,9 @@ class StoreService:
             self._refuse(StoreRefused(OUT_OF_RESOURCES, f"{reason} ({count} C-STOREs refused "
                                       "since the last report): free space in the spool"),
                          calling_ae, sop_uid)
-        return _status(OUT_OF_RESOURCES, reason)
+        return OUT_OF_RESOURCES, reason
 
-    def _refuse(self, refused: StoreRefused, calling_ae: str, sop_uid: str) -> Dataset:
+    def _refuse(self, refused: StoreRefused, calling_ae: str, sop_uid: str) -> tuple[int, str]:
         log.warning(
             "C-STORE of %s from %s refused (0x%04X): %s",
             sop_uid or "(no UID)", calling_ae, refused.status, refused.reason,
@@ -315,7 +334,7 @@ class StoreService:
                 audit(session, actor=f"dicom:{calling_ae}", action="c-store-refused", target=sop_uid, detail=refused.reason)
         except SQLAlchemyError:
             log.exception("could not record the refused C-STORE of %s", sop_uid)
-        return _status(refused.status, refused.reason)
+        return refused.status, refused.reason
 
     def _spool(self, ds: Dataset, payload: bytes | Path,
                received: ReceivedDataset | None) -> SpooledFile:
@@ -332,7 +351,7 @@ class StoreService:
         return self.spool.adopt(path, size, sha256, study_uid, sop_uid)
 
     def _store(self, ds: Dataset, payload: bytes | Path, received: ReceivedDataset | None,
-               calling_ae: str, called_ae: str) -> int:
+               calling_ae: str, called_ae: str) -> None:
         study_uid = str(ds.StudyInstanceUID)
         sop_uid = str(ds.SOPInstanceUID)
         spooled = self._spool(ds, payload, received)
@@ -381,11 +400,10 @@ class StoreService:
             self._check_not_removed(study_uid)
             # stored before, or by another association
             self._log_duplicate(raced, spooled.sha256, calling_ae)
-            return SUCCESS
+            return
         log.info(
             "stored %s (study %s, %d bytes) from %s", sop_uid, study_uid, spooled.size, calling_ae
         )
-        return SUCCESS
 
     def _check_not_removed(self, study_uid: str) -> None:
         """A study whose images retention removed takes none again (not even a re-sent one):
@@ -574,6 +592,7 @@ class Scp:
         )
         server.policy = self.policy
         server.receiving_folder = self.service.spool.receiving_folder()
+        server.store_function = self.service.store_served  # C-STOREs served on the DUL thread
         server.on_refused_connection = self._on_refused_connection  # type: ignore[method-assign]  # the SCP audits
         self.ae._servers.append(server)  # as start_server does: the server's shutdown unregisters it
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()

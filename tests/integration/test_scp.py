@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -420,3 +422,24 @@ def test_an_association_aborted_inside_a_large_dataset_leaves_nothing(
     assert list(receiving.iterdir()) == []
     assert scp.instances() == []
     assert scp.echoscu().returncode == 0
+
+
+def test_storescu_c_stores_are_served_on_the_dul_thread(scp: RunningScp, study_files: list[Path]) -> None:
+    """The C-STOREs of a plain storescu push are served on the association's DUL thread (the
+    command set read by hand, the response written there), not through pynetdicom's reactor."""
+    assert scp.scp.server is not None
+    served: list[tuple[str, str]] = []
+    store = scp.scp.server.store_function
+    assert store is not None
+
+    def counting(assoc: Any, request: Any, received: Any) -> tuple[int, str]:
+        served.append((request.sop_instance_uid, threading.current_thread().name))
+        return store(assoc, request, received)
+
+    scp.scp.server.store_function = counting
+    result = scp.storescu(*study_files)
+    assert result.returncode == 0, _status_of(result)
+    assert sorted(uid for uid, _ in served) == sorted(r.sop_instance_uid for r in scp.instances())
+    assert len(served) == 4
+    # pynetdicom's reactor runs as "AcceptorThread@..."; the DUL thread is another
+    assert all(not name.startswith("AcceptorThread") for _, name in served)

@@ -4,6 +4,7 @@ dataset kept in memory or streamed into the spool, within the size limit."""
 from __future__ import annotations
 
 import hashlib
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,13 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
-from mammogate.dicom_node.receive import PREAMBLE, ReceivedDataset, file_meta_bytes
+from mammogate.dicom_node.receive import (
+    PREAMBLE,
+    ReceivedDataset,
+    decode_command,
+    file_meta_bytes,
+    p_data_pdu,
+)
 
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
 
@@ -95,11 +102,14 @@ def test_discard_removes_a_half_received_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("status", "message_id", "sop_instance_uid"), [
-    (0x0000, 1, "1.2.3.4"), (0x0000, 65535, "1.2.3.45"), (0xB000, 7, generate_uid()),
+@pytest.mark.parametrize(("status", "message_id", "sop_instance_uid", "comment"), [
+    (0x0000, 1, "1.2.3.4", ""), (0x0000, 65535, "1.2.3.45", ""), (0xB000, 7, generate_uid(), ""),
+    (0xA900, 3, "1.2.3.4", "Modality CT is not MG: mammography only"),
+    (0xC000, 9, generate_uid(), "odd length"),
+    (0xA700, 2, "1.2.3.45", "x" * 64),
 ])
 def test_a_store_response_is_byte_for_byte_pynetdicoms(
-    status: int, message_id: int, sop_instance_uid: str
+    status: int, message_id: int, sop_instance_uid: str, comment: str
 ) -> None:
     from pynetdicom.dimse_messages import C_STORE_RSP
     from pynetdicom.dimse_primitives import C_STORE
@@ -112,8 +122,67 @@ def test_a_store_response_is_byte_for_byte_pynetdicoms(
     rsp.AffectedSOPClassUID = MG
     rsp.AffectedSOPInstanceUID = sop_instance_uid
     rsp.Status = status
+    if comment:
+        rsp.ErrorComment = comment
     message = C_STORE_RSP()
     message.primitive_to_message(rsp)
     (pdata,) = list(message.encode_msg(1, 16384))
     ((context_id, pdv),) = pdata.presentation_data_value_list
-    assert pdv == b"\x03" + store_response_bytes(MG, sop_instance_uid, message_id, status)
+    ours = store_response_bytes(MG, sop_instance_uid, message_id, status, comment)
+    assert pdv == b"\x03" + ours
+    # and the PDU the DUL thread writes is the one pynetdicom would send
+    assert p_data_pdu(context_id, 0x03, ours) == _encoded_pdu(pdata)
+
+
+def _encoded_pdu(primitive: object) -> bytes:
+    from pynetdicom.pdu import P_DATA_TF
+
+    pdu = P_DATA_TF()
+    pdu.from_primitive(primitive)  # type: ignore[arg-type]
+    return bytes(pdu.encode())
+
+
+def _store_request_command(message_id: int, sop_instance_uid: str, **extra: object) -> bytes:
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+
+    request = C_STORE()
+    request.MessageID = message_id
+    request.AffectedSOPClassUID = MG
+    request.AffectedSOPInstanceUID = sop_instance_uid
+    request.Priority = 2
+    for keyword, value in extra.items():
+        setattr(request, keyword, value)
+    request.DataSet = BytesIO(b"\x08\x00\x60\x00\x02\x00\x00\x00MG")  # Modality, implicit VR
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    fragments = []
+    for pdata in message.encode_msg(1, 16384):
+        for _, pdv in pdata.presentation_data_value_list:
+            if pdv[0] & 1:
+                fragments.append(pdv[1:])
+    return b"".join(fragments)
+
+
+def test_a_store_request_command_is_read_as_pynetdicom_writes_it() -> None:
+    sop_instance_uid = generate_uid()
+    command = decode_command(_store_request_command(
+        77, sop_instance_uid, MoveOriginatorApplicationEntityTitle="PACS",
+        MoveOriginatorMessageID=5))
+    assert command is not None
+    assert int.from_bytes(command[0x0100], "little") == 0x0001  # C-STORE-RQ
+    assert int.from_bytes(command[0x0110], "little") == 77
+    assert command[0x0002].rstrip(b"\x00") == MG.encode()
+    assert command[0x1000].rstrip(b"\x00") == sop_instance_uid.encode()
+    assert command[0x1030].strip() == b"PACS"
+    assert int.from_bytes(command[0x0800], "little") != 0x0101  # a dataset follows
+
+
+@pytest.mark.parametrize("broken", [
+    b"\x00\x00\x00",  # shorter than an element header
+    b"\x08\x00\x16\x00\x02\x00\x00\x00ab",  # not group 0000
+    b"\x00\x00\x00\x01\x10\x00\x00\x00ab",  # a length past the end
+    b"\x00\x00\x00\x01\x02\x00\x00\x00\x01\x00" * 2,  # an element twice
+])
+def test_a_command_set_that_does_not_parse_cleanly_is_left_to_pynetdicom(broken: bytes) -> None:
+    assert decode_command(broken) is None
