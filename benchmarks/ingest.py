@@ -200,6 +200,7 @@ def main() -> int:
             f"small ({args.small} x 64x52)": write_images(tmp / "small", args.small, 64, 52),
             f"large ({args.large} x 4096x3328)": write_images(tmp / "large", args.large, 4096, 3328),
         }
+        sizes = {label: files for label, files in sizes.items() if files}  # --large 0: small only
         receivers: dict[str, Callable[[list[Path], Path], float]] = {
             "DCMTK storescp": storescp, "Orthanc": orthanc, "mammogate": mammogate}
         trees = {"mammogate": None}
@@ -225,15 +226,16 @@ def main() -> int:
                 print(f"| {label} | {name} | {median[name]:.2f} | {each} | {rate:.1f} | "
                       f"{median['DCMTK storescp'] / median[name]:.2f} | "
                       f"{median['Orthanc'] / median[name]:.2f} |", flush=True)
-        small, large = sizes.values()
-        print(f"\n| fsync + fdatasync calls per instance (strace) | small (200) | large ({len(large)}) |")
-        print("|---|---|---|")
+        samples = {label.split(" (")[0]: files[:200] for label, files in sizes.items()}
+        print("\n| fsync + fdatasync calls per instance (strace) | "
+              + " | ".join(f"{kind} ({len(files)})" for kind, files in samples.items()) + " |")
+        print("|---|" + "---|" * len(samples))
         for name in receivers:
             root = tmp / f"strace-{name}".replace(" ", "").replace("(", "").replace(")", "")
             tree = trees.get(name)
-            counts = (fsyncs_per_instance(name, small[:200], root / "small", tree),
-                      fsyncs_per_instance(name, large, root / "large", tree))
-            print(f"| {name} | {counts[0]:.2f} | {counts[1]:.2f} |", flush=True)
+            counts = [fsyncs_per_instance(name, files, root / kind, tree)
+                      for kind, files in samples.items()]
+            print(f"| {name} | " + " | ".join(f"{c:.2f}" for c in counts) + " |", flush=True)
     return 0
 
 

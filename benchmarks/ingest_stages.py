@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy.engine.base  # noqa: E402
 
 from benchmarks.ingest import write_images  # noqa: E402
+from mammogate.dicom_node import journal as journal_module  # noqa: E402
 from mammogate.dicom_node import scp as scp_module  # noqa: E402
 from mammogate.dicom_node import spool as spool_module  # noqa: E402
 from tests.integration.test_scp import RunningScp  # noqa: E402
@@ -55,6 +56,9 @@ def instrument() -> None:
     service._spool = timed("spool: write + fsync (or fsync of the received file)", service._spool)  # type: ignore[method-assign]
     service._upsert_study = timed("database: BEGIN + the study's UPDATE/INSERT … RETURNING", service._upsert_study)  # type: ignore[method-assign]
     spool_module.Spool.commit = timed("spool: rename into place + folder fsync", spool_module.Spool.commit)  # type: ignore[method-assign]
+    journal = journal_module.Journal
+    journal.append = timed("journal: append + fdatasync (before Success)", journal.append)  # type: ignore[method-assign]
+    service.flush = timed("flush: rows and files of a batch (after Success)", service.flush)  # type: ignore[method-assign]
     transaction = sqlalchemy.engine.base.RootTransaction
     transaction.commit = timed("database: COMMIT (WAL fsync)", transaction.commit)  # type: ignore[method-assign]
 

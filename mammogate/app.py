@@ -181,7 +181,7 @@ def serve(settings: Settings) -> int:
         )
 
     worker = AnalysisWorker(
-        settings, db, worker_id("worker"), make_analyzer, on_idle=scp.refresh_policy
+        settings, db, worker_id("worker"), make_analyzer, on_idle=scp.on_idle
     )
     sender = DeliveryLoop(settings, db, worker_id("sender"), destination_backends(settings))
     grace = settings.node.stop_grace_seconds

@@ -142,22 +142,23 @@ _ANOTHER_IMAGE = (
     update(_STUDIES)
     .where(_STUDIES.c.study_instance_uid == bindparam("uid"),
            _STUDIES.c.state == StudyState.RECEIVING, _STUDIES.c.images_removed_at.is_(None))
-    .values(instance_count=_STUDIES.c.instance_count + 1, last_received_at=bindparam("now"),
+    .values(instance_count=_STUDIES.c.instance_count + bindparam("count"),
+            last_received_at=bindparam("now"),
             updated_at=bindparam("now"))
     .returning(_STUDIES.c.id)
 )
 
 
 def another_image_of_receiving_study(
-    connection: Connection, study_instance_uid: str, now: datetime
+    connection: Connection, study_instance_uid: str, now: datetime, count: int = 1
 ) -> int | None:
-    """Count one more image of a study that is receiving (and whose images retention has not
-    removed), in one statement that also locks its row; its id, or None when the study is new
-    or in another state (then :func:`study_receives_images` on the locked row)."""
+    """Count ``count`` more images of a study that is receiving (and whose images retention
+    has not removed), in one statement that also locks its row; its id, or None when the study
+    is new or in another state (then :func:`study_receives_images` on the locked row)."""
     # Core, on the caller's connection: the ORM's bulk-update machinery costs more than the
     # statement on this per-image path
     found: int | None = connection.execute(
-        _ANOTHER_IMAGE, {"uid": study_instance_uid, "now": now}
+        _ANOTHER_IMAGE, {"uid": study_instance_uid, "now": now, "count": count}
     ).scalar_one_or_none()
     return found
 

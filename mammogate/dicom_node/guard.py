@@ -56,7 +56,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from mammogate.config.settings import DicomSettings
 from mammogate.dicom_node import tls
 from mammogate.dicom_node.policy import AssociationPolicy
-from mammogate.dicom_node.receive import SpoolingDIMSE, StoreFunction
+from mammogate.dicom_node.receive import ServedStores, SpoolingDIMSE
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ class PromptDUL(DULServiceProvider):
         try:
             super().run_reactor()
         finally:
+            self._flush()  # an association that ended: its journalled instances' rows
             with self._wake_lock:
                 os.close(self._wake_read)
                 os.close(self._wake_write)
@@ -169,26 +170,47 @@ class PromptDUL(DULServiceProvider):
 
     def _is_transport_event(self) -> bool:
         if self.event_queue.empty() and self.to_provider_queue.empty():
+            dimse = self.assoc.dimse
+            if isinstance(dimse, SpoolingDIMSE) and dimse.has_pending():
+                # instances answered from the journal: their rows and files once the peer
+                # pauses (a sender streaming images sends the next within a fraction of this)
+                if not self._wait_readable(dimse.batch_idle_seconds()):
+                    dimse.flush_pending()
             self._wait_readable(PROMPT_WAIT_SECONDS)
         return bool(super()._is_transport_event())
 
-    def _wait_readable(self, timeout: float) -> None:
+    def _read_pdu_data(self) -> None:
+        super()._read_pdu_data()
+        # anything but data (a release, an abort, a closed connection) comes after the rows
+        # of what was answered before it: flushed before the state machine acts on it
+        events = self.event_queue.queue
+        if events and events[-1] != "Evt10":
+            self._flush()
+
+    def _flush(self) -> None:
+        dimse = self.assoc.dimse
+        if isinstance(dimse, SpoolingDIMSE):
+            dimse.flush_pending()
+
+    def _wait_readable(self, timeout: float) -> bool:
+        """Wait for the socket or a wake-up; whether anything came."""
         wrapper = self.socket
         raw = getattr(wrapper, "socket", None)
         if raw is None or not getattr(wrapper, "_is_connected", False):
             time.sleep(min(timeout, 0.001))
-            return
+            return False
         if isinstance(raw, ssl.SSLSocket) and raw.pending():
-            return  # decrypted bytes buffered already
+            return True  # decrypted bytes buffered already
         try:
             ready, _, _ = select.select([raw, self._wake_read], [], [], timeout)
         except (OSError, ValueError):
-            return  # closed meanwhile: pynetdicom's own check reports it
+            return True  # closed meanwhile: pynetdicom's own check reports it
         if self._wake_read in ready:
             try:
                 os.read(self._wake_read, 4096)
             except BlockingIOError:
                 pass  # drained already
+        return bool(ready)
 
 
 class PromptAssociation(Association):
@@ -359,7 +381,7 @@ class GuardedRequestHandler(RequestHandler):
         assoc = PromptAssociation(self.ae, MODE_ACCEPTOR)
         if server.receiving_folder is not None:  # C-STORE datasets straight towards the spool
             assoc.dimse = SpoolingDIMSE(assoc, server.receiving_folder,
-                                        server.dicom.max_dataset_bytes, server.store_function)
+                                        server.dicom.max_dataset_bytes, server.stores)
         make_prompt(assoc)
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
@@ -417,8 +439,8 @@ class GuardedServer(ThreadedAssociationServer):
     # where large C-STORE datasets are written as they arrive (dicom_node.receive); None:
     # pynetdicom's own buffer
     receiving_folder: Path | None = None
-    # the SCP's store function, for C-STOREs served on the DUL thread; None: pynetdicom's reactor
-    store_function: StoreFunction | None = None
+    # the SCP's store service, for C-STOREs served on the DUL thread; None: pynetdicom's reactor
+    stores: ServedStores | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._handshakes = 0

@@ -24,7 +24,7 @@ dataset, queues the message to the association's reactor thread, calls the handl
 the response as a pydicom dataset and queues it back to the DUL thread to send: two hand-overs
 between threads (each a wait for the GIL on a busy machine) and two pydicom datasets per image,
 more time than a small image's durable store itself. When the SCP gives the provider its store
-function (``store``), a C-STORE request whose command set is well formed and whose presentation
+service (``stores``), a C-STORE request whose command set is well formed and whose presentation
 context is accepted for its SOP class is served in the DUL thread as it arrives: the command set
 read by hand (:func:`decode_command`), the dataset taken as above, the store function called, the
 response encoded by hand (:func:`store_response_bytes`) and written to the socket. Anything
@@ -45,10 +45,9 @@ import os
 import struct
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -185,9 +184,25 @@ class StoreRequest:
     transfer_syntax: str
 
 
-# The SCP's store function: the association, the request, its dataset -> (status, the Error
-# Comment or ""). It answers every failure with a status; it never raises.
-StoreFunction = Callable[[Any, StoreRequest, "ReceivedDataset"], tuple[int, str]]
+class ServedStores(Protocol):
+    """What the SCP gives the DUL thread (``StoreService``)."""
+
+    def store_served(self, assoc: Any, request: StoreRequest,
+                     received: ReceivedDataset) -> tuple[int, str]:
+        """Store one instance: (status, Error Comment or ""). Never raises."""
+
+    @property
+    def batch_idle_seconds(self) -> float:
+        """How long the peer may pause before they are flushed."""
+
+    def pending(self, assoc: Any) -> bool:
+        """Whether instances answered Success wait to be flushed (``dicom_node.journal``)."""
+
+    def flush_due(self, assoc: Any) -> bool:
+        """Whether they should be flushed now, whatever the peer does next."""
+
+    def flush(self, assoc: Any) -> None:
+        """Flush them (rows and spool files). Never raises."""
 
 
 # -- early writeback ---------------------------------------------------------------------------
@@ -335,11 +350,11 @@ class SpoolingDIMSE(DIMSEServiceProvider):
     """
 
     def __init__(self, assoc: Any, folder: Path, max_bytes: int,
-                 store: StoreFunction | None = None) -> None:
+                 stores: ServedStores | None = None) -> None:
         super().__init__(assoc)
         self.folder = folder
         self.max_bytes = max_bytes
-        self.store = store
+        self.stores = stores
         self._lock = threading.Lock()
         self._received: dict[int, ReceivedDataset] = {}  # by Message ID
         self._current: ReceivedDataset | None = None
@@ -355,7 +370,7 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         for context_id, data in primitive.presentation_data_value_list:
             if data and data[0] & 1 and self._serving is not None:
                 self._abandon()  # a command where the dataset should go on: a broken request
-            if self.store is not None and data and self._own(context_id, data):
+            if self.stores is not None and data and self._own(context_id, data):
                 if passed:
                     self._pass(passed)
                     passed = []
@@ -441,13 +456,27 @@ class SpoolingDIMSE(DIMSEServiceProvider):
             return
         received.finish()
         self._current = self._serving = None
-        store = self.store
-        assert store is not None
+        stores = self.stores
+        assert stores is not None
         try:
-            status, comment = store(self.assoc, request, received)
+            status, comment = stores.store_served(self.assoc, request, received)
         finally:
             received.discard()  # its file, unless the spool took it over
         self._answer(request, status, comment)
+        if stores.flush_due(self.assoc):
+            stores.flush(self.assoc)
+
+    def has_pending(self) -> bool:
+        """Instances answered Success whose rows and files are not made yet (the DUL thread
+        flushes them when the peer pauses or sends anything but data: ``PromptDUL``)."""
+        return self.stores is not None and self.stores.pending(self.assoc)
+
+    def batch_idle_seconds(self) -> float:
+        return self.stores.batch_idle_seconds if self.stores is not None else 0.0
+
+    def flush_pending(self) -> None:
+        if self.stores is not None and self.stores.pending(self.assoc):
+            self.stores.flush(self.assoc)
 
     def _answer(self, request: StoreRequest, status: int, comment: str) -> None:
         """Write the C-STORE-RSP to the socket (this is the DUL thread, its only writer), or,

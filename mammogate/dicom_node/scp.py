@@ -7,11 +7,14 @@ it (and its study) in the database, and answers. Everything after that is a job.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,7 +39,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -57,6 +60,7 @@ from mammogate.db.retention import removed_reason
 from mammogate.db.states import StudyState
 from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
 from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
+from mammogate.dicom_node.journal import Journal, JournalError, JournalRecord, sync_filesystem
 from mammogate.dicom_node.limits import LimitExceeded, read_bounded, read_bounded_file
 from mammogate.dicom_node.policy import AssociationPolicy, peer_rule
 from mammogate.dicom_node.receive import ReceivedDataset, SpoolingDIMSE, StoreRequest
@@ -69,6 +73,8 @@ from mammogate.storage import FreeSpaceGuard
 log = logging.getLogger(__name__)
 
 INSTANCES = cast(Table, Instance.__table__)  # inserted with Core: the per-image path
+JOURNAL_FOLDER = ".journal"  # under the spool: the ingest journal's segments
+OPEN_STUDY_SECONDS = 60.0  # a study's retention state, read before Success, is trusted this long
 INSERT_INSTANCE = insert(INSTANCES)  # built once; the values are bound per image
 
 # SOP classes whose images are mammograms by definition.
@@ -194,6 +200,17 @@ class AssociationCounts:
     stored: int = 0
     refused: int = 0
     outcome: str = "closed"  # released / aborted, once known
+    # answered Success from the journal, their rows and files not yet made (StoreService.flush)
+    batch: list[Accepted] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Accepted:
+    """An instance in the ingest journal, answered Success, whose row and file come next."""
+
+    record: JournalRecord
+    ds: Dataset | None  # as parsed before Success (None: read back from the journal)
+    at: float = 0.0  # time.monotonic() when it was answered
 
 
 def _received(event: evt.Event) -> ReceivedDataset | None:
@@ -221,6 +238,28 @@ def _payload_of(received: ReceivedDataset | None, limit: int) -> bytes | Path:
     return received.path
 
 
+_STUDIES = cast(Table, Study.__table__)
+_REMOVED_AT = select(_STUDIES.c.images_removed_at).where(
+    _STUDIES.c.study_instance_uid == bindparam("uid"))
+_NEW_STUDY: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _new_study_statement(dialect: str, columns: tuple[str, ...]) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id`` of a study's first image, built once
+    per dialect (the values are bound per call)."""
+    statement = _NEW_STUDY.get((dialect, columns))
+    if statement is None:
+        insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = _NEW_STUDY[(dialect, columns)] = insert_for(_STUDIES).values(
+            {name: bindparam(name) for name in columns}
+        ).on_conflict_do_nothing(index_elements=["study_instance_uid"]).returning(_STUDIES.c.id)
+    return statement
+
+
+def _sop_of(item: Accepted) -> str:
+    return str(item.ds.SOPInstanceUID) if item.ds is not None else "(read back from the journal)"
+
+
 def _counts(assoc: Any) -> AssociationCounts:
     counts = getattr(assoc, "mammogate_counts", None)
     if counts is None:
@@ -242,6 +281,14 @@ class StoreService:
             check_seconds=storage.free_space_check_seconds,
             report_seconds=storage.refusal_log_seconds,
         )
+        dicom = settings.dicom
+        self.journal = Journal(spool.root / JOURNAL_FOLDER, spool.root,
+                               dicom.journal_segment_bytes) if dicom.store_journal else None
+        # accepted instances whose rows could not be written yet (the database was away)
+        self._backlog: list[Accepted] = []
+        self._backlog_lock = threading.Lock()
+        # studies known not to be removed by retention (UID -> when checked), for the journal
+        self._open_studies: dict[str, float] = {}
 
     def handle_echo(self, event: evt.Event) -> int:
         """C-ECHO. Status: 0x0000 Success."""
@@ -263,17 +310,21 @@ class StoreService:
 
     def store_served(self, assoc: Any, request: StoreRequest,
                      received: ReceivedDataset) -> tuple[int, str]:
-        """C-STORE served on the association's DUL thread (``SpoolingDIMSE.store``)."""
-        return self.store(assoc, request.sop_class_uid, request.sop_instance_uid, received)
+        """C-STORE served on the association's DUL thread (``SpoolingDIMSE.stores``): a small
+        instance goes through the ingest journal, its row and file made by :meth:`flush`."""
+        return self.store(assoc, request.sop_class_uid, request.sop_instance_uid, received,
+                          journal=True)
 
     def store(self, assoc: Any, sop_class_uid: str, sop_uid: str,
               received: ReceivedDataset | None,
-              encoded: Callable[[], bytes] | None = None) -> tuple[int, str]:
+              encoded: Callable[[], bytes] | None = None, *, journal: bool = False) -> tuple[int, str]:
         """C-STORE: make the instance durable, record it, answer (status, Error Comment or "").
 
         Statuses (every failure carries an Error Comment with the reason):
-            0x0000 Success -- in the spool (fsynced) and in the database; also for a re-sent
-                instance (the first copy is kept)
+            0x0000 Success -- in the spool (fsynced) and in the database, or (``journal``, a
+                small instance) in the ingest journal (fdatasynced), its row and spool file
+                made by :meth:`flush` moments later; also for a re-sent instance (the first
+                copy is kept)
             0xA700 Out of resources -- the spool's disk is below storage.min_free_bytes or
                 storage.min_free_percent, or the spool or database could not be written
             0xA900 Dataset does not match SOP class -- no pixel data, not Modality MG, or a
@@ -294,7 +345,11 @@ class StoreService:
                 _payload_of(received, self.settings.dicom.max_dataset_bytes)
             ds = parse_dataset(payload, self.settings.dicom)
             check_dataset(ds, sop_class_uid, sop_uid)
-            self._store(ds, payload, received, calling_ae, called_ae)
+            if journal and self.journal is not None and isinstance(payload, bytes) \
+                    and self.journal.fits(len(payload)):
+                self._journal(ds, payload, counts, calling_ae, called_ae)
+            else:
+                self._store(ds, payload, received, calling_ae, called_ae)
             counts.stored += 1
             return SUCCESS, ""
         except StoreRefused as refused:
@@ -313,6 +368,204 @@ class StoreService:
         finally:
             if received is not None:
                 received.discard()  # its file, unless the spool took it over
+
+    # -- the ingest journal (dicom_node.journal) ------------------------------------------
+
+    def _journal(self, ds: Dataset, payload: bytes, counts: AssociationCounts,
+                 calling_ae: str, called_ae: str) -> None:
+        """Make a small instance durable in the journal; its row and file follow (flush)."""
+        assert self.journal is not None
+        with self._backlog_lock:
+            waiting = len(self._backlog)
+        if waiting >= self.settings.dicom.store_batch_max * 10:
+            raise SpoolError(f"{waiting} instances wait for the database")
+        self._check_not_removed_soon(str(ds.StudyInstanceUID))
+        meta = {"calling_ae": calling_ae, "called_ae": called_ae,
+                "received_at": utcnow().isoformat()}
+        try:
+            record = self.journal.append(meta, payload)
+        except JournalError as exc:
+            raise SpoolError(str(exc)) from exc
+        counts.batch.append(Accepted(record, ds, time.monotonic()))
+
+    def _check_not_removed_soon(self, study_uid: str) -> None:
+        """The retention check before Success, read once a minute per study (the flush checks
+        again, under the study's lock)."""
+        now = time.monotonic()
+        checked = self._open_studies.get(study_uid)
+        if checked is not None and now - checked < OPEN_STUDY_SECONDS:
+            return
+        self._check_not_removed(study_uid)
+        if len(self._open_studies) >= 10_000:
+            self._open_studies.clear()
+        self._open_studies[study_uid] = now
+
+    @property
+    def batch_idle_seconds(self) -> float:
+        return self.settings.dicom.store_batch_idle_seconds
+
+    def pending(self, assoc: Any) -> bool:
+        """Whether the association has instances answered from the journal but not flushed."""
+        return bool(_counts(assoc).batch)
+
+    def flush_due(self, assoc: Any) -> bool:
+        batch = _counts(assoc).batch
+        dicom = self.settings.dicom
+        return bool(batch) and (len(batch) >= dicom.store_batch_max
+                                or time.monotonic() - batch[0].at >= dicom.store_batch_max_seconds)
+
+    def flush(self, assoc: Any) -> None:
+        """Write the rows and spool files of the association's journalled instances (with any
+        the database refused before): one transaction. Called on the association's DUL thread
+        when its peer pauses, sends anything but data, or the batch is full or old. Never
+        raises: what cannot be written now waits in the backlog (and in the journal)."""
+        counts = _counts(assoc)
+        batch, counts.batch = counts.batch, []
+        self._apply_accepted(batch)
+
+    def retry_backlog(self) -> None:
+        """Instances whose rows the database refused before: tried again (periodically)."""
+        self._apply_accepted([])
+
+    def _apply_accepted(self, batch: list[Accepted]) -> None:
+        with self._backlog_lock:
+            items, self._backlog = self._backlog + batch, []
+        if not items:
+            return
+        done, failed = self._apply(items)
+        if failed:
+            with self._backlog_lock:
+                self._backlog = failed + self._backlog
+        if self.journal is not None:
+            self.journal.applied([item.record for item in done])
+
+    def _apply(self, items: list[Accepted], *, recovering: bool = False
+               ) -> tuple[list[Accepted], list[Accepted]]:
+        """Rows and files for ``items``: all in one transaction, or, when that fails, each in
+        its own. (applied, not applied)."""
+        try:
+            self._apply_in_one(items, recovering=recovering)
+            return items, []
+        except (SQLAlchemyError, SpoolError, OSError) as exc:
+            if len(items) == 1:
+                log.error("instance %s from the ingest journal: cannot record it now (%s); "
+                          "tried again later", _sop_of(items[0]), exc)
+                return [], items
+            log.warning("a batch of %d journalled instances failed (%s): one at a time",
+                        len(items), type(exc).__name__)
+        done: list[Accepted] = []
+        failed: list[Accepted] = []
+        for item in items:
+            applied, not_applied = self._apply([item], recovering=recovering)
+            done += applied
+            failed += not_applied
+        return done, failed
+
+    def _apply_in_one(self, items: list[Accepted], *, recovering: bool) -> None:
+        """One transaction: which instances exist already (one query), each study counted once
+        for its new images, the rows inserted together, then the files written."""
+        entries = []
+        for item in items:
+            data = item.record.data
+            ds = item.ds if item.ds is not None else parse_dataset(data, self.settings.dicom)
+            entries.append((item, ds, hashlib.sha256(data).hexdigest()))
+        stored: list[tuple[str, str, int, str]] = []
+        differing: list[tuple[str, str]] = []
+        discarded: list[tuple[str, str, str]] = []
+        with self.db.engine.begin() as conn:
+            existing: dict[str, tuple[str, str]] = {row.sop_instance_uid: (row.sha256, row.path)
+                                                    for row in conn.execute(
+                select(INSTANCES.c.sop_instance_uid, INSTANCES.c.sha256, INSTANCES.c.path)
+                .where(INSTANCES.c.sop_instance_uid.in_({str(ds.SOPInstanceUID)
+                                                         for _, ds, _ in entries})))}
+            # the new instances, by study and sender (a duplicate within the batch counts once)
+            studies: dict[tuple[str, str, str], list[tuple[Accepted, Dataset, str]]] = {}
+            for item, ds, sha256 in entries:
+                sop_uid = str(ds.SOPInstanceUID)
+                meta = item.record.meta
+                calling_ae = meta.get("calling_ae", "")
+                known = existing.get(sop_uid)
+                if known is not None:
+                    if known[0] != sha256:
+                        differing.append((sop_uid, calling_ae))
+                    elif recovering and known[1] and not Path(known[1]).is_file():
+                        self.spool.place(item.record.data, Path(known[1]))  # it was not on disk
+                    elif not recovering:
+                        log.info("duplicate %s from %s: identical to the stored copy, kept once",
+                                 sop_uid, calling_ae)
+                    continue
+                existing[sop_uid] = (sha256, "")
+                key = (str(ds.StudyInstanceUID), calling_ae, meta.get("called_ae", ""))
+                studies.setdefault(key, []).append((item, ds, sha256))
+            rows: list[dict[str, Any]] = []
+            files: list[tuple[bytes, Path]] = []
+            for (study_uid, calling_ae, called_ae), group in studies.items():
+                try:
+                    study_id = self._upsert_study(conn, group[0][1], calling_ae, called_ae,
+                                                  count=len(group))
+                except StoreRefused as refused:  # retention removed the study meanwhile
+                    discarded += [(str(ds.SOPInstanceUID), calling_ae, refused.reason)
+                                  for _, ds, _ in group]
+                    continue
+                for item, ds, sha256 in group:
+                    sop_uid = str(ds.SOPInstanceUID)
+                    path = self.spool.path_for(study_uid, sop_uid)
+                    meta = item.record.meta
+                    received_at = datetime.fromisoformat(meta["received_at"]) \
+                        if "received_at" in meta else utcnow()
+                    rows.append(self._instance_row(ds, study_id, calling_ae, path,
+                                                   len(item.record.data), sha256, received_at))
+                    files.append((item.record.data, path))
+                    stored.append((sop_uid, study_uid, len(item.record.data), calling_ae))
+            if rows:
+                conn.execute(INSERT_INSTANCE, rows)
+                # after the rows: a concurrent copy of an instance waits (or fails) on its row
+                for data, path in files:
+                    self.spool.place(data, path)
+                self.db.wakeup.notify(conn, ANALYSIS_WORK)
+        if stored:
+            self.db.wakeup.wake(ANALYSIS_WORK)
+        for sop_uid, study_uid, size, calling_ae in stored:
+            log.info("stored %s (study %s, %d bytes) from %s%s", sop_uid, study_uid, size,
+                     calling_ae, " (replayed from the ingest journal)" if recovering else "")
+        for sop_uid, calling_ae in differing:
+            self._log_duplicate_differs(sop_uid, calling_ae)
+        for sop_uid, calling_ae, reason in discarded:
+            log.warning("instance %s from %s, answered Success, not kept: %s", sop_uid,
+                        calling_ae, reason)
+            with self.db.session() as session:
+                audit(session, actor=f"dicom:{calling_ae}", action="c-store-discarded",
+                      target=sop_uid, detail=f"accepted, then not kept: {reason}")
+
+    def recover(self) -> int:
+        """Replay what ingest journals of stopped processes hold (after a crash): their rows and
+        files made as a flush would have, idempotently. Returns the instances replayed. A
+        segment whose records cannot all be applied stays, for the next start."""
+        replayed = 0
+        for path, records, release in Journal.leftovers(self.spool.root / JOURNAL_FOLDER):
+            items = []
+            for record in records:
+                try:
+                    items.append(Accepted(record, parse_dataset(record.data, self.settings.dicom)))
+                except StoreRefused as refused:
+                    log.error("ingest journal %s: a record does not parse (%s): skipped",
+                              path.name, refused.reason)
+            done, failed = self._apply(items, recovering=True) if items else ([], [])
+            if failed:
+                log.error("ingest journal %s: %d instance(s) could not be recorded; kept for "
+                          "the next start", path.name, len(failed))
+                continue
+            sync_filesystem(self.spool.root)
+            release()
+            replayed += len(done)
+            log.info("ingest journal %s replayed: %d instance(s)", path.name, len(done))
+        return replayed
+
+    def close(self) -> None:
+        """A clean stop: the backlog tried once more, the journal closed."""
+        self.retry_backlog()
+        if self.journal is not None:
+            self.journal.close()
 
     def _refuse_for_space(self, reason: str, calling_ae: str, sop_uid: str) -> tuple[int, str]:
         """0xA700 while the spool's disk is low; logged and audited at most once per
@@ -355,7 +608,6 @@ class StoreService:
         study_uid = str(ds.StudyInstanceUID)
         sop_uid = str(ds.SOPInstanceUID)
         spooled = self._spool(ds, payload, received)
-        info = view_info(ds)
         in_place = False
         try:
             # Core statements on one connection: this is the per-image path, where a Session's
@@ -365,24 +617,8 @@ class StoreService:
                 study_id = self._upsert_study(conn, ds, calling_ae, called_ae)
                 # The unique SOP Instance UID: a copy stored before, or a concurrent one, fails
                 # (or blocks) here, so only the holder of this row puts its file in place.
-                conn.execute(INSERT_INSTANCE, {
-                    "sop_instance_uid": sop_uid,
-                    "study_id": study_id,
-                    "series_instance_uid": str(ds.SeriesInstanceUID),
-                    "sop_class_uid": str(ds.SOPClassUID),
-                    "study_instance_uid": study_uid,
-                    "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID)[:64],
-                    "modality": _text(ds, "Modality", 16),
-                    # as read from whichever attribute holds them (ViewCodeSequence,
-                    # ViewPosition, ImageLaterality, Laterality, or the image's text)
-                    "laterality": (info.laterality or "")[:2],
-                    "view": (info.view or "")[:16],
-                    "calling_ae_title": calling_ae[:16],
-                    "path": str(spooled.path),
-                    "size": spooled.size,
-                    "sha256": spooled.sha256,
-                    "received_at": utcnow(),
-                })
+                conn.execute(INSERT_INSTANCE, self._instance_row(
+                    ds, study_id, calling_ae, spooled.path, spooled.size, spooled.sha256, utcnow()))
                 self.spool.commit(spooled)
                 in_place = True
                 self.db.wakeup.notify(conn, ANALYSIS_WORK)
@@ -405,12 +641,34 @@ class StoreService:
             "stored %s (study %s, %d bytes) from %s", sop_uid, study_uid, spooled.size, calling_ae
         )
 
+    @staticmethod
+    def _instance_row(ds: Dataset, study_id: int, calling_ae: str, path: Path, size: int,
+                      sha256: str, received_at: datetime) -> dict[str, Any]:
+        # the view as read from whichever attribute holds it (ViewCodeSequence, ViewPosition,
+        # ImageLaterality, Laterality, or the image's text)
+        info = view_info(ds)
+        return {
+            "sop_instance_uid": str(ds.SOPInstanceUID),
+            "study_id": study_id,
+            "series_instance_uid": str(ds.SeriesInstanceUID),
+            "sop_class_uid": str(ds.SOPClassUID),
+            "study_instance_uid": str(ds.StudyInstanceUID),
+            "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID)[:64],
+            "modality": _text(ds, "Modality", 16),
+            "laterality": (info.laterality or "")[:2],
+            "view": (info.view or "")[:16],
+            "calling_ae_title": calling_ae[:16],
+            "path": str(path),
+            "size": size,
+            "sha256": sha256,
+            "received_at": received_at,
+        }
+
     def _check_not_removed(self, study_uid: str) -> None:
         """A study whose images retention removed takes none again (not even a re-sent one):
         its analysis would miss the removed ones."""
-        with self.db.read_session() as session:
-            removed_at = session.scalar(select(Study.images_removed_at)
-                                        .where(Study.study_instance_uid == study_uid))
+        with self.db.engine.connect() as conn:
+            removed_at = conn.execute(_REMOVED_AT, {"uid": study_uid}).scalar_one_or_none()
         if removed_at is not None:
             log.warning("C-STORE for study %s: %s", study_uid, removed_reason(study_uid, removed_at))
             raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(removed_at))
@@ -438,11 +696,13 @@ class StoreService:
             return first, key
         return study_uid, key
 
-    def _upsert_study(self, conn: Connection, ds: Dataset, calling_ae: str, called_ae: str) -> int:
+    def _upsert_study(self, conn: Connection, ds: Dataset, calling_ae: str, called_ae: str,
+                      count: int = 1) -> int:
+        """The study's row for ``count`` new images like ``ds`` (made, or counted): its id."""
         now = utcnow()
         study_uid, exam_key = self._exam_of(conn, ds, str(ds.StudyInstanceUID))
         # the common case in one statement: another image of a study that is receiving
-        study_id = another_image_of_receiving_study(conn, study_uid, now)
+        study_id = another_image_of_receiving_study(conn, study_uid, now, count)
         if study_id is not None:
             return study_id
         values = dict(
@@ -460,18 +720,15 @@ class StoreService:
             # which of the node's AE titles was called; routes may match on it
             called_ae_title=called_ae[:16],
             exam_key=exam_key,
-            instance_count=1,  # this image
+            instance_count=count,  # these images
             first_received_at=now,
             last_received_at=now,
             updated_at=now,
             last_error="",
         )
-        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         # a study's first image: the study is new, and receiving, in one statement
         created: int | None = conn.execute(
-            dialect_insert(Study).values(**values).on_conflict_do_nothing(
-                index_elements=["study_instance_uid"]
-            ).returning(Study.id)
+            _new_study_statement(conn.dialect.name, tuple(values)), values
         ).scalar_one_or_none()
         if created is not None:
             return created
@@ -488,7 +745,7 @@ class StoreService:
             if previous is not None:
                 # More images after the study settled: analysed again once it is quiet.
                 log.info("study %s receives more images (was %s)", study_uid, previous)
-            study.instance_count = study.instance_count + 1
+            study.instance_count = study.instance_count + count
             study.last_received_at = now
             study.updated_at = now
             session.flush()
@@ -501,12 +758,15 @@ class StoreService:
                 existing.sop_instance_uid, calling_ae,
             )
         else:
-            log.warning(
-                "duplicate %s from %s has a DIFFERENT payload; the first copy is kept",
-                existing.sop_instance_uid, calling_ae,
-            )
-            with self.db.session() as session:
-                audit(session, actor=f"dicom:{calling_ae}", action="duplicate-differs", target=existing.sop_instance_uid, detail="a different payload under a stored SOP Instance UID; first copy kept")
+            self._log_duplicate_differs(existing.sop_instance_uid, calling_ae)
+
+    def _log_duplicate_differs(self, sop_instance_uid: str, calling_ae: str) -> None:
+        log.warning("duplicate %s from %s has a DIFFERENT payload; the first copy is kept",
+                    sop_instance_uid, calling_ae)
+        with self.db.session() as session:
+            audit(session, actor=f"dicom:{calling_ae}", action="duplicate-differs",
+                  target=sop_instance_uid,
+                  detail="a different payload under a stored SOP Instance UID; first copy kept")
 
 
 def load_policy(settings: Settings, db: Database) -> AssociationPolicy:
@@ -555,6 +815,11 @@ class Scp:
         self.ssl_context = server_context(settings.dicom)  # a bad TLS file: ConfigError, now
 
     def start(self) -> tuple[str, int]:
+        # what a crash left in the ingest journal is recorded before anything new comes
+        replayed = self.service.recover()
+        if replayed:
+            log.warning("%d instance(s) answered before a crash were recorded from the ingest "
+                        "journal", replayed)
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, self.service.handle_echo),
             (evt.EVT_C_STORE, self.service.handle_store),
@@ -592,7 +857,7 @@ class Scp:
         )
         server.policy = self.policy
         server.receiving_folder = self.service.spool.receiving_folder()
-        server.store_function = self.service.store_served  # C-STOREs served on the DUL thread
+        server.stores = self.service  # C-STOREs served on the DUL thread
         server.on_refused_connection = self._on_refused_connection  # type: ignore[method-assign]  # the SCP audits
         self.ae._servers.append(server)  # as start_server does: the server's shutdown unregisters it
         threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
@@ -712,10 +977,17 @@ class Scp:
         dicom = self.settings.dicom
         return dicom.accept_any_calling_ae or dicom.binds_loopback
 
+    def on_idle(self) -> None:
+        """Periodic duties (the worker calls this when it has nothing to do): the peers read
+        again, journalled instances the database refused before tried again."""
+        self.refresh_policy()
+        self.service.retry_backlog()
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        self.service.close()
 
 
 def _security(assoc: Any) -> str:

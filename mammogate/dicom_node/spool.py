@@ -71,15 +71,16 @@ class Spool:
         check_uid(sop_instance_uid, "SOP Instance UID")
         return self.root / study_instance_uid / f"{sop_instance_uid}.dcm"
 
-    def _folder(self, final: Path) -> None:
-        """Make the study's folder (and, when new, its entry in the root durable)."""
+    def _folder(self, final: Path, durable: bool = True) -> None:
+        """Make the study's folder (and, when new and ``durable``, its entry in the root
+        durable)."""
         new_dir = not final.parent.exists()
         final.parent.mkdir(parents=True, exist_ok=True)
-        if new_dir:
+        if new_dir and durable:
             fsync_directory(self.root)
             self._durable(final.parent.name)
 
-    def _create_temporary(self, final: Path) -> tuple[int, Path]:
+    def _create_temporary(self, final: Path, durable: bool = True) -> tuple[int, Path]:
         """A new, empty file with a unique temporary name beside ``final`` (open for writing).
         The study folder is looked for only when the open finds none (a new study, or one
         whose folder retention removed)."""
@@ -88,7 +89,7 @@ class Spool:
         try:
             return os.open(name, flags, 0o600), name
         except FileNotFoundError:
-            self._folder(final)
+            self._folder(final, durable)
             return os.open(name, flags, 0o600), name
 
     def write(self, data: bytes, study_instance_uid: str, sop_instance_uid: str) -> SpooledFile:
@@ -110,6 +111,26 @@ class Spool:
             tmp_name.unlink(missing_ok=True)  # a full disk keeps no half-written file
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
         return SpooledFile(tmp_name, final, len(data), hashlib.sha256(data).hexdigest())
+
+    def place(self, data: bytes, final: Path) -> None:
+        """Write ``data`` to ``final`` (through a temporary name and a rename, so a reader sees
+        the old file or the new one) WITHOUT flushing it: for an instance the ingest journal
+        holds until a ``syncfs`` has put this file on disk (``dicom_node.journal``)."""
+        try:
+            fd, tmp_name = self._create_temporary(final, durable=False)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+                os.replace(tmp_name, final)
+            except OSError:
+                tmp_name.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
 
     def receiving_folder(self) -> Path:
         """Where a large dataset is written as it arrives (``dicom_node.receive``), before its

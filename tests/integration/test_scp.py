@@ -427,16 +427,15 @@ def test_an_association_aborted_inside_a_large_dataset_leaves_nothing(
 def test_storescu_c_stores_are_served_on_the_dul_thread(scp: RunningScp, study_files: list[Path]) -> None:
     """The C-STOREs of a plain storescu push are served on the association's DUL thread (the
     command set read by hand, the response written there), not through pynetdicom's reactor."""
-    assert scp.scp.server is not None
     served: list[tuple[str, str]] = []
-    store = scp.scp.server.store_function
-    assert store is not None
+    service = scp.scp.service
+    store = service.store_served
 
     def counting(assoc: Any, request: Any, received: Any) -> tuple[int, str]:
         served.append((request.sop_instance_uid, threading.current_thread().name))
         return store(assoc, request, received)
 
-    scp.scp.server.store_function = counting
+    service.store_served = counting  # type: ignore[method-assign]
     result = scp.storescu(*study_files)
     assert result.returncode == 0, _status_of(result)
     assert sorted(uid for uid, _ in served) == sorted(r.sop_instance_uid for r in scp.instances())
