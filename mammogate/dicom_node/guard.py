@@ -51,6 +51,7 @@ from pynetdicom._handlers import (
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from mammogate.config.settings import DicomSettings
@@ -180,12 +181,59 @@ class PromptDUL(DULServiceProvider):
         return bool(super()._is_transport_event())
 
     def _read_pdu_data(self) -> None:
+        if self._read_p_data():
+            return
         super()._read_pdu_data()
         # anything but data (a release, an abort, a closed connection) comes after the rows
         # of what was answered before it: flushed before the state machine acts on it
         events = self.event_queue.queue
         if events and events[-1] != "Evt10":
             self._flush()
+
+    def _read_p_data(self) -> bool:
+        """A P-DATA-TF PDU on an established association, read and split into its
+        presentation data values by hand and handed to the DIMSE provider -- what pynetdicom
+        does (Sta6 + Evt10: DT-2, no change of state) without building PDU objects or going
+        through its event queue. False, having read nothing, for anything else (the next PDU
+        is not P-DATA, or not all of its header is here yet, TLS, someone listening for PDU
+        events): pynetdicom reads it."""
+        dimse = self.assoc.dimse
+        wrapper = self.socket
+        raw = getattr(wrapper, "socket", None)
+        if (not isinstance(dimse, SpoolingDIMSE) or dimse.stores is None or wrapper is None
+                or type(raw) is not socket.socket
+                or self.state_machine.current_state != "Sta6" or not self.event_queue.empty()
+                or self.assoc.get_handlers(evt.EVT_PDU_RECV)
+                or self.assoc.get_handlers(evt.EVT_DATA_RECV)):
+            return False
+        try:
+            head = raw.recv(6, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False  # pynetdicom's read reports it
+        if len(head) < 6 or head[0] != 0x04:
+            return False
+        length = int.from_bytes(head[2:6], "big")
+        try:
+            wrapper.recv(6)
+            body = wrapper.recv(length)
+        except (OSError, TimeoutError) as exc:
+            log.warning("association from %s: connection closed inside a PDU (%s)",
+                        self.assoc.requestor.address, exc)
+            self.event_queue.put("Evt17")  # transport closed, as pynetdicom's read says
+            return True
+        if len(body) != length:
+            self.event_queue.put("Evt17")
+            return True
+        values = split_pdvs(body)
+        if values is None:
+            self.event_queue.put("Evt19")  # an invalid PDU, as pynetdicom's decoder says
+            return True
+        primitive = P_DATA()
+        primitive.presentation_data_value_list = values  # type: ignore[assignment]  # lists, as pynetdicom checks
+        dimse.receive_primitive(primitive)
+        return True
 
     def _flush(self) -> None:
         dimse = self.assoc.dimse
@@ -211,6 +259,23 @@ class PromptDUL(DULServiceProvider):
             except BlockingIOError:
                 pass  # drained already
         return bool(ready)
+
+
+def split_pdvs(body: bytes | bytearray) -> list[list[Any]] | None:
+    """The presentation data value items of a P-DATA-TF PDU's body (PS3.8 9.3.5): (context
+    ID, message control header and fragment) each; None if an item's length is impossible."""
+    values: list[list[Any]] = []
+    offset, end = 0, len(body)
+    view = memoryview(body)
+    while offset < end:
+        if end - offset < 6:
+            return None
+        length = int.from_bytes(view[offset:offset + 4], "big")
+        if length < 2 or offset + 4 + length > end:
+            return None
+        values.append([body[offset + 4], bytes(view[offset + 5:offset + 4 + length])])
+        offset += 4 + length
+    return values or None
 
 
 class PromptAssociation(Association):

@@ -24,7 +24,7 @@ from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from mammogate.config.settings import DicomSettings
@@ -205,8 +205,15 @@ def _file_meta(data: bytes, offset: int) -> FileMetaDataset:
                                         is_little_endian=True))
 
 
+# the image attributes the limits read, by tag (a keyword lookup per read costs more than
+# the read on the per-image path)
+_TAGS = {keyword: Tag(keyword) for keyword in (
+    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated")}
+
+
 def _int(ds: Dataset, keyword: str, default: int) -> int:
-    value = ds.get(keyword, default)
+    element = ds.get(_TAGS[keyword])
+    value = default if element is None else element.value
     try:
         return int(value if value not in (None, "") else default)
     except (TypeError, ValueError) as exc:
