@@ -433,7 +433,7 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         assoc = self.assoc
         if (message_id is None or data_set_type in (None, NO_DATASET) or not sop_instance_uid
                 or context is None or str(context.abstract_syntax) != sop_class_uid
-                or not assoc.is_established or assoc._sent_release
+                or self.dul.state_machine.current_state != "Sta6" or assoc._sent_release
                 or assoc.get_handlers(evt.EVT_DIMSE_RECV) or assoc.get_handlers(evt.EVT_DIMSE_SENT)):
             return None
         return StoreRequest(context_id, message_id, sop_class_uid, sop_instance_uid,
