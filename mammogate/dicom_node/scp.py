@@ -257,6 +257,15 @@ def _new_study_statement(dialect: str, columns: tuple[str, ...]) -> Any:
     return statement
 
 
+def _holds(path: Path, sha256: str) -> bool:
+    """Whether the file at ``path`` is there with this content (after a crash, a file whose
+    row was committed may be missing, empty or cut short: it was not flushed yet)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    except FileNotFoundError:
+        return False
+
+
 def _sop_of(item: Accepted) -> str:
     return str(item.ds.SOPInstanceUID) if item.ds is not None else "(read back from the journal)"
 
@@ -489,8 +498,9 @@ class StoreService:
                 if known is not None:
                     if known[0] != sha256:
                         differing.append((sop_uid, calling_ae))
-                    elif recovering and known[1] and not Path(known[1]).is_file():
-                        self.spool.place(item.record.data, Path(known[1]))  # it was not on disk
+                    elif recovering and known[1] and not _holds(Path(known[1]), sha256):
+                        # its row was committed, its file not yet flushed when the node stopped
+                        self.spool.place(item.record.data, Path(known[1]))
                     elif not recovering:
                         log.info("duplicate %s from %s: identical to the stored copy, kept once",
                                  sop_uid, calling_ae)

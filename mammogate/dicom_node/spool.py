@@ -113,11 +113,20 @@ class Spool:
         return SpooledFile(tmp_name, final, len(data), hashlib.sha256(data).hexdigest())
 
     def place(self, data: bytes, final: Path) -> None:
-        """Write ``data`` to ``final`` (through a temporary name and a rename, so a reader sees
-        the old file or the new one) WITHOUT flushing it: for an instance the ingest journal
-        holds until a ``syncfs`` has put this file on disk (``dicom_node.journal``)."""
+        """Write ``data`` to ``final`` WITHOUT flushing it: for an instance the ingest journal
+        holds until a ``syncfs`` has put this file on disk (``dicom_node.journal``), and whose
+        row is not committed yet (so no reader sees the file before it is whole). Created in
+        place; a file already there (one a rolled-back batch or a crash left) is replaced
+        through a temporary name and a rename."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd, tmp_name = self._create_temporary(final, durable=False)
+            try:
+                fd, written = os.open(final, flags, 0o600), final
+            except FileNotFoundError:
+                self._folder(final, durable=False)
+                fd, written = os.open(final, flags, 0o600), final
+            except FileExistsError:
+                fd, written = self._create_temporary(final, durable=False)
             try:
                 try:
                     view = memoryview(data)
@@ -125,9 +134,10 @@ class Spool:
                         view = view[os.write(fd, view):]
                 finally:
                     os.close(fd)
-                os.replace(tmp_name, final)
+                if written != final:
+                    os.replace(written, final)
             except OSError:
-                tmp_name.unlink(missing_ok=True)
+                written.unlink(missing_ok=True)
                 raise
         except OSError as exc:
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
