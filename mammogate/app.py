@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from mammogate.dicom_node.spool import Spool
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL_SECONDS = 0.001  # the interpreter's thread switch interval in `serve`
 
 
 def worker_id(role: str) -> str:
@@ -153,6 +156,11 @@ def serve(settings: Settings) -> int:
     from mammogate.inference.isolated import IsolatedAnalyzer
     from mammogate.web.app import create_app
 
+    # One process runs the DICOM service beside the portal: a thread waiting on the network or
+    # the disk waits for the interpreter lock again each time it returns, up to the switch
+    # interval while another thread computes (rendering a page). At Python's 5 ms, a C-STORE's
+    # few dozen system calls can add up to a second under a portal crowd; at 1 ms, a fifth.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     # Refuse a broken or tampered bundle before opening any port.
     bundle = load_bundle(Path(settings.model.bundle) if settings.model.bundle else None)
     bundle = with_operating_point(bundle, settings.model.operating_point)

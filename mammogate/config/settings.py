@@ -154,12 +154,16 @@ class DicomSettings(_Section):
     # one fdatasync into a preallocated journal segment before Success; its spool file and row
     # follow for many instances at once, when the sender pauses for store_batch_idle_seconds,
     # sends anything but data, or store_batch_max instances or store_batch_max_seconds have
-    # passed. Off: every instance is fsynced into the spool and committed before Success.
+    # passed (ten times that many waiting: whatever it takes). Off: every instance is fsynced
+    # into the spool and committed before Success.
     store_journal: bool = True
     journal_segment_bytes: int = Field(32 * 2**20, ge=4 * 2**20)
     store_batch_max: int = Field(100, ge=1)
     store_batch_idle_seconds: float = Field(0.005, ge=0)
     store_batch_max_seconds: float = Field(0.5, gt=0)
+    # how long such a flush waits for the database's write lock before it leaves the batch for
+    # the next pause (the sender is never held up by the portal's writes); a release waits
+    store_batch_lock_wait_seconds: float = Field(0.05, ge=0)
     # DICOM over TLS on this port (PS3.15 B.1, BCP 195: TLS 1.2 and 1.3 only). PEM files: this
     # node's certificate (with its chain) and unencrypted key; tls_ca_file the CA bundle that
     # client certificates are verified against (a client without one is still taken unless

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from mammogate.db.wakeup import PgListener, wakeup_for
@@ -35,6 +35,7 @@ class Database:
     def __init__(self, url: str, *, busy_timeout_seconds: float = 30.0, echo: bool = False):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.busy_timeout_seconds = busy_timeout_seconds
         # hide_parameters: SQL errors are logged, and their parameters hold patient data.
         kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
         if self.is_sqlite:
@@ -73,6 +74,27 @@ class Database:
         if self.is_sqlite:
             return None
         return PgListener(self.url, self.wakeup, retry_seconds=retry_seconds).start()
+
+    @contextmanager
+    def write_within(self, seconds: float) -> Iterator[Connection]:
+        """A write transaction on one connection (committed when the block ends) that waits at
+        most ``seconds`` for another writer's lock (SQLite's database lock, PostgreSQL's row
+        locks): past that it raises ``OperationalError``, for a caller that can do its write
+        later rather than wait now."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                raw.execute(f"PRAGMA busy_timeout={max(1, int(seconds * 1000))}")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    raw.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_seconds * 1000)}")
+            else:
+                with conn.begin():
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(seconds * 1000))}")
+                    yield conn
 
     @staticmethod
     def _configure_sqlite(engine: Engine, busy_timeout_seconds: float, begin: str) -> None:

@@ -176,7 +176,7 @@ class PromptDUL(DULServiceProvider):
                 # instances answered from the journal: their rows and files once the peer
                 # pauses (a sender streaming images sends the next within a fraction of this)
                 if not self._wait_readable(dimse.batch_idle_seconds()):
-                    dimse.flush_pending()
+                    dimse.flush_pending(now=False)
             self._wait_readable(PROMPT_WAIT_SECONDS)
         return bool(super()._is_transport_event())
 

@@ -201,8 +201,9 @@ class ServedStores(Protocol):
     def flush_due(self, assoc: Any) -> bool:
         """Whether they should be flushed now, whatever the peer does next."""
 
-    def flush(self, assoc: Any) -> None:
-        """Flush them (rows and spool files). Never raises."""
+    def flush(self, assoc: Any, now: bool = True) -> None:
+        """Flush them (rows and spool files); unless ``now``, only if the database is free.
+        Never raises."""
 
 
 # -- early writeback ---------------------------------------------------------------------------
@@ -464,7 +465,7 @@ class SpoolingDIMSE(DIMSEServiceProvider):
             received.discard()  # its file, unless the spool took it over
         self._answer(request, status, comment)
         if stores.flush_due(self.assoc):
-            stores.flush(self.assoc)
+            stores.flush(self.assoc, now=False)
 
     def has_pending(self) -> bool:
         """Instances answered Success whose rows and files are not made yet (the DUL thread
@@ -474,9 +475,10 @@ class SpoolingDIMSE(DIMSEServiceProvider):
     def batch_idle_seconds(self) -> float:
         return self.stores.batch_idle_seconds if self.stores is not None else 0.0
 
-    def flush_pending(self) -> None:
+    def flush_pending(self, now: bool = True) -> None:
+        """Flush what waits; unless ``now``, only if the database is free (the peer paused)."""
         if self.stores is not None and self.stores.pending(self.assoc):
-            self.stores.flush(self.assoc)
+            self.stores.flush(self.assoc, now)
 
     def _answer(self, request: StoreRequest, status: int, comment: str) -> None:
         """Write the C-STORE-RSP to the socket (this is the DUL thread, its only writer), or,

@@ -41,7 +41,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mammogate.config import Settings, StartupError
@@ -419,19 +419,39 @@ class StoreService:
         return bool(_counts(assoc).batch)
 
     def flush_due(self, assoc: Any) -> bool:
+        """Whether the batch is full or old (then flushed after the answer, if the database is
+        free)."""
         batch = _counts(assoc).batch
         dicom = self.settings.dicom
         return bool(batch) and (len(batch) >= dicom.store_batch_max
                                 or time.monotonic() - batch[0].at >= dicom.store_batch_max_seconds)
 
-    def flush(self, assoc: Any) -> None:
+    def flush(self, assoc: Any, now: bool = True) -> None:
         """Write the rows and spool files of the association's journalled instances (with any
         the database refused before): one transaction. Called on the association's DUL thread
-        when its peer pauses, sends anything but data, or the batch is full or old. Never
-        raises: what cannot be written now waits in the backlog (and in the journal)."""
+        when its peer pauses or the batch is full or old (``now`` False: if another writer
+        holds the database for more than dicom.store_batch_lock_wait_seconds, the batch waits
+        for the next pause rather than the sender for the database), and when the peer sends
+        anything but data (``now``: it waits). Never raises: what cannot be written now waits
+        in the backlog (and in the journal)."""
         counts = _counts(assoc)
         batch, counts.batch = counts.batch, []
-        self._apply_accepted(batch)
+        dicom = self.settings.dicom
+        if now or not batch or len(batch) >= dicom.store_batch_max * 10:
+            self._apply_accepted(batch)
+            return
+        try:
+            self._apply_in_one(batch, recovering=False, lock_wait=dicom.store_batch_lock_wait_seconds)
+        except OperationalError as exc:  # the database is busy (or away): at the next pause
+            counts.batch = batch + counts.batch
+            log.debug("flush of %d journalled instance(s) postponed: %s", len(batch),
+                      type(exc).__name__)
+            return
+        except (SQLAlchemyError, SpoolError, OSError):
+            self._apply_accepted(batch)  # one at a time; what fails waits in the backlog
+            return
+        if self.journal is not None:
+            self.journal.applied([item.record for item in batch])
 
     def retry_backlog(self) -> None:
         """Instances whose rows the database refused before: tried again (periodically)."""
@@ -471,7 +491,8 @@ class StoreService:
             failed += not_applied
         return done, failed
 
-    def _apply_in_one(self, items: list[Accepted], *, recovering: bool) -> None:
+    def _apply_in_one(self, items: list[Accepted], *, recovering: bool,
+                      lock_wait: float | None = None) -> None:
         """One transaction: which instances exist already (one query), each study counted once
         for its new images, the rows inserted together, then the files written."""
         entries = []
@@ -482,7 +503,8 @@ class StoreService:
         stored: list[tuple[str, str, int, str]] = []
         differing: list[tuple[str, str]] = []
         discarded: list[tuple[str, str, str]] = []
-        with self.db.engine.begin() as conn:
+        with (self.db.engine.begin() if lock_wait is None
+              else self.db.write_within(lock_wait)) as conn:
             existing: dict[str, tuple[str, str]] = {row.sop_instance_uid: (row.sha256, row.path)
                                                     for row in conn.execute(
                 select(INSTANCES.c.sop_instance_uid, INSTANCES.c.sha256, INSTANCES.c.path)
@@ -685,7 +707,7 @@ class StoreService:
     def _check_not_removed(self, study_uid: str) -> None:
         """A study whose images retention removed takes none again (not even a re-sent one):
         its analysis would miss the removed ones."""
-        with self.db.engine.connect() as conn:
+        with self.db.read_engine.connect() as conn:  # (SQLite: no write lock for a read)
             removed_at = conn.execute(_REMOVED_AT, {"uid": study_uid}).scalar_one_or_none()
         if removed_at is not None:
             log.warning("C-STORE for study %s: %s", study_uid, removed_reason(study_uid, removed_at))

@@ -92,3 +92,78 @@ def test_leases_held_by_a_dead_process_of_this_host_are_released_at_start(tmp_pa
             assert {j.locked_by for j in session.scalars(select(Job))} == {"restarted", live_holder}
     finally:
         db.dispose()
+
+
+def test_instances_answered_from_the_journal_survive_a_kill_before_their_rows(tmp_path: Path) -> None:
+    """Success for a small instance means it is in the ingest journal (fdatasynced); its row
+    and spool file come a moment later. A node killed in between records them at its next
+    start, from the journal: nothing answered Success is lost, nothing is recorded twice."""
+    import hashlib
+
+    import pydicom
+    from pynetdicom import AE
+
+    from mammogate.db import Instance
+
+    study = write_study(tmp_path / "study", seed=6161, lesion=False)
+    paths = [i.path for i in study.images if i.path is not None]
+    node = Node(tmp_path / "node", settle_seconds=3600,
+                # no flush until the association ends: the kill comes before any row
+                dicom={"expected_views": [], "store_batch_idle_seconds": 600,
+                       "store_batch_max_seconds": 600, "store_batch_max": 1000})
+    node.start()
+    ae = AE(ae_title="MODALITY")
+    datasets = [pydicom.dcmread(p) for p in paths]
+    for ds in datasets:  # small images: the journal's (large ones are fsynced into the spool)
+        ds.Rows, ds.Columns = 64, 52
+        ds.PixelData = bytes(64 * 52 * ds.BitsAllocated // 8)
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title)
+    assert assoc.is_established
+    try:
+        statuses = [assoc.send_c_store(ds).Status for ds in datasets]
+        assert statuses == [0x0000] * len(datasets)
+        assert node.process is not None
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(30)
+        node.process = None
+    finally:
+        assoc.abort()
+    db_path = node.root / "var" / "mammogate.sqlite3"
+    journal = node.root / "var" / "spool" / ".journal"
+    assert len(list(journal.glob("*.seg"))) == 1
+
+    def instances() -> list[Instance]:
+        db = Database(f"sqlite:///{db_path}")
+        try:
+            with db.session() as session:
+                return list(session.scalars(select(Instance)))
+        finally:
+            db.dispose()
+
+    assert instances() == []  # answered Success, not yet recorded: only the journal has them
+
+    node.start()
+    try:
+        rows = instances()
+        assert sorted(r.sop_instance_uid for r in rows) == sorted(ds.SOPInstanceUID for ds in datasets)
+        for row in rows:
+            assert hashlib.sha256(Path(row.path).read_bytes()).hexdigest() == row.sha256
+            assert pydicom.dcmread(row.path).SOPInstanceUID == row.sop_instance_uid
+        assert list(journal.glob("*.seg")) == []  # replayed, flushed and removed
+        db = Database(f"sqlite:///{db_path}")
+        try:
+            with db.session() as session:
+                (row,) = session.scalars(select(Study)).all()
+                assert row.instance_count == len(datasets) and row.calling_ae_title == "MODALITY"
+        finally:
+            db.dispose()
+        assert "recorded from the ingest journal" in node.log_text()
+    finally:
+        assert node.stop() == 0
+    # a second start finds nothing to replay and records nothing twice
+    node.start()
+    try:
+        assert len(instances()) == len(datasets)
+    finally:
+        assert node.stop() == 0

@@ -442,3 +442,72 @@ def test_storescu_c_stores_are_served_on_the_dul_thread(scp: RunningScp, study_f
     assert len(served) == 4
     # pynetdicom's reactor runs as "AcceptorThread@..."; the DUL thread is another
     assert all(not name.startswith("AcceptorThread") for _, name in served)
+
+
+# A modality that associates, sends files on that association when told (a line on its
+# standard input), prints [status, seconds] per C-STORE, and releases when told again.
+PATIENT_MODALITY = """
+import json, sys, time
+import pydicom
+from pynetdicom import AE
+ae = AE(ae_title="MODALITY")
+ae.add_requested_context(sys.argv[2], sys.argv[3])
+assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="MAMMOGATE")
+print("associated", flush=True)
+sys.stdin.readline()
+answers = []
+for path in sys.argv[4:]:
+    ds = pydicom.dcmread(path)
+    started = time.monotonic()
+    answers.append([int(assoc.send_c_store(ds).Status), time.monotonic() - started])
+print(json.dumps(answers), flush=True)
+sys.stdin.readline()
+assoc.release()
+"""
+
+
+def test_a_busy_database_never_holds_a_sender_up_and_the_release_waits_for_the_rows(
+    tmp_path: Path,
+) -> None:
+    """Small instances are answered from the ingest journal; their rows follow when the
+    database is free. While another writer holds SQLite's lock, C-STOREs are answered at once;
+    the release is answered once the rows are in."""
+    import json
+    import sqlite3
+    import sys
+
+    scp = RunningScp(tmp_path / "node", allowed=[], expected_views=[],
+                     store_batch_idle_seconds=0.01, store_batch_lock_wait_seconds=0.02)
+    try:
+        files = [image_file(tmp_path / f"{i}.dcm", 64 + i, 52) for i in range(8)]
+        database = sqlite3.connect(scp.settings.data_dir / "mammogate.sqlite3", isolation_level=None)
+        sender = subprocess.Popen(
+            [sys.executable, "-c", PATIENT_MODALITY, str(scp.port), MG_FOR_PRESENTATION,
+             ExplicitVRLittleEndian, *map(str, files)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert sender.stdout is not None and sender.stdin is not None
+            assert sender.stdout.readline().strip() == "associated"
+            database.execute("BEGIN IMMEDIATE")  # another writer holds the database
+            sender.stdin.write("send\n")
+            sender.stdin.flush()
+            answers = json.loads(sender.stdout.readline())
+            assert [status for status, _ in answers] == [0x0000] * 8
+            # (the database's busy timeout is 30 s: a store that waited for it would show)
+            assert max(seconds for _, seconds in answers) < 2.0, answers
+            with scp.db.read_session() as session:  # durable in the journal, not yet recorded
+                assert session.scalars(select(Instance)).all() == []
+            database.execute("COMMIT")
+            sender.stdin.write("release\n")
+            sender.stdin.flush()
+            assert sender.wait(60) == 0
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+            database.close()
+        rows = scp.instances()
+        assert len(rows) == 8  # in before the release was answered
+        assert all(Path(row.path).is_file() for row in rows)
+    finally:
+        scp.scp.stop()
+        scp.db.dispose()
