@@ -505,11 +505,15 @@ class StoreService:
         discarded: list[tuple[str, str, str]] = []
         with (self.db.engine.begin() if lock_wait is None
               else self.db.write_within(lock_wait)) as conn:
-            existing: dict[str, tuple[str, str]] = {row.sop_instance_uid: (row.sha256, row.path)
-                                                    for row in conn.execute(
-                select(INSTANCES.c.sop_instance_uid, INSTANCES.c.sha256, INSTANCES.c.path)
-                .where(INSTANCES.c.sop_instance_uid.in_({str(ds.SOPInstanceUID)
-                                                         for _, ds, _ in entries})))}
+            # (a file retention removed is not written again by a replay: path "")
+            existing: dict[str, tuple[str, str]] = {
+                row.sop_instance_uid: (row.sha256, "" if row.images_removed_at else row.path)
+                for row in conn.execute(
+                    select(INSTANCES.c.sop_instance_uid, INSTANCES.c.sha256, INSTANCES.c.path,
+                           _STUDIES.c.images_removed_at)
+                    .join(_STUDIES, _STUDIES.c.id == INSTANCES.c.study_id)
+                    .where(INSTANCES.c.sop_instance_uid.in_({str(ds.SOPInstanceUID)
+                                                             for _, ds, _ in entries})))}
             # the new instances, by study and sender (a duplicate within the batch counts once)
             studies: dict[tuple[str, str, str], list[tuple[Accepted, Dataset, str]]] = {}
             for item, ds, sha256 in entries:

@@ -511,3 +511,46 @@ def test_a_busy_database_never_holds_a_sender_up_and_the_release_waits_for_the_r
     finally:
         scp.scp.stop()
         scp.db.dispose()
+
+
+def test_a_replay_restores_a_recorded_file_but_not_one_retention_removed(tmp_path: Path) -> None:
+    """After a crash, the journal's records are applied again: a recorded instance whose file
+    did not reach the disk gets it back; one whose study's images retention removed does not."""
+    import os
+    from datetime import datetime
+
+    from sqlalchemy import update
+
+    from mammogate.dicom_node.journal import Journal
+
+    root = tmp_path / "node"
+    first = RunningScp(root, allowed=[], expected_views=[])
+    files = [image_file(tmp_path / f"{i}.dcm", 64 + i, 52) for i in range(2)]
+    try:
+        assert first.storescu(*files).returncode == 0
+        kept, removed = sorted(first.instances(), key=lambda r: r.path)
+    finally:
+        first.scp.stop()
+        first.db.dispose()
+    data = {row.sop_instance_uid: Path(row.path).read_bytes() for row in (kept, removed)}
+    spool = first.settings.spool_dir
+    with first.db.session() as session:
+        session.execute(update(Study).where(Study.id == removed.study_id)
+                        .values(images_removed_at=datetime(2026, 1, 1)))
+    Path(kept.path).unlink()  # written, not yet flushed, when the node died
+    Path(removed.path).unlink()  # removed by retention
+    # what a node killed before its segment was removed leaves
+    journal = Journal(spool / ".journal", spool, first.settings.dicom.journal_segment_bytes)
+    for part10 in data.values():
+        journal.append({"calling_ae": "MODALITY", "called_ae": "MAMMOGATE"}, part10)
+    for segment in journal._segments:
+        os.close(segment.fd)
+    second = RunningScp(root, allowed=[], expected_views=[])  # replays at start
+    try:
+        assert Path(kept.path).read_bytes() == data[kept.sop_instance_uid]
+        assert not Path(removed.path).exists()
+        assert list((spool / ".journal").glob("*.seg")) == []
+        assert len(second.instances()) == 2  # nothing recorded twice
+    finally:
+        second.scp.stop()
+        second.db.dispose()
