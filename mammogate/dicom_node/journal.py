@@ -179,10 +179,6 @@ class Journal:
         with self._lock:
             self._segments = []
 
-    def pending(self) -> int:
-        with self._lock:
-            return sum(segment.records - segment.applied for segment in self._segments)
-
     # -- internals -----------------------------------------------------------------------
 
     def _rotate(self) -> Segment:

@@ -501,7 +501,7 @@ class StoreService:
             ds = item.ds if item.ds is not None else parse_dataset(data, self.settings.dicom)
             entries.append((item, ds, hashlib.sha256(data).hexdigest()))
         stored: list[tuple[str, str, int, str]] = []
-        differing: list[tuple[str, str]] = []
+        duplicates: list[tuple[str, str, str, str]] = []  # (SOP UID, stored sha, sha, AE)
         discarded: list[tuple[str, str, str]] = []
         with (self.db.engine.begin() if lock_wait is None
               else self.db.write_within(lock_wait)) as conn:
@@ -522,14 +522,11 @@ class StoreService:
                 calling_ae = meta.get("calling_ae", "")
                 known = existing.get(sop_uid)
                 if known is not None:
-                    if known[0] != sha256:
-                        differing.append((sop_uid, calling_ae))
-                    elif recovering and known[1] and not _holds(Path(known[1]), sha256):
+                    if not recovering or known[0] != sha256:
+                        duplicates.append((sop_uid, known[0], sha256, calling_ae))
+                    elif known[1] and not _holds(Path(known[1]), sha256):
                         # its row was committed, its file not yet flushed when the node stopped
                         self.spool.place(item.record.data, Path(known[1]))
-                    elif not recovering:
-                        log.info("duplicate %s from %s: identical to the stored copy, kept once",
-                                 sop_uid, calling_ae)
                     continue
                 existing[sop_uid] = (sha256, "")
                 key = (str(ds.StudyInstanceUID), calling_ae, meta.get("called_ae", ""))
@@ -572,8 +569,8 @@ class StoreService:
                      " (replayed from the ingest journal)" if recovering else "",
                      " ".join(uids[:MAX_LOGGED_STUDIES])
                      + (" ..." if len(uids) > MAX_LOGGED_STUDIES else ""))
-        for sop_uid, calling_ae in differing:
-            self._log_duplicate_differs(sop_uid, calling_ae)
+        for sop_uid, stored_sha256, sha256, calling_ae in duplicates:  # (audited after commit)
+            self._log_duplicate(sop_uid, stored_sha256, sha256, calling_ae)
         for sop_uid, calling_ae, reason in discarded:
             log.warning("instance %s from %s, answered Success, not kept: %s", sop_uid,
                         calling_ae, reason)
@@ -679,7 +676,7 @@ class StoreService:
             # a re-sent image of a study whose images retention removed is refused, not kept
             self._check_not_removed(study_uid)
             # stored before, or by another association
-            self._log_duplicate(raced, spooled.sha256, calling_ae)
+            self._log_duplicate(raced.sop_instance_uid, raced.sha256, spooled.sha256, calling_ae)
             return
         log.info(
             "stored %s (study %s, %d bytes) from %s", sop_uid, study_uid, spooled.size, calling_ae
@@ -795,16 +792,12 @@ class StoreService:
             session.flush()
             return study.id
 
-    def _log_duplicate(self, existing: Instance, sha256: str, calling_ae: str) -> None:
-        if sha256 == existing.sha256:
-            log.info(
-                "duplicate %s from %s: identical to the stored copy, kept once",
-                existing.sop_instance_uid, calling_ae,
-            )
-        else:
-            self._log_duplicate_differs(existing.sop_instance_uid, calling_ae)
-
-    def _log_duplicate_differs(self, sop_instance_uid: str, calling_ae: str) -> None:
+    def _log_duplicate(self, sop_instance_uid: str, stored_sha256: str, sha256: str,
+                       calling_ae: str) -> None:
+        if sha256 == stored_sha256:
+            log.info("duplicate %s from %s: identical to the stored copy, kept once",
+                     sop_instance_uid, calling_ae)
+            return
         log.warning("duplicate %s from %s has a DIFFERENT payload; the first copy is kept",
                     sop_instance_uid, calling_ae)
         with self.db.session() as session:
