@@ -115,7 +115,7 @@ def orthanc(files: list[Path], root: Path) -> float:
 
 def _node(root: Path, tree: Path | None = None) -> Node:
     node = Node(root, allowed_calling_ae_titles=["MODALITY"], settle_seconds=3600,
-                dicom={"expected_views": []})
+                dicom={"expected_views": []}, poll_seconds=1.0)
     if tree is not None:  # another checkout's code (e.g. the commit before a change)
         node.executable = [sys.executable, "-c", f"import runpy, sys; sys.path.insert(0, {str(tree)!r}); "
                            "runpy.run_module('mammogate.cli', run_name='__main__')"]

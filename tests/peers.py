@@ -197,6 +197,8 @@ class Node:
     ae_title: str = "MAMMOGATE"
     allowed_calling_ae_titles: list[str] = field(default_factory=list)
     dicom: dict[str, Any] = field(default_factory=dict)  # further [dicom] settings
+    # the worker's and sender's fallback poll (tests: short; benchmarks: the shipped 1 s)
+    poll_seconds: float = 0.2
     extra_env: dict[str, str] = field(default_factory=dict)
     dicom_port: int = field(default_factory=free_port)
     web_port: int = field(default_factory=free_port)
@@ -227,8 +229,8 @@ class Node:
             *(f"{key} = {toml_value(value)}" for key, value in self.dicom.items()),
             "[web]", 'bind = "127.0.0.1"', f"port = {self.web_port}",
             "[database]", f'url = "{self.database_url}"',
-            "[worker]", "poll_seconds = 0.2", "retry_seconds = 1",
-            "[sender]", "poll_seconds = 0.2", "retry_initial_seconds = 0.5",
+            "[worker]", f"poll_seconds = {self.poll_seconds}", "retry_seconds = 1",
+            "[sender]", f"poll_seconds = {self.poll_seconds}", "retry_initial_seconds = 0.5",
             "retry_max_seconds = 2",
         ]
         for d in self.destinations:

@@ -170,15 +170,24 @@ class PromptDUL(DULServiceProvider):
                     pass  # the pipe is full: a wake-up is pending already
 
     def _is_transport_event(self) -> bool:
-        if self.event_queue.empty() and self.to_provider_queue.empty():
-            dimse = self.assoc.dimse
+        """Wait for the socket (or a primitive to send); P-DATA on an established association
+        is read and served here, one PDU after another, without going back through
+        pynetdicom's loop (its event queue, a ``sleep(0)`` and a second ``select`` per PDU)
+        while nothing else is queued; anything else, pynetdicom reads."""
+        dimse = self.assoc.dimse
+        served = False
+        while (self.event_queue.empty() and self.to_provider_queue.empty()
+               and not self._kill_thread):
             if isinstance(dimse, SpoolingDIMSE) and dimse.has_pending():
                 # instances answered from the journal: their rows and files once the peer
                 # pauses (a sender streaming images sends the next within a fraction of this)
                 if not self._wait_readable(dimse.batch_idle_seconds()):
                     dimse.flush_pending(now=False)
-            self._wait_readable(PROMPT_WAIT_SECONDS)
-        return bool(super()._is_transport_event())
+            if not self._wait_readable(PROMPT_WAIT_SECONDS) or not self._read_p_data():
+                break  # nothing yet (timers, stop), or not data: pynetdicom looks
+            served = True
+            self._idle_timer.restart()
+        return served or bool(super()._is_transport_event())
 
     def _read_pdu_data(self) -> None:
         if self._read_p_data():

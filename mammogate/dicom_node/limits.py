@@ -21,13 +21,15 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import VR
 
 from mammogate.config.settings import DicomSettings
+from mammogate.dicom_node.header import integer
 
 INFLATE_CHUNK = 1 << 20
 HEADER_PROBE = 1 << 18  # inflate this much, then look for the header's end
@@ -45,6 +47,7 @@ def check_encoded_size(data: bytes, settings: DicomSettings) -> None:
         )
 
 
+_KNOWN_VRS = frozenset(str(vr) for vr in VR)
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
@@ -52,9 +55,16 @@ def split_file_meta(data: bytes) -> tuple[int, str] | None:
     """(offset where the dataset starts after the File Meta group, its transfer syntax UID) of
     a Part-10 file, read by hand (the group is always Explicit VR Little Endian); None when
     the bytes do not start like one."""
+    found = _file_meta_elements(data)
+    return None if found is None else (found[0], found[1])
+
+
+def _file_meta_elements(data: bytes) -> tuple[int, str, dict[BaseTag, DataElement | RawDataElement]] | None:
+    """``split_file_meta`` and the group's elements, raw, as pydicom's reader makes them."""
     if len(data) < 132 or data[128:132] != b"DICM":
         return None
     offset, syntax = 132, ""
+    elements: dict[BaseTag, DataElement | RawDataElement] = {}
     while offset + 8 <= len(data):
         group = int.from_bytes(data[offset : offset + 2], "little")
         if group != 0x0002:
@@ -69,10 +79,14 @@ def split_file_meta(data: bytes) -> tuple[int, str] | None:
             start = offset + 8
         if start + length > len(data):
             return None
+        value = data[start : start + length]
         if element == 0x0010:
-            syntax = data[start : start + length].decode("ascii", "replace").strip("\x00 ")
+            syntax = value.decode("ascii", "replace").strip("\x00 ")
+        tag = BaseTag(0x00020000 | element)
+        elements[tag] = RawDataElement(tag, vr.decode("latin-1"), length, value, start - 132,
+                                       False, True)
         offset = start + length
-    return offset, syntax
+    return offset, syntax, elements
 
 
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
@@ -200,20 +214,19 @@ def _encoding(syntax: str) -> tuple[bool, bool] | None:
 
 
 def _file_meta(data: bytes, offset: int) -> FileMetaDataset:
-    """The File Meta Information group of Part-10 ``data`` (ending at ``offset``)."""
+    """The File Meta Information group of Part-10 ``data`` (ending at ``offset``): its
+    elements as read by hand, in pydicom's raw form, when each has a VR pydicom knows;
+    otherwise read by pydicom."""
+    found = _file_meta_elements(data)
+    if found is not None and found[0] == offset and all(
+            element.VR in _KNOWN_VRS for element in found[2].values()):
+        return FileMetaDataset(found[2])
     return FileMetaDataset(read_dataset(BytesIO(data[132:offset]), is_implicit_VR=False,
                                         is_little_endian=True))
 
 
-# the image attributes the limits read, by tag (a keyword lookup per read costs more than
-# the read on the per-image path)
-_TAGS = {keyword: Tag(keyword) for keyword in (
-    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated")}
-
-
 def _int(ds: Dataset, keyword: str, default: int) -> int:
-    element = ds.get(_TAGS[keyword])
-    value = default if element is None else element.value
+    value = integer(ds, keyword)
     try:
         return int(value if value not in (None, "") else default)
     except (TypeError, ValueError) as exc:

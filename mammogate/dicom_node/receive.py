@@ -201,6 +201,10 @@ class ServedStores(Protocol):
     def flush_due(self, assoc: Any) -> bool:
         """Whether they should be flushed now, whatever the peer does next."""
 
+    def prepare(self, assoc: Any) -> None:
+        """Work ahead on the instance just answered while the peer sends the next (its spool
+        file). Never raises."""
+
     def flush(self, assoc: Any, now: bool = True) -> None:
         """Flush them (rows and spool files); unless ``now``, only if the database is free.
         Never raises."""
@@ -466,6 +470,8 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         self._answer(request, status, comment)
         if stores.flush_due(self.assoc):
             stores.flush(self.assoc, now=False)
+        else:  # while the peer sends the next
+            stores.prepare(self.assoc)
 
     def has_pending(self) -> bool:
         """Instances answered Success whose rows and files are not made yet (the DUL thread

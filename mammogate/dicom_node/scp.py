@@ -59,6 +59,7 @@ from mammogate.db.queue import another_image_of_receiving_study, study_receives_
 from mammogate.db.retention import removed_reason
 from mammogate.db.states import StudyState
 from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
+from mammogate.dicom_node import header
 from mammogate.dicom_node.guard import AssociationLimits, GuardedRequestHandler, GuardedServer
 from mammogate.dicom_node.journal import Journal, JournalError, JournalRecord, sync_filesystem
 from mammogate.dicom_node.limits import LimitExceeded, read_bounded, read_bounded_file
@@ -132,9 +133,13 @@ def _status(code: int, comment: str) -> Dataset:
 
 
 def _text(ds: Dataset, keyword: str, limit: int) -> str:
-    value = ds.get(keyword, "")
+    value = header.text(ds, keyword)
     # PostgreSQL text cannot hold NUL, which some senders pad with
-    return ("" if value is None else str(value)).replace("\x00", "")[:limit]
+    return ("" if value is None else value).replace("\x00", "")[:limit]
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    return header.text(ds, keyword) or ""
 
 
 class StoreRefused(Exception):
@@ -155,10 +160,10 @@ def parse_dataset(data: bytes | Path, limits: DicomSettings) -> Dataset:
         else:
             ds = read_bounded(data, limits)
         for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality"):
-            ds.get(keyword)
+            header.text(ds, keyword)
         if not isinstance(data, Path):  # (in a file, the pixels are read by the analysis)
             for keyword in PIXEL_KEYWORDS:
-                ds.get(keyword)
+                header.convert_if_ambiguous(ds, keyword)
     except LimitExceeded as exc:
         raise StoreRefused(CANNOT_UNDERSTAND, str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 -- pydicom raises many types on bad input
@@ -171,22 +176,22 @@ def parse_dataset(data: bytes | Path, limits: DicomSettings) -> Dataset:
 def check_dataset(ds: Dataset, sop_class_uid: str, sop_instance_uid: str) -> None:
     """Raise StoreRefused if the dataset is not a mammography image we can take."""
     for keyword in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        value = str(ds.get(keyword, "") or "")
+        value = _uid(ds, keyword)
         if not value:
             raise StoreRefused(CANNOT_UNDERSTAND, f"{keyword} is missing")
         try:
             check_uid(value, keyword)
         except InvalidUIDError as exc:
             raise StoreRefused(CANNOT_UNDERSTAND, f"{keyword} is not a valid UID") from exc
-    if str(ds.SOPClassUID) != sop_class_uid:
+    if _uid(ds, "SOPClassUID") != sop_class_uid:
         raise StoreRefused(
             DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOP Class UID differs from the presentation context"
         )
-    if str(ds.SOPInstanceUID) != sop_instance_uid:
+    if _uid(ds, "SOPInstanceUID") != sop_instance_uid:
         raise StoreRefused(CANNOT_UNDERSTAND, "SOP Instance UID differs from the C-STORE request")
     if not any(k in ds for k in PIXEL_KEYWORDS):
         raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, "no Pixel Data in the dataset")
-    modality = str(ds.get("Modality", "") or "")
+    modality = header.text(ds, "Modality") or ""
     if sop_class_uid in MG_ONLY_SOP_CLASSES and modality != "MG":
         raise StoreRefused(
             DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -212,6 +217,10 @@ class Accepted:
     record: JournalRecord
     ds: Dataset | None  # as parsed before Success (None: read back from the journal)
     at: float = 0.0  # time.monotonic() when it was answered
+    # written ahead of its row (StoreService.prepare): the content's SHA-256, and whether
+    # this instance's file was created where none was
+    sha256: str = ""
+    created: bool = False
 
 
 def _received(event: evt.Event) -> ReceivedDataset | None:
@@ -389,7 +398,7 @@ class StoreService:
             waiting = len(self._backlog)
         if waiting >= self.settings.dicom.store_batch_max * 10:
             raise SpoolError(f"{waiting} instances wait for the database")
-        self._check_not_removed_soon(str(ds.StudyInstanceUID))
+        self._check_not_removed_soon(_uid(ds, "StudyInstanceUID"))
         meta = {"calling_ae": calling_ae, "called_ae": called_ae,
                 "received_at": utcnow().isoformat()}
         try:
@@ -417,6 +426,24 @@ class StoreService:
     def pending(self, assoc: Any) -> bool:
         """Whether the association has instances answered from the journal but not flushed."""
         return bool(_counts(assoc).batch)
+
+    def prepare(self, assoc: Any) -> None:
+        """Write the spool file of the instance just answered from the journal while its peer
+        sends the next (the flush then makes its row alone): created only where no file is
+        (a re-sent instance's file, or another's, is the flush's to judge). Never raises: what
+        cannot be written now, the flush writes."""
+        batch = _counts(assoc).batch
+        item = batch[-1] if batch else None
+        if item is None or item.sha256 or item.ds is None:
+            return
+        data = item.record.data
+        item.sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            path = self.spool.path_for(_uid(item.ds, "StudyInstanceUID"),
+                                       _uid(item.ds, "SOPInstanceUID"))
+            item.created = self.spool.create(data, path)
+        except (SpoolError, InvalidUIDError) as exc:
+            log.debug("instance %s: file left to the flush (%s)", _sop_of(item), exc)
 
     def flush_due(self, assoc: Any) -> bool:
         """Whether the batch is full or old (then flushed after the answer, if the database is
@@ -499,7 +526,7 @@ class StoreService:
         for item in items:
             data = item.record.data
             ds = item.ds if item.ds is not None else parse_dataset(data, self.settings.dicom)
-            entries.append((item, ds, hashlib.sha256(data).hexdigest()))
+            entries.append((item, ds, item.sha256 or hashlib.sha256(data).hexdigest()))
         stored: list[tuple[str, str, int, str]] = []
         duplicates: list[tuple[str, str, str, str]] = []  # (SOP UID, stored sha, sha, AE)
         discarded: list[tuple[str, str, str]] = []
@@ -512,16 +539,18 @@ class StoreService:
                     select(INSTANCES.c.sop_instance_uid, INSTANCES.c.sha256, INSTANCES.c.path,
                            _STUDIES.c.images_removed_at)
                     .join(_STUDIES, _STUDIES.c.id == INSTANCES.c.study_id)
-                    .where(INSTANCES.c.sop_instance_uid.in_({str(ds.SOPInstanceUID)
+                    .where(INSTANCES.c.sop_instance_uid.in_({_uid(ds, "SOPInstanceUID")
                                                              for _, ds, _ in entries})))}
             # the new instances, by study and sender (a duplicate within the batch counts once)
             studies: dict[tuple[str, str, str], list[tuple[Accepted, Dataset, str]]] = {}
             for item, ds, sha256 in entries:
-                sop_uid = str(ds.SOPInstanceUID)
+                sop_uid = _uid(ds, "SOPInstanceUID")
                 meta = item.record.meta
                 calling_ae = meta.get("calling_ae", "")
                 known = existing.get(sop_uid)
                 if known is not None:
+                    if item.created:  # written ahead, where the first copy's file was not
+                        self._undo_created(item, ds, known)
                     if not recovering or known[0] != sha256:
                         duplicates.append((sop_uid, known[0], sha256, calling_ae))
                     elif known[1] and not _holds(Path(known[1]), sha256):
@@ -529,7 +558,7 @@ class StoreService:
                         self.spool.place(item.record.data, Path(known[1]))
                     continue
                 existing[sop_uid] = (sha256, "")
-                key = (str(ds.StudyInstanceUID), calling_ae, meta.get("called_ae", ""))
+                key = (_uid(ds, "StudyInstanceUID"), calling_ae, meta.get("called_ae", ""))
                 studies.setdefault(key, []).append((item, ds, sha256))
             rows: list[dict[str, Any]] = []
             files: list[tuple[bytes, Path]] = []
@@ -538,18 +567,22 @@ class StoreService:
                     study_id = self._upsert_study(conn, group[0][1], calling_ae, called_ae,
                                                   count=len(group))
                 except StoreRefused as refused:  # retention removed the study meanwhile
-                    discarded += [(str(ds.SOPInstanceUID), calling_ae, refused.reason)
+                    discarded += [(_uid(ds, "SOPInstanceUID"), calling_ae, refused.reason)
                                   for _, ds, _ in group]
+                    for item, ds, _ in group:
+                        if item.created:
+                            self._undo_created(item, ds, None)
                     continue
                 for item, ds, sha256 in group:
-                    sop_uid = str(ds.SOPInstanceUID)
+                    sop_uid = _uid(ds, "SOPInstanceUID")
                     path = self.spool.path_for(study_uid, sop_uid)
                     meta = item.record.meta
                     received_at = datetime.fromisoformat(meta["received_at"]) \
                         if "received_at" in meta else utcnow()
                     rows.append(self._instance_row(ds, study_id, calling_ae, path,
                                                    len(item.record.data), sha256, received_at))
-                    files.append((item.record.data, path))
+                    if not item.created:
+                        files.append((item.record.data, path))
                     stored.append((sop_uid, study_uid, len(item.record.data), calling_ae))
             if rows:
                 conn.execute(INSERT_INSTANCE, rows)
@@ -577,6 +610,18 @@ class StoreService:
             with self.db.session() as session:
                 audit(session, actor=f"dicom:{calling_ae}", action="c-store-discarded",
                       target=sop_uid, detail=f"accepted, then not kept: {reason}")
+
+    def _undo_created(self, item: Accepted, ds: Dataset, known: tuple[str, str] | None) -> None:
+        """A file written ahead (``prepare``) for an instance that is not kept (a re-sent one,
+        or its study's images were removed): removed -- unless it is, byte for byte, the file
+        of the copy that was kept, which was missing -- and only while it holds this
+        instance's bytes (a flush of the kept copy may have written its own there since)."""
+        item.created = False
+        path = self.spool.path_for(_uid(ds, "StudyInstanceUID"), _uid(ds, "SOPInstanceUID"))
+        if known is not None and known[1] == str(path) and known[0] == item.sha256:
+            return
+        if _holds(path, item.sha256):
+            path.unlink(missing_ok=True)
 
     def recover(self) -> int:
         """Replay what ingest journals of stopped processes hold (after a crash): their rows and
@@ -634,7 +679,7 @@ class StoreService:
                received: ReceivedDataset | None) -> SpooledFile:
         """The instance written (or, received into a file, that file fsynced) under a temporary
         name in the spool: ``Spool.commit`` puts it in place."""
-        study_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+        study_uid, sop_uid = _uid(ds, "StudyInstanceUID"), _uid(ds, "SOPInstanceUID")
         if isinstance(payload, bytes):
             return self.spool.write(payload, study_uid, sop_uid)
         assert received is not None
@@ -646,8 +691,8 @@ class StoreService:
 
     def _store(self, ds: Dataset, payload: bytes | Path, received: ReceivedDataset | None,
                calling_ae: str, called_ae: str) -> None:
-        study_uid = str(ds.StudyInstanceUID)
-        sop_uid = str(ds.SOPInstanceUID)
+        study_uid = _uid(ds, "StudyInstanceUID")
+        sop_uid = _uid(ds, "SOPInstanceUID")
         spooled = self._spool(ds, payload, received)
         in_place = False
         try:
@@ -689,11 +734,11 @@ class StoreService:
         # ImageLaterality, Laterality, or the image's text)
         info = view_info(ds)
         return {
-            "sop_instance_uid": str(ds.SOPInstanceUID),
+            "sop_instance_uid": _uid(ds, "SOPInstanceUID"),
             "study_id": study_id,
-            "series_instance_uid": str(ds.SeriesInstanceUID),
-            "sop_class_uid": str(ds.SOPClassUID),
-            "study_instance_uid": str(ds.StudyInstanceUID),
+            "series_instance_uid": _uid(ds, "SeriesInstanceUID"),
+            "sop_class_uid": _uid(ds, "SOPClassUID"),
+            "study_instance_uid": _uid(ds, "StudyInstanceUID"),
             "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID)[:64],
             "modality": _text(ds, "Modality", 16),
             "laterality": (info.laterality or "")[:2],
@@ -741,7 +786,7 @@ class StoreService:
                       count: int = 1) -> int:
         """The study's row for ``count`` new images like ``ds`` (made, or counted): its id."""
         now = utcnow()
-        study_uid, exam_key = self._exam_of(conn, ds, str(ds.StudyInstanceUID))
+        study_uid, exam_key = self._exam_of(conn, ds, _uid(ds, "StudyInstanceUID"))
         # the common case in one statement: another image of a study that is receiving
         study_id = another_image_of_receiving_study(conn, study_uid, now, count)
         if study_id is not None:

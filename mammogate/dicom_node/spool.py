@@ -101,9 +101,7 @@ class Spool:
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -118,29 +116,47 @@ class Spool:
         row is not committed yet (so no reader sees the file before it is whole). Created in
         place; a file already there (one a rolled-back batch or a crash left) is replaced
         through a temporary name and a rename."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        if self.create(data, final):
+            return
         try:
-            try:
-                fd, written = os.open(final, flags, 0o600), final
-            except FileNotFoundError:
-                self._folder(final, durable=False)
-                fd, written = os.open(final, flags, 0o600), final
-            except FileExistsError:
-                fd, written = self._create_temporary(final, durable=False)
+            fd, written = self._create_temporary(final, durable=False)
             try:
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    _write_all(fd, data)
                 finally:
                     os.close(fd)
-                if written != final:
-                    os.replace(written, final)
+                os.replace(written, final)
             except OSError:
                 written.unlink(missing_ok=True)
                 raise
         except OSError as exc:
             raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
+
+    def create(self, data: bytes, final: Path) -> bool:
+        """Write ``data`` to ``final`` WITHOUT flushing it, only if no file is there (then
+        False, nothing written): an instance the ingest journal holds, written before its row
+        (``StoreService.prepare``), which leaves any file it finds to the flush. Raises
+        SpoolError."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(final, flags, 0o600)
+            except FileNotFoundError:
+                self._folder(final, durable=False)
+                fd = os.open(final, flags, 0o600)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
+        try:
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            final.unlink(missing_ok=True)
+            raise SpoolError(f"cannot write {final.name} to the spool: {exc.strerror}") from exc
+        return True
 
     def receiving_folder(self) -> Path:
         """Where a large dataset is written as it arrives (``dicom_node.receive``), before its
@@ -193,3 +209,9 @@ class Spool:
             except FileNotFoundError:
                 continue  # another node sharing the spool took it first
         return removed
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

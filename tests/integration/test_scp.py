@@ -554,3 +554,50 @@ def test_a_replay_restores_a_recorded_file_but_not_one_retention_removed(tmp_pat
     finally:
         second.scp.stop()
         second.db.dispose()
+
+
+def test_a_file_written_ahead_of_its_row_is_kept_only_for_the_copy_that_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A journalled instance's spool file is written while its sender sends the next, before
+    its row. A re-sent copy whose first copy's file is missing restores it only when it is the
+    same bytes; a copy whose study retention removed between its answer and its row leaves no
+    file behind."""
+    from datetime import datetime
+
+    from sqlalchemy import update
+
+    scp = RunningScp(tmp_path / "node", allowed=[], expected_views=[])
+    try:
+        first = image_file(tmp_path / "first.dcm", 64, 52)
+        assert scp.storescu(first).returncode == 0
+        (row,) = scp.instances()
+        stored = Path(row.path)
+        original = stored.read_bytes()
+        stored.unlink()  # the first copy's file lost
+        assert scp.storescu(first).returncode == 0  # the same bytes again: the file restored
+        assert stored.read_bytes() == original and len(scp.instances()) == 1
+        stored.unlink()
+        changed = pydicom.dcmread(first)
+        changed.PatientComments = "other bytes, same SOP Instance UID"
+        changed.save_as(tmp_path / "changed.dcm", enforce_file_format=True)
+        assert scp.storescu(tmp_path / "changed.dcm").returncode == 0
+        assert not stored.exists()  # not the bytes the row's SHA-256 names
+        assert [r.sha256 for r in scp.instances()] == [row.sha256]
+
+        # a second image of the study, answered while the study was taking images (the
+        # retention check is cached for a minute), recorded after retention removed them
+        second_ds = pydicom.dcmread(first)
+        second_ds.SOPInstanceUID = second_ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        second = tmp_path / "second.dcm"
+        second_ds.save_as(second, enforce_file_format=True)
+        with scp.db.session() as session:
+            session.execute(update(Study).where(Study.id == row.study_id)
+                            .values(images_removed_at=datetime(2026, 1, 1)))
+        assert scp.storescu(second).returncode == 0
+        assert [r.sop_instance_uid for r in scp.instances()] == [row.sop_instance_uid]
+        assert sorted(p.name for p in stored.parent.iterdir()) == []
+        assert [a.target for a in scp.audit("c-store-discarded")] == [second_ds.SOPInstanceUID]
+    finally:
+        scp.scp.stop()
+        scp.db.dispose()
