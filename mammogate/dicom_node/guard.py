@@ -225,8 +225,7 @@ class PromptDUL(DULServiceProvider):
             return False
         length = int.from_bytes(head[2:6], "big")
         try:
-            wrapper.recv(6)
-            body = wrapper.recv(length)
+            body = self._read_body(wrapper, raw, length)
         except (OSError, TimeoutError) as exc:
             log.warning("association from %s: connection closed inside a PDU (%s)",
                         self.assoc.requestor.address, exc)
@@ -243,6 +242,31 @@ class PromptDUL(DULServiceProvider):
         primitive.presentation_data_value_list = values  # type: ignore[assignment]  # lists, as pynetdicom checks
         dimse.receive_primitive(primitive)
         return True
+
+    @staticmethod
+    def _read_body(wrapper: Any, raw: socket.socket, length: int) -> bytes | bytearray:
+        """The PDU whose 6-byte header was peeked: its body. A PDU within the peer's bound
+        and ``RECV_AHEAD_BYTES`` is read with one call when it is all here (the common case);
+        the rest of one that is not, and any other, through the guarded socket (its size bound
+        and its per-PDU deadline)."""
+        limits = getattr(wrapper, "limits", None)
+        whole = 6 + length
+        if (isinstance(limits, AssociationLimits) and whole <= RECV_AHEAD_BYTES
+                and length <= limits.maximum_pdu_size + PDU_HEADER_SLACK):
+            buffer = bytearray(whole)
+            try:
+                got = raw.recv_into(buffer, whole, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                got = 0
+            if got == whole:
+                return buffer[6:]
+            if got >= 6:
+                return buffer[6:got] + wrapper.recv(whole - got)
+            if got:
+                wrapper.recv(6 - got)
+                return wrapper.recv(length)
+        wrapper.recv(6)
+        return wrapper.recv(length)
 
     def _flush(self) -> None:
         dimse = self.assoc.dimse
