@@ -112,3 +112,14 @@ def test_an_adopted_file_moves_into_place_on_commit(tmp_path: Path) -> None:
     assert spooled.path == tmp_path / "1.2" / "1.2.5.dcm" and spooled.temporary == received
     assert spool.commit(spooled).read_bytes() == b"DICM-large"
     assert list(folder.iterdir()) == []
+
+
+def test_create_writes_only_where_no_file_is(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    final = spool.path_for("1.2.3", "1.2.3.4")
+    assert spool.create(b"first", final) is True  # the study folder made on the way
+    assert spool.create(b"second", final) is False  # a file is there: left as it is
+    assert final.read_bytes() == b"first"
+    spool.place(b"second", final)  # place replaces it (through a temporary name)
+    assert final.read_bytes() == b"second"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["1.2.3.4.dcm"]
