@@ -15,8 +15,10 @@ strace during a separate push of each size (strace slows it; those pushes are no
     .venv/bin/python benchmarks/ingest.py --small 1000 --large 16 [--runs 2] [--dir /var/tmp]
 
 ``--dir``: where the images and every receiver's storage go (default: the system's temporary
-folder). Prints Markdown tables (seconds, images/s, ratio to storescp and to Orthanc; fsyncs
-per instance) to paste into benchmarks/RESULTS.md.
+folder). Prints Markdown tables (seconds, images/s, ratio to storescp and to Orthanc, the
+receiving process's CPU seconds per push; fsyncs per instance) to paste into
+benchmarks/RESULTS.md. The receivers run in turn within each run, so that a change in the
+machine's load falls on all of them; on a shared VM compare ratios within one run.
 """
 
 from __future__ import annotations
@@ -79,36 +81,46 @@ def write_images(out: Path, count: int, rows: int, columns: int, per_study: int 
     return files
 
 
-def push(files: list[Path], port: int, called: str) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def push(files: list[Path], port: int, called: str, pid: int | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the receiving process ``pid``) of one storescu push."""
     os.sync()  # the previous receiver's dirty pages are written before this one starts
     time.sleep(0.5)
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     started = time.perf_counter()
     result = subprocess.run(
         [STORESCU, "-aet", "MODALITY", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
         capture_output=True, text=True, env=NODELAY)
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else float("nan")
     if result.returncode != 0:
         raise SystemExit(f"storescu to {called} failed: {result.stderr[-500:]}")
-    return elapsed
+    return elapsed, cpu
 
 
-def storescp(files: list[Path], out: Path) -> float:
+def storescp(files: list[Path], out: Path) -> tuple[float, float]:
     out.mkdir(parents=True)
     port = free_port()
     server = subprocess.Popen(["/usr/bin/storescp", "-od", str(out), str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=NODELAY)
     time.sleep(0.5)
     try:
-        return push(files, port, "STORESCP")
+        return push(files, port, "STORESCP", server.pid)
     finally:
         server.terminate()
         server.wait()
 
 
-def orthanc(files: list[Path], root: Path) -> float:
+def orthanc(files: list[Path], root: Path) -> tuple[float, float]:
     pacs = Orthanc(root).start()  # inherits TCP_NODELAY=1 (set in main)
+    assert pacs.process is not None
     try:
-        return push(files, pacs.dicom_port, pacs.aet)
+        return push(files, pacs.dicom_port, pacs.aet, pacs.process.pid)
     finally:
         pacs.stop()
 
@@ -122,11 +134,12 @@ def _node(root: Path, tree: Path | None = None) -> Node:
     return node
 
 
-def mammogate(files: list[Path], root: Path, tree: Path | None = None) -> float:
+def mammogate(files: list[Path], root: Path, tree: Path | None = None) -> tuple[float, float]:
     node = _node(root, tree)
     node.start()
-    try:
-        return push(files, node.dicom_port, node.ae_title)
+    assert node.process is not None
+    try:  # (the serve process; its analysis process is idle during the push)
+        return push(files, node.dicom_port, node.ae_title, node.process.pid)
     finally:
         node.stop()
 
@@ -201,7 +214,7 @@ def main() -> int:
             f"large ({args.large} x 4096x3328)": write_images(tmp / "large", args.large, 4096, 3328),
         }
         sizes = {label: files for label, files in sizes.items() if files}  # --large 0: small only
-        receivers: dict[str, Callable[[list[Path], Path], float]] = {
+        receivers: dict[str, Callable[[list[Path], Path], tuple[float, float]]] = {
             "DCMTK storescp": storescp, "Orthanc": orthanc, "mammogate": mammogate}
         trees = {"mammogate": None}
         if args.compare_tree is not None:
@@ -212,20 +225,24 @@ def main() -> int:
               f"{os.cpu_count()} cores, Python {platform.python_version()}; "
               f"{time.strftime('%Y-%m-%d')}; storage under {tmp}")
         print("| images | receiver | seconds (median) | each run | images/s | vs storescp "
-              "| vs Orthanc |")
-        print("|---|---|---|---|---|---|---|")
+              "| vs Orthanc | receiver CPU s (median) |")
+        print("|---|---|---|---|---|---|---|---|")
         for label, files in sizes.items():
             times: dict[str, list[float]] = {name: [] for name in receivers}
+            cpus: dict[str, list[float]] = {name: [] for name in receivers}
             for run in range(args.runs):
                 for name, receive in receivers.items():
-                    times[name].append(receive(files, tmp / f"{name}-{label[:5]}-{run}".replace(" ", "")))
+                    wall, cpu = receive(files, tmp / f"{name}-{label[:5]}-{run}".replace(" ", ""))
+                    times[name].append(wall)
+                    cpus[name].append(cpu)
             median = {name: statistics.median(t) for name, t in times.items()}
             for name in receivers:
                 rate = len(files) / median[name]
                 each = " / ".join(f"{t:.2f}" for t in times[name])
                 print(f"| {label} | {name} | {median[name]:.2f} | {each} | {rate:.1f} | "
                       f"{median['DCMTK storescp'] / median[name]:.2f} | "
-                      f"{median['Orthanc'] / median[name]:.2f} |", flush=True)
+                      f"{median['Orthanc'] / median[name]:.2f} | "
+                      f"{statistics.median(cpus[name]):.2f} |", flush=True)
         samples = {label.split(" (")[0]: files[:200] for label, files in sizes.items()}
         print("\n| fsync + fdatasync calls per instance (strace) | "
               + " | ".join(f"{kind} ({len(files)})" for kind, files in samples.items()) + " |")

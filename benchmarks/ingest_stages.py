@@ -58,7 +58,8 @@ def instrument() -> None:
     spool_module.Spool.commit = timed("spool: rename into place + folder fsync", spool_module.Spool.commit)  # type: ignore[method-assign]
     journal = journal_module.Journal
     journal.append = timed("journal: append + fdatasync (before Success)", journal.append)  # type: ignore[method-assign]
-    service.flush = timed("flush: rows and files of a batch (after Success)", service.flush)  # type: ignore[method-assign]
+    service.prepare = timed("the spool file, written ahead (after Success)", service.prepare)  # type: ignore[method-assign]
+    service.flush = timed("flush: rows (and files not written ahead) of a batch (after Success)", service.flush)  # type: ignore[method-assign]
     transaction = sqlalchemy.engine.base.RootTransaction
     transaction.commit = timed("database: COMMIT (WAL fsync)", transaction.commit)  # type: ignore[method-assign]
 
