@@ -58,6 +58,9 @@ class _Section(BaseModel):
 class NodeSettings(_Section):
     data_dir: Path = Path("var")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # "text": one readable line per record; "json": one JSON object per line (for a log
+    # collector): time, level, logger, message, and the traceback of an exception
+    log_format: Literal["text", "json"] = "text"
     # after SIGTERM/SIGINT the node stops gracefully within this, else exits anyway (what was
     # committed stays; a study in analysis is analysed again after the restart)
     stop_grace_seconds: float = Field(30.0, gt=0)

@@ -145,3 +145,42 @@ def test_user_management_from_the_command_line(tmp_path: Path) -> None:
                  stdin="another long passphrase\n")
     missing = node.run_cli("user", "disable", "nobody", check=False)
     assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr
+
+
+def test_serve_logs_one_json_object_per_line_when_configured(tmp_path: Path) -> None:
+    import json
+
+    node = Node(tmp_path, extra_env={"MAMMOGATE_NODE__LOG_FORMAT": "json"})
+    node.write_config()
+    env = {**node.env(), "MAMMOGATE_SESSION_KEY": "short"}
+    result = subprocess.run([*node.executable, "serve", "--config", str(node.config_path)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["level"] == "CRITICAL" and "session key of 5 characters" in r["message"]
+               for r in records)
+
+
+def test_a_json_log_record_carries_its_traceback_in_one_line() -> None:
+    import json
+
+    program = (
+        "import logging\n"
+        "from mammogate.cli import _configure_logging\n"
+        "_configure_logging('INFO', 'json')\n"
+        "log = logging.getLogger('mammogate.dicom_node.scp')\n"
+        "log.info('association accepted: %s -> %s', 'MODALITY', 'MAMMOGATE')\n"
+        "try:\n"
+        "    raise OSError('disk gone')\n"
+        "except OSError:\n"
+        "    log.exception('C-STORE of %s: cannot make it durable', '1.2.3')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in result.stderr.splitlines())
+    assert first["message"] == "association accepted: MODALITY -> MAMMOGATE"
+    assert first["logger"] == "mammogate.dicom_node.scp" and first["level"] == "INFO"
+    assert first["time"].endswith("+00:00") and "exception" not in first
+    assert second["level"] == "ERROR" and "OSError: disk gone" in second["exception"]
