@@ -258,13 +258,10 @@ class PromptDUL(DULServiceProvider):
                 got = raw.recv_into(buffer, whole, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 got = 0
-            if got == whole:
-                return buffer[6:]
-            if got >= 6:
-                return buffer[6:got] + wrapper.recv(whole - got)
-            if got:
-                wrapper.recv(6 - got)
-                return wrapper.recv(length)
+            if got < whole:
+                del buffer[got:]
+                buffer += wrapper.recv(whole - got)
+            return buffer[6:]
         wrapper.recv(6)
         return wrapper.recv(length)
 

@@ -55,7 +55,7 @@ def tag(keyword: str) -> BaseTag:
 def text(ds: Dataset, keyword: str) -> str | None:
     """The value of the element ``keyword`` as ``str(ds[tag].value)`` gives it; None when the
     element is absent (or pydicom reads its value as None)."""
-    element_tag = _TAGS.get(keyword) or tag(keyword)
+    element_tag = tag(keyword)
     element = ds._dict.get(element_tag)  # (the element as read: pydicom's own store)
     if element is None:
         return None
@@ -76,7 +76,7 @@ def _converted(ds: Dataset, element_tag: BaseTag) -> str | None:
 def integer(ds: Dataset, keyword: str) -> Any:
     """The value of the element ``keyword`` as pydicom reads it (an int for US and IS where
     the bytes are plain), None when absent."""
-    element_tag = _TAGS.get(keyword) or tag(keyword)
+    element_tag = tag(keyword)
     element = ds._dict.get(element_tag)
     if element is None:
         return None
@@ -95,7 +95,7 @@ def convert_if_ambiguous(ds: Dataset, keyword: str) -> None:
     """Convert the element ``keyword`` now when its VR is not in its encoding (implicit VR):
     pydicom then resolves it (Pixel Data: OB or OW, from Bits Allocated), and a dataset that
     does not allow it fails here. An explicit VR is taken as read."""
-    element_tag = _TAGS.get(keyword) or tag(keyword)
+    element_tag = tag(keyword)
     element = ds._dict.get(element_tag)
     if element is not None and element.VR is None:
         ds[element_tag]

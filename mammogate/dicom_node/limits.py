@@ -59,7 +59,11 @@ def split_file_meta(data: bytes) -> tuple[int, str] | None:
     return None if found is None else (found[0], found[1])
 
 
-def _file_meta_elements(data: bytes) -> tuple[int, str, dict[BaseTag, DataElement | RawDataElement]] | None:
+# (offset of the dataset, transfer syntax UID, the File Meta group's elements)
+FileMetaGroup = tuple[int, str, dict[BaseTag, DataElement | RawDataElement]]
+
+
+def _file_meta_elements(data: bytes) -> FileMetaGroup | None:
     """``split_file_meta`` and the group's elements, raw, as pydicom's reader makes them."""
     if len(data) < 132 or data[128:132] != b"DICM":
         return None
@@ -111,15 +115,11 @@ def _header_of(body: bytes) -> Dataset | None:
     return None
 
 
-def inflate_bounded(data: bytes, settings: DicomSettings) -> tuple[int, bytes] | None:
-    """For a Deflated Explicit VR Little Endian file: (offset of its dataset, the inflated
-    dataset). The header (everything before Pixel Data) is inflated first and its geometry
-    checked (``check_geometry``); the rest is inflated only up to what that geometry declares
-    (and never past ``dicom.max_dataset_bytes``). None for any other transfer syntax."""
-    found = split_file_meta(data)
-    if found is None or found[1] != DeflatedExplicitVRLittleEndian:
-        return None
-    offset, _syntax = found
+def inflate_bounded(data: bytes, offset: int, settings: DicomSettings) -> bytes:
+    """The inflated dataset of a Deflated Explicit VR Little Endian file whose dataset starts
+    at ``offset``. The header (everything before Pixel Data) is inflated first and its
+    geometry checked (``check_geometry``); the rest is inflated only up to what that geometry
+    declares (and never past ``dicom.max_dataset_bytes``)."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     pieces: list[bytes] = []
     total = 0
@@ -151,7 +151,7 @@ def inflate_bounded(data: bytes, settings: DicomSettings) -> tuple[int, bytes] |
         raise LimitExceeded(f"Deflated dataset does not inflate: {exc}") from exc
     if total + len(tail) > limit:
         raise LimitExceeded(f"Deflated dataset inflates past what its header declares (limit {limit} bytes)")
-    return offset, b"".join(pieces) + tail
+    return b"".join(pieces) + tail
 
 
 def read_bounded(data: bytes, settings: DicomSettings) -> Dataset:
@@ -159,18 +159,17 @@ def read_bounded(data: bytes, settings: DicomSettings) -> Dataset:
     (from the parsed header, nothing decoded) geometry, native pixel length and structure.
     Raises ``LimitExceeded``; pydicom's own parse errors pass through for the caller."""
     check_encoded_size(data, settings)
-    inflated = inflate_bounded(data, settings)
-    if inflated is not None:
-        offset, body = inflated
+    # the group read by hand (once), the dataset by pydicom in the encoding it names (what
+    # dcmread does, without its second pass over the group)
+    found = _file_meta_elements(data)
+    if found is not None and found[1] == DeflatedExplicitVRLittleEndian:
+        body = inflate_bounded(data, found[0], settings)
         ds = read_dataset(BytesIO(body), is_implicit_VR=False, is_little_endian=True)
-        ds.file_meta = _file_meta(data, offset)
-    elif (found := split_file_meta(data)) is not None and (encoding := _encoding(found[1])):
-        # the group read by hand, the dataset by pydicom in the encoding it names (what
-        # dcmread does, without its second pass over the group)
-        offset, _syntax = found
-        ds = read_dataset(BytesIO(data[offset:]), is_implicit_VR=encoding[0],
+        ds.file_meta = _file_meta(data, found)
+    elif found is not None and (encoding := _encoding(found[1])):
+        ds = read_dataset(BytesIO(data[found[0]:]), is_implicit_VR=encoding[0],
                           is_little_endian=encoding[1])
-        ds.file_meta = _file_meta(data, offset)
+        ds.file_meta = _file_meta(data, found)
     else:
         ds = dcmread(BytesIO(data), force=False)
     check_structure(ds, settings)
@@ -213,14 +212,13 @@ def _encoding(syntax: str) -> tuple[bool, bool] | None:
     return uid.is_implicit_VR, uid.is_little_endian
 
 
-def _file_meta(data: bytes, offset: int) -> FileMetaDataset:
-    """The File Meta Information group of Part-10 ``data`` (ending at ``offset``): its
-    elements as read by hand, in pydicom's raw form, when each has a VR pydicom knows;
+def _file_meta(data: bytes, found: FileMetaGroup) -> FileMetaDataset:
+    """The File Meta Information group of Part-10 ``data``: its elements as read by hand
+    (``_file_meta_elements``), in pydicom's raw form, when each has a VR pydicom knows;
     otherwise read by pydicom."""
-    found = _file_meta_elements(data)
-    if found is not None and found[0] == offset and all(
-            element.VR in _KNOWN_VRS for element in found[2].values()):
-        return FileMetaDataset(found[2])
+    offset, _syntax, elements = found
+    if all(element.VR in _KNOWN_VRS for element in elements.values()):
+        return FileMetaDataset(elements)
     return FileMetaDataset(read_dataset(BytesIO(data[132:offset]), is_implicit_VR=False,
                                         is_little_endian=True))
 

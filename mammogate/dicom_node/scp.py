@@ -217,10 +217,10 @@ class Accepted:
     record: JournalRecord
     ds: Dataset | None  # as parsed before Success (None: read back from the journal)
     at: float = 0.0  # time.monotonic() when it was answered
-    # written ahead of its row (StoreService.prepare): the content's SHA-256, and whether
-    # this instance's file was created where none was
+    # written ahead of its row (StoreService.prepare): the content's SHA-256, and the file
+    # this instance created where none was
     sha256: str = ""
-    created: bool = False
+    written_ahead: Path | None = None
 
 
 def _received(event: evt.Event) -> ReceivedDataset | None:
@@ -441,7 +441,8 @@ class StoreService:
         try:
             path = self.spool.path_for(_uid(item.ds, "StudyInstanceUID"),
                                        _uid(item.ds, "SOPInstanceUID"))
-            item.created = self.spool.create(data, path)
+            if self.spool.create(data, path):
+                item.written_ahead = path
         except (SpoolError, InvalidUIDError) as exc:
             log.debug("instance %s: file left to the flush (%s)", _sop_of(item), exc)
 
@@ -549,8 +550,8 @@ class StoreService:
                 calling_ae = meta.get("calling_ae", "")
                 known = existing.get(sop_uid)
                 if known is not None:
-                    if item.created:  # written ahead, where the first copy's file was not
-                        self._undo_created(item, ds, known)
+                    if item.written_ahead:  # where the first copy's file was not
+                        self._undo_written_ahead(item, known)
                     if not recovering or known[0] != sha256:
                         duplicates.append((sop_uid, known[0], sha256, calling_ae))
                     elif known[1] and not _holds(Path(known[1]), sha256):
@@ -569,9 +570,9 @@ class StoreService:
                 except StoreRefused as refused:  # retention removed the study meanwhile
                     discarded += [(_uid(ds, "SOPInstanceUID"), calling_ae, refused.reason)
                                   for _, ds, _ in group]
-                    for item, ds, _ in group:
-                        if item.created:
-                            self._undo_created(item, ds, None)
+                    for item, _, _ in group:
+                        if item.written_ahead:
+                            self._undo_written_ahead(item, None)
                     continue
                 for item, ds, sha256 in group:
                     sop_uid = _uid(ds, "SOPInstanceUID")
@@ -581,7 +582,7 @@ class StoreService:
                         if "received_at" in meta else utcnow()
                     rows.append(self._instance_row(ds, study_id, calling_ae, path,
                                                    len(item.record.data), sha256, received_at))
-                    if not item.created:
+                    if not item.written_ahead:
                         files.append((item.record.data, path))
                     stored.append((sop_uid, study_uid, len(item.record.data), calling_ae))
             if rows:
@@ -611,13 +612,13 @@ class StoreService:
                 audit(session, actor=f"dicom:{calling_ae}", action="c-store-discarded",
                       target=sop_uid, detail=f"accepted, then not kept: {reason}")
 
-    def _undo_created(self, item: Accepted, ds: Dataset, known: tuple[str, str] | None) -> None:
+    def _undo_written_ahead(self, item: Accepted, known: tuple[str, str] | None) -> None:
         """A file written ahead (``prepare``) for an instance that is not kept (a re-sent one,
         or its study's images were removed): removed -- unless it is, byte for byte, the file
         of the copy that was kept, which was missing -- and only while it holds this
         instance's bytes (a flush of the kept copy may have written its own there since)."""
-        item.created = False
-        path = self.spool.path_for(_uid(ds, "StudyInstanceUID"), _uid(ds, "SOPInstanceUID"))
+        path, item.written_ahead = item.written_ahead, None
+        assert path is not None
         if known is not None and known[1] == str(path) and known[0] == item.sha256:
             return
         if _holds(path, item.sha256):

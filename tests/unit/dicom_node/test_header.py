@@ -14,7 +14,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from mammogate.dicom_node import header
-from mammogate.dicom_node.limits import _file_meta, split_file_meta
+from mammogate.dicom_node.limits import _file_meta, _file_meta_elements, split_file_meta
 from tests.shared_data import shared_data_dir
 
 TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "PN", "SH", "TM", "UI"}
@@ -130,9 +130,10 @@ def test_the_file_meta_group_read_by_hand_equals_pydicoms_reading() -> None:
     files = sorted((shared_data_dir() / "dicom").rglob("*.dcm"))
     for path in files:
         data = path.read_bytes()
-        found = split_file_meta(data)
+        found = _file_meta_elements(data)
         assert found is not None, path.name
-        ours = _file_meta(data, found[0])
+        assert split_file_meta(data) == found[:2]
+        ours = _file_meta(data, found)
         theirs = dcmread(BytesIO(data)).file_meta
         assert list(ours.keys()) == list(theirs.keys()), path.name
         for element_tag in theirs.keys():
