@@ -34,6 +34,7 @@ from mammogate.db import (
     Report,
     Study,
     heatmap_file,
+    utcnow,
 )
 from mammogate.db.loop import PollLoop
 from mammogate.db.queue import (
@@ -60,6 +61,7 @@ from mammogate.db.wakeup import DELIVERY as DELIVERY_WORK
 from mammogate.imaging import ImagingError
 from mammogate.inference.errors import InferenceError
 from mammogate.inference.results import StudyResult
+from mammogate.metrics import analysis_done, analysis_failed, set_model_info
 from mammogate.reporting import OBJECT_BUILDERS, PriorDocument, ReportingError, save_report
 from mammogate.reporting.store import record_analysis, record_report
 from mammogate.routing import PlannedDelivery, plan_deliveries
@@ -160,6 +162,7 @@ class AnalysisWorker(PollLoop):
                 for abandoned in give_up_abandoned_jobs(session, cfg.max_attempts):
                     log.error("job %d given up: %s", abandoned.id, abandoned.last_error)
                     study_failed(session, abandoned, abandoned.last_error)
+                    analysis_failed()
         self.retention.run_if_due()
         if self._results_space_low():
             return False  # the jobs wait (pending) until there is room for their results
@@ -201,6 +204,7 @@ class AnalysisWorker(PollLoop):
 
     def _analyze(self, job_id: int, study_id: int) -> None:
         assert self.analyzer is not None
+        started = time.monotonic()
         with self.db.session() as session:
             study = session.get(Study, study_id)
             assert study is not None
@@ -254,6 +258,7 @@ class AnalysisWorker(PollLoop):
             if owned is None:
                 return
             study, job = owned
+            last_received = study.last_received_at  # (for the time to result)
             analysis = record_analysis(
                 session, study, result, job_id=job_id, worker=self.worker_id, overlays=overlays
             )
@@ -267,6 +272,8 @@ class AnalysisWorker(PollLoop):
             study_analysed(study, analysed=bool(result.images), failed=bool(result.failed_images),
                            problems=_describe_problems(result))
             complete_job(job)
+        analysis_done(time.monotonic() - started, (utcnow() - last_received).total_seconds())
+        set_model_info(result.model.name, result.model.version, result.model.sha256)
         log.info(
             "study %s analysed: exam score %s, %d findings, %d deliveries queued (%.2f s)",
             study_uid,
@@ -344,6 +351,7 @@ class AnalysisWorker(PollLoop):
         interval later; when it still fails the job is left running until its lease expires,
         and said so."""
         log.error("analysis job %d failed: %s", job_id, error)
+        analysis_failed()
         for attempt in range(1, RECORD_FAILURE_TRIES + 1):
             try:
                 self._record_failure(job_id, study_id, error)

@@ -499,3 +499,20 @@ def lease_holders(session: Session) -> list[str]:
         )
     )
     return [r for r in rows if r]
+
+
+def queue_depths(session: Session) -> dict[tuple[str, str], int]:
+    """The analysis jobs and the deliveries in each state, by (queue, state), every state
+    present (0 when no row is in it, so a monitoring rule never sees a series vanish): one
+    GROUP BY over each table, for ``metrics.QueueDepthCollector``."""
+    depths = {("analysis", str(state)): 0 for state in JobState}
+    depths.update({("delivery", str(state)): 0 for state in DeliveryState})
+    for state, count in session.execute(
+        select(Job.state, func.count()).where(Job.kind == JobKind.ANALYZE).group_by(Job.state)
+    ):
+        depths[("analysis", str(state))] = int(count)
+    for state, count in session.execute(
+        select(Delivery.state, func.count()).group_by(Delivery.state)
+    ):
+        depths[("delivery", str(state))] = int(count)
+    return depths

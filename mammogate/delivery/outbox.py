@@ -11,6 +11,7 @@ servers keep once (Orthanc answers "AlreadyStored"). Nothing in DICOM lets a sen
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from mammogate.db.queue import (
 from mammogate.db.states import JobKind
 from mammogate.db.wakeup import DELIVERY as DELIVERY_WORK
 from mammogate.delivery.base import Destination, SendError, backend_for
+from mammogate.metrics import delivery_attempt
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ class DeliveryLoop(PollLoop):
         with self.db.session() as session:
             for abandoned in give_up_abandoned_deliveries(session, cfg.max_attempts):
                 log.error("delivery %d given up: %s", abandoned.id, abandoned.last_error)
+                delivery_attempt(abandoned.destination.name, "dead", None)
             delivery = claim_delivery(session, self.worker_id, cfg.lease_seconds, cfg.max_attempts)
             if delivery is None:
                 return False
@@ -111,16 +114,20 @@ class DeliveryLoop(PollLoop):
             destination = delivery.destination
             report = delivery.report
             session.expunge_all()
+        started = time.monotonic()
+        failure: SendError | None = None
         try:
             backend_for(self.backends, destination).send(Path(report.path), destination)
         except SendError as exc:
-            self._failed(delivery_id, exc)
-            return True
+            failure = exc
         except Exception as exc:  # noqa: BLE001 -- one bad delivery must not stop the sender
             log.exception("delivery %d: unexpected error", delivery_id)
-            self._failed(delivery_id, SendError(f"internal error: {type(exc).__name__}: {exc}",
-                                                retryable=True))
+            failure = SendError(f"internal error: {type(exc).__name__}: {exc}", retryable=True)
+        seconds = time.monotonic() - started
+        if failure is not None:
+            delivery_attempt(destination.name, self._failed(delivery_id, failure), seconds)
             return True
+        delivery_attempt(destination.name, "delivered", seconds)  # the peer has it
         with self.db.session() as session:
             row = self._owned(session, delivery_id)
             if row is None:
@@ -138,12 +145,13 @@ class DeliveryLoop(PollLoop):
             return None
         return row
 
-    def _failed(self, delivery_id: int, exc: SendError) -> None:
+    def _failed(self, delivery_id: int, exc: SendError) -> str:
+        """Record the failed attempt: "failed" (retried later) or "dead" (given up)."""
         cfg = self.settings.sender
         with self.db.session() as session:
             row = self._owned(session, delivery_id)
             if row is None:
-                return
+                return "failed"
             delay = delivery_failed(
                 row, exc.reason, retryable=exc.retryable, max_attempts=cfg.max_attempts,
                 initial_seconds=cfg.retry_initial_seconds, max_seconds=cfg.retry_max_seconds,
@@ -152,6 +160,7 @@ class DeliveryLoop(PollLoop):
             if delay is None:
                 log.error("delivery %d is dead after %d attempts: %s",
                           row.id, row.attempts, exc.reason)
-            else:
-                log.warning("delivery %d failed (attempt %d), retrying in %.1f s: %s",
-                            row.id, row.attempts, delay, exc.reason)
+                return "dead"
+            log.warning("delivery %d failed (attempt %d), retrying in %.1f s: %s",
+                        row.id, row.attempts, delay, exc.reason)
+            return "failed"

@@ -69,6 +69,8 @@ from mammogate.dicom_node.spool import InvalidUIDError, Spool, SpooledFile, Spoo
 from mammogate.dicom_node.tls import describe as describe_tls
 from mammogate.dicom_node.tls import peer_summary, server_context
 from mammogate.imaging.views import patient_stem, view_info
+from mammogate.metrics import association as count_association
+from mammogate.metrics import instance_received, instance_rejected
 from mammogate.storage import FreeSpaceGuard
 
 log = logging.getLogger(__name__)
@@ -142,13 +144,20 @@ def _uid(ds: Dataset, keyword: str) -> str:
     return header.text(ds, keyword) or ""
 
 
-class StoreRefused(Exception):
-    """A C-STORE we answer with a failure status and a reason."""
+# the metrics' category of a refusal (``metrics.REJECT_REASONS``), where not given
+_CATEGORY_OF_STATUS = {DATASET_DOES_NOT_MATCH_SOP_CLASS: "sop_class",
+                       OUT_OF_RESOURCES: "disk_full", CANNOT_UNDERSTAND: "invalid"}
 
-    def __init__(self, status: int, reason: str):
+
+class StoreRefused(Exception):
+    """A C-STORE we answer with a failure status and a reason. ``category`` is the reason's
+    fixed category for the metrics (``metrics.REJECT_REASONS``; by default the status's)."""
+
+    def __init__(self, status: int, reason: str, category: str = ""):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.category = category or _CATEGORY_OF_STATUS.get(status, "other")
 
 
 def parse_dataset(data: bytes | Path, limits: DicomSettings) -> Dataset:
@@ -165,7 +174,7 @@ def parse_dataset(data: bytes | Path, limits: DicomSettings) -> Dataset:
             for keyword in PIXEL_KEYWORDS:
                 header.convert_if_ambiguous(ds, keyword)
     except LimitExceeded as exc:
-        raise StoreRefused(CANNOT_UNDERSTAND, str(exc)) from exc
+        raise StoreRefused(CANNOT_UNDERSTAND, str(exc), "too_large") from exc
     except Exception as exc:  # noqa: BLE001 -- pydicom raises many types on bad input
         raise StoreRefused(
             CANNOT_UNDERSTAND, f"dataset does not parse: {type(exc).__name__}: {exc}"
@@ -190,7 +199,8 @@ def check_dataset(ds: Dataset, sop_class_uid: str, sop_instance_uid: str) -> Non
     if _uid(ds, "SOPInstanceUID") != sop_instance_uid:
         raise StoreRefused(CANNOT_UNDERSTAND, "SOP Instance UID differs from the C-STORE request")
     if not any(k in ds for k in PIXEL_KEYWORDS):
-        raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, "no Pixel Data in the dataset")
+        raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, "no Pixel Data in the dataset",
+                           "invalid")
     modality = header.text(ds, "Modality") or ""
     if sop_class_uid in MG_ONLY_SOP_CLASSES and modality != "MG":
         raise StoreRefused(
@@ -238,7 +248,8 @@ def _payload_of(received: ReceivedDataset | None, limit: int) -> bytes | Path:
         raise StoreRefused(CANNOT_UNDERSTAND, "no dataset came with the C-STORE request")
     if received.too_large:
         # (refused as it passed the limit: the rest was read off the wire, not kept)
-        raise StoreRefused(CANNOT_UNDERSTAND, f"dataset exceeds dicom.max_dataset_bytes ({limit})")
+        raise StoreRefused(CANNOT_UNDERSTAND, f"dataset exceeds dicom.max_dataset_bytes ({limit})",
+                           "too_large")
     if received.error is not None:
         raise SpoolError(f"cannot receive into the spool: {received.error.strerror}") \
             from received.error
@@ -359,6 +370,7 @@ class StoreService:
             short = self.spool_space.shortage()
             if short is not None:
                 counts.refused += 1
+                instance_rejected(calling_ae, "disk_full")
                 return self._refuse_for_space(short, calling_ae, sop_uid)
             payload = encoded() if received is None and encoded is not None else \
                 _payload_of(received, self.settings.dicom.max_dataset_bytes)
@@ -370,18 +382,23 @@ class StoreService:
             else:
                 self._store(ds, payload, received, calling_ae, called_ae)
             counts.stored += 1
+            instance_received(calling_ae)
             return SUCCESS, ""
         except StoreRefused as refused:
             counts.refused += 1
+            instance_rejected(calling_ae, refused.category)
             return self._refuse(refused, calling_ae, sop_uid)
         except (SpoolError, SQLAlchemyError) as exc:
             counts.refused += 1
             log.exception("C-STORE of %s from %s: cannot make it durable", sop_uid, calling_ae)
             full = isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
+            instance_rejected(calling_ae, "disk_full" if full else
+                              "database" if isinstance(exc, SQLAlchemyError) else "spool")
             return OUT_OF_RESOURCES, ("spool disk full: try later" if full
                                       else f"cannot store now ({type(exc).__name__}): try later")
         except Exception as exc:  # noqa: BLE001 -- a handler answers with a status, never raises
             counts.refused += 1
+            instance_rejected(calling_ae, "other")
             log.exception("C-STORE of %s from %s: internal error", sop_uid, calling_ae)
             return CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}"
         finally:
@@ -758,7 +775,7 @@ class StoreService:
             removed_at = conn.execute(_REMOVED_AT, {"uid": study_uid}).scalar_one_or_none()
         if removed_at is not None:
             log.warning("C-STORE for study %s: %s", study_uid, removed_reason(study_uid, removed_at))
-            raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(removed_at))
+            raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(removed_at), "study_removed")
 
     def _stored(self, sop_instance_uid: str) -> Instance | None:
         with self.db.session() as session:
@@ -827,7 +844,8 @@ class StoreService:
             )
             assert study is not None
             if study.images_removed_at is not None:  # checked again under the study's lock
-                raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(study.images_removed_at))
+                raise StoreRefused(CANNOT_UNDERSTAND, _removed_comment(study.images_removed_at),
+                                    "study_removed")
             previous = study_receives_images(session, study)
             if previous is not None:
                 # More images after the study settled: analysed again once it is quiet.
@@ -962,6 +980,7 @@ class Scp:
         )
 
     def _on_refused_connection(self, host: str, reason: str) -> None:
+        count_association("connection_refused")
         self._audit("connection-refused", "dicom:", host, reason)
 
     def _audit(self, action: str, actor: str, target: str, detail: str) -> None:
@@ -1006,6 +1025,7 @@ class Scp:
             assoc.requestor.address, assoc.requestor.port,
         )
         _counts(assoc)
+        count_association("accepted")
         assoc.mammogate_history_id = self._record(assoc, accepted=True)  # type: ignore[attr-defined]
 
     def _on_rejected(self, event: evt.Event) -> None:
@@ -1018,6 +1038,7 @@ class Scp:
         address = str(event.assoc.requestor.address)
         if not getattr(event.assoc, "guard_reason", ""):  # the guard logs its own
             log.warning("association from %s (%s) rejected: %s", calling, address, reason)
+        count_association("rejected")
         self._audit("association-rejected", f"dicom:{calling}", address, reason)
         self._record(event.assoc, accepted=False, reason=reason)
 

@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 from mammogate import __version__
 from mammogate.config.settings import Settings, WebSettings
 from mammogate.db import Database
+from mammogate.db.queue import queue_depths
+from mammogate.metrics import register_queue_depths
 from mammogate.storage import FreeSpaceGuard
 from mammogate.web.admin.operations import OperationsController
 from mammogate.web.admin.pages import AdminController
@@ -43,7 +45,7 @@ from mammogate.web.studies.pages import (
     StudyController,
     UploadController,
 )
-from mammogate.web.system import healthz, ready, switch_language
+from mammogate.web.system import healthz, metrics, ready, switch_language
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
@@ -53,7 +55,7 @@ SESSION_COOKIE = "mammogate_session"
 CSRF_COOKIE = "mammogate_csrf"
 # Open to anonymous visitors; every other path needs a signed-in user.
 PUBLIC_PATHS = [r"^/login$", r"^/login/oidc$", r"^/login/oidc/callback$", r"^/static/", r"^/healthz$",
-                r"^/ready$", r"^/language$"]
+                r"^/ready$", r"^/language$", r"^/metrics$"]
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -170,6 +172,13 @@ def create_app(
     def provide_spool_space() -> FreeSpaceGuard:
         return spool_space
 
+    def read_queue_depths() -> dict[tuple[str, str], int]:
+        with db.read_session() as session:
+            return queue_depths(session)
+
+    # /metrics reports this database's queues (one collector a process: the latest app's)
+    register_queue_depths(read_queue_depths)
+
     return Litestar(
         route_handlers=[
             AuthController,
@@ -183,6 +192,7 @@ def create_app(
             OperationsController,
             healthz,
             ready,
+            metrics,
             switch_language,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], opt={"exclude_from_auth": True}

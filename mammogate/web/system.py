@@ -1,7 +1,10 @@
-"""Routes open to anyone: liveness and readiness for monitoring, and the language switch."""
+"""Routes open to anyone: liveness, readiness and metrics for monitoring, and the language
+switch."""
 
 from __future__ import annotations
 
+import hmac
+import os
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -11,10 +14,12 @@ from litestar.params import QueryParameter
 from litestar.response import Redirect, Response
 
 from mammogate.config.settings import WebSettings
+from mammogate.metrics import exposition
 from mammogate.storage import FreeSpaceGuard
+from mammogate.web.auth.tokens import bearer_token
 from mammogate.web.auth.users import safe_next
 from mammogate.web.errors import InvalidInputError
-from mammogate.web.http import read
+from mammogate.web.http import AnyRequest, read
 from mammogate.web.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
 from mammogate.web.i18n import gettext as _
 
@@ -58,3 +63,28 @@ def ready(readiness: Readiness) -> Response[dict[str, Any]]:
     ok = all(v == "ok" for v in checks.values())
     return Response({"status": "ready" if ok else "not ready", "checks": checks},
                     status_code=200 if ok else 503)
+
+
+# The bearer token /metrics asks for, when set: from the environment only, never the
+# configuration file (as the session key and the destinations' passwords and tokens).
+METRICS_TOKEN_ENV = "MAMMOGATE_METRICS_TOKEN"
+
+
+@read("/metrics", sync_to_thread=True, exclude_from_auth=True)
+def metrics(request: AnyRequest) -> Response[bytes]:
+    """Prometheus metrics (text format): instances received and refused, associations,
+    analyses, deliveries, queue depths, the model in use. Counts, AE titles, destination names
+    and the model's version only: no patient data, no UIDs. Open like /healthz, unless
+    ``$MAMMOGATE_METRICS_TOKEN`` is set: then only ``Authorization: Bearer <that token>``
+    reads it (a Prometheus scrape job's ``authorization`` credentials), else 401."""
+    expected = os.environ.get(METRICS_TOKEN_ENV, "")
+    if expected:
+        given = bearer_token(request.headers) or ""
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
+            reason = ("the metrics token is wrong" if given else
+                      "the metrics need a token: send Authorization: Bearer <token>, the value "
+                      f"of {METRICS_TOKEN_ENV} on the node")
+            return Response(reason.encode() + b"\n", status_code=401, media_type="text/plain",
+                            headers={"WWW-Authenticate": 'Bearer realm="mammogate metrics"'})
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)

@@ -28,6 +28,7 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/logout"): SIGNED_IN,
     ("GET", "/healthz"): ANYONE,
     ("GET", "/ready"): ANYONE,
+    ("GET", "/metrics"): ANYONE,  # open unless $MAMMOGATE_METRICS_TOKEN is set (test_metrics_route)
     ("GET", "/language"): ANYONE,  # the language switch: the sign-in page has it too
     ("GET", "/static/{file_path:path}"): ANYONE,
     ("GET", "/schema"): SIGNED_IN,
