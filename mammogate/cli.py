@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mammogate import DISCLAIMER, __version__
-from mammogate.config import ConfigError, Settings, StartupError, load_settings
+from mammogate.config import ConfigError, PolicyError, Settings, StartupError, load_settings
 
 if TYPE_CHECKING:
     from mammogate.db import Database
@@ -58,15 +58,24 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    return _run_roles(args, ("scp", "worker", "sender", "web"))
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    return _run_roles(args, (args.command,), status_port=args.status_port)
+
+
+def _run_roles(args: argparse.Namespace, roles: Sequence[str], *,
+               status_port: int | None = None) -> int:
     settings = _settings(args)
     _configure_logging(settings.node.log_level, settings.node.log_format)
-    from mammogate.app import PolicyError, serve
+    from mammogate.app import run_roles
     from mammogate.db import DatabaseError
     from mammogate.inference import InferenceError
     from mammogate.web import SessionKeyError
 
     try:
-        return serve(settings)
+        return run_roles(settings, roles, status_port=status_port)
     except (InferenceError, DatabaseError, SessionKeyError) as exc:
         log.critical("cannot start: %s", exc)
         return 1
@@ -415,6 +424,24 @@ def build_parser() -> argparse.ArgumentParser:
         "sender and web portal, on SQLite in node.data_dir unless database.url says otherwise.",
     ))
     p.set_defaults(func=cmd_serve)
+    role_help = {
+        "scp": "run the DICOM SCP alone (receives studies; one per DICOM port)",
+        "worker": "run an analysis worker alone (loads the model once; run as many as needed)",
+        "sender": "run a result sender alone (delivers result objects; as many as needed)",
+        "web": "run the web portal alone (as many as needed, behind a load balancer)",
+    }
+    for name, helptext in role_help.items():
+        p = with_config(sub.add_parser(
+            name, help=helptext,
+            description=f"{helptext[0].upper()}{helptext[1:]}. The roles run apart share one "
+            "database (PostgreSQL: database.url) and one spool (node.data_dir, shared storage "
+            "when they run on several machines); `serve` runs all four in one process.",
+        ))
+        if name != "web":
+            p.add_argument("--status-port", type=int, metavar="PORT",
+                           help="port of the status server (/healthz, /ready, /metrics); "
+                           "default status.port, 0 for a free one")
+        p.set_defaults(func=cmd_role, status_port=None)
 
     user = sub.add_parser("user", help="manage local portal accounts")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -578,8 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("serve", "user", "config", "db", "route", "study", "delivery",
-                        "destination"):
+    if args.command in ("serve", "scp", "worker", "sender", "web", "user", "config", "db",
+                        "route", "study", "delivery", "destination"):
         # The data directory (database, spool, reports, overlays) holds patient data: what
         # these commands create there is readable by this user only.
         os.umask(0o077)

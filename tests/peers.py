@@ -305,6 +305,22 @@ class Node:
         self.process = None
         return code
 
+    def start_role(self, role: str, name: str = "") -> RoleProcess:
+        """One role (``mammogate scp|worker|sender|web``) as a process of its own on this
+        node's configuration; its status server (the portal, for web) on a free port."""
+        if not self.config_path.exists():
+            self.write_config()
+        name = name or role
+        status_port = self.web_port if role == "web" else free_port()
+        log_path = self.root / f"{name}.log"
+        with log_path.open("ab") as log:
+            extra = [] if role == "web" else ["--status-port", str(status_port)]
+            process = subprocess.Popen(
+                [*self.executable, role, "--config", str(self.config_path), *extra],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+            )
+        return RoleProcess(name, process, f"http://127.0.0.1:{status_port}", log_path)
+
     def storescu(self, *files: Path, calling: str = "MODALITY", called: str | None = None,
                  options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         require_tool(STORESCU)
@@ -340,6 +356,42 @@ class Node:
         if r.status_code != 200 or "/login" in str(r.url):
             raise AssertionError(f"sign-in failed: {r.status_code} {r.text[:300]}")
         return client
+
+
+@dataclass
+class RoleProcess:
+    """A role of the node run alone (``Node.start_role``), with its status server."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    status_url: str
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, path: str) -> httpx.Response | None:
+        try:
+            return httpx.get(f"{self.status_url}{path}", timeout=2)
+        except httpx.HTTPError:
+            return None
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"mammogate {self.name} exited: {self.log_text()[-3000:]}")
+        response = self.get("/ready")
+        return response is not None and response.status_code == 200
+
+    def stop(self) -> int:
+        """SIGTERM, as an orchestrator stops it; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
 
 
 @contextmanager

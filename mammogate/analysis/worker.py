@@ -36,6 +36,7 @@ from mammogate.db import (
     heatmap_file,
     utcnow,
 )
+from mammogate.db.lease import LeaseKeeper
 from mammogate.db.loop import PollLoop
 from mammogate.db.queue import (
     ANALYZE,
@@ -182,7 +183,9 @@ class AnalysisWorker(PollLoop):
                 return True
             study_processing(owned[0])
         try:
-            self._analyze(job_id, study_id)
+            # the lease renewed while the analysis runs: only a worker that stopped loses it
+            with LeaseKeeper(self.db, job_id, self.worker_id, cfg.lease_seconds):
+                self._analyze(job_id, study_id)
         except OSError as exc:
             self._job_failed(job_id, study_id, describe_os_error(exc, "cannot read or write"))
         except (ImagingError, ReportingError, InferenceError, DiskSpaceLow) as exc:

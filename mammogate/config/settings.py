@@ -42,6 +42,10 @@ class StartupError(Exception):
     setting to change."""
 
 
+class PolicyError(StartupError):
+    """A safety rule refuses to start the node (the DICOM port open to any caller)."""
+
+
 def _check_ae_title(value: str, key: str) -> str:
     stripped = value.strip()
     if not stripped or not _AE_TITLE.match(value):
@@ -125,6 +129,9 @@ class DicomSettings(_Section):
     peers: list[Peer] = Field(default_factory=list)
     accept_any_calling_ae: bool = False
     settle_seconds: float = Field(10.0, ge=0)
+    # how often the SCP reads its allowed peers from the database again (a peer an admin adds
+    # is accepted within this), and retries instances the database refused before
+    refresh_seconds: float = Field(1.0, gt=0)
     # A study is ready for analysis as soon as these views are all present (laterality + view,
     # as read from the images), or after settle_seconds without new images; [] waits for quiet.
     expected_views: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPECTED_VIEWS))
@@ -293,6 +300,14 @@ class WebSettings(_Section):
             "web.secure_cookies is false: sign-in cookies and patient data travel in clear "
             "unless a TLS proxy is in front; put one there and set web.secure_cookies = true"
         )
+
+
+class StatusSettings(_Section):
+    """The HTTP status server of a role run alone (``mammogate scp|worker|sender``): /healthz,
+    /ready and /metrics. ``serve`` and ``web`` answer these on the portal's port instead."""
+
+    bind: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)  # 0: a free port, said in the log
 
 
 class DatabaseSettings(_Section):
@@ -701,6 +716,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     sender: SenderSettings = Field(default_factory=SenderSettings)

@@ -79,3 +79,13 @@ class PollLoop:
     def stop(self) -> None:
         self.stopping.set()
         self.woken.set()
+
+
+class Periodic(PollLoop):
+    """Calls ``on_idle`` every ``poll_seconds`` (the SCP's duties: its peers read again, the
+    journal's backlog retried), with the same handling of an absent database."""
+
+    role = "duties"
+
+    def run_once(self) -> bool:
+        return False

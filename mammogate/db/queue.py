@@ -293,6 +293,17 @@ def job_held_by(job: Job, worker_id: str) -> bool:
     return job.state == JobState.RUNNING and job.locked_by == worker_id
 
 
+def renew_job_lease(session: Session, job_id: int, worker_id: str, lease_seconds: float) -> bool:
+    """Extend the lease of a job ``worker_id`` still holds; False if it holds it no more (the
+    lease ran out and another worker took the job)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.locked_by == worker_id)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def enqueue_destination_test(session: Session, destination: str) -> Job:
     now = utcnow()
     job = Job(kind=JobKind.TEST_DESTINATION, target=destination, state=JobState.PENDING,

@@ -44,7 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from mammogate.config import Settings, StartupError
+from mammogate.config import PolicyError, Settings, StartupError
 from mammogate.config.settings import DicomSettings
 from mammogate.db import (
     AllowedPeer,
@@ -1078,12 +1078,27 @@ class Scp:
             log.info("allowed calling AE titles now: %s", self._describe_peers())
 
     def _may_accept_any(self) -> bool:
+        """The one calling-AE rule: an empty list of peers (any caller) only where
+        dicom.accept_any_calling_ae says so, or where the port is reachable from this machine
+        alone. The file's settings are checked against it when loaded; the database's list
+        at start (:meth:`check_policy`) and at each refresh (:meth:`refresh_policy`)."""
         dicom = self.settings.dicom
         return dicom.accept_any_calling_ae or dicom.binds_loopback
 
+    def check_policy(self) -> None:
+        """Refuse to start on a database that lists no allowed calling AE titles where the
+        rule wants some."""
+        if self.policy.accepts_any_caller and not self._may_accept_any():
+            raise PolicyError(
+                f"dicom.bind = {self.settings.dicom.bind!r} but the database lists no allowed "
+                "calling AE titles (the file's dicom.allowed_calling_ae_titles seeds the "
+                "database only on first start: run `mammogate config apply`), and "
+                "dicom.accept_any_calling_ae is false"
+            )
+
     def on_idle(self) -> None:
-        """Periodic duties (the worker calls this when it has nothing to do): the peers read
-        again, journalled instances the database refused before tried again."""
+        """Periodic duties (every dicom.refresh_seconds, in a loop of the SCP's role): the
+        peers read again, journalled instances the database refused before tried again."""
         self.refresh_policy()
         self.service.retry_backlog()
 

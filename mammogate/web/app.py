@@ -24,8 +24,6 @@ from sqlalchemy.orm import Session
 from mammogate import __version__
 from mammogate.config.settings import Settings, WebSettings
 from mammogate.db import Database
-from mammogate.db.queue import queue_depths
-from mammogate.metrics import register_queue_depths
 from mammogate.storage import FreeSpaceGuard
 from mammogate.web.admin.operations import OperationsController
 from mammogate.web.admin.pages import AdminController
@@ -45,7 +43,7 @@ from mammogate.web.studies.pages import (
     StudyController,
     UploadController,
 )
-from mammogate.web.system import healthz, metrics, ready, switch_language
+from mammogate.web.system import healthz, metrics, ready, report_queues_of, switch_language
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
@@ -172,12 +170,7 @@ def create_app(
     def provide_spool_space() -> FreeSpaceGuard:
         return spool_space
 
-    def read_queue_depths() -> dict[tuple[str, str], int]:
-        with db.read_session() as session:
-            return queue_depths(session)
-
-    # /metrics reports this database's queues (one collector a process: the latest app's)
-    register_queue_depths(read_queue_depths)
+    report_queues_of(db)
 
     return Litestar(
         route_handlers=[

@@ -1,4 +1,5 @@
-"""Serving the portal with uvicorn in a background thread, with a graceful stop."""
+"""Serving the portal (or a role's status server) with uvicorn in a background thread, with a
+graceful stop: the node's one uvicorn server class."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class PortalServer:
     """
 
     def __init__(
-        self, app: Litestar, host: str = "127.0.0.1", port: int = 8080, *, access_log: bool = False
+        self, app: Litestar, host: str = "127.0.0.1", port: int = 8080, *, access_log: bool = False,
+        graceful_seconds: int = 10,
     ) -> None:
         config = uvicorn.Config(
             app,
@@ -30,7 +32,7 @@ class PortalServer:
             log_config=None,  # logging is configured by the entry point
             access_log=access_log,
             lifespan="on",
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=graceful_seconds,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -49,7 +51,11 @@ class PortalServer:
                 self.stop()
                 raise RuntimeError(f"the portal server did not start within {timeout:.0f} s")
             time.sleep(0.02)
-        log.info("portal listening on http://%s:%d", self.host, self.port)
+        log.info("HTTP listening on http://%s:%d", self.host, self.port)
+
+    def stopped_by_itself(self) -> bool:
+        """Whether the server's thread ended without :meth:`stop` (uvicorn gave up)."""
+        return self._thread is not None and not self._thread.is_alive()
 
     @property
     def host(self) -> str:

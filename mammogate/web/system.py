@@ -14,7 +14,9 @@ from litestar.params import QueryParameter
 from litestar.response import Redirect, Response
 
 from mammogate.config.settings import WebSettings
-from mammogate.metrics import exposition
+from mammogate.db import Database
+from mammogate.db.queue import queue_depths
+from mammogate.metrics import exposition, register_queue_depths
 from mammogate.storage import FreeSpaceGuard
 from mammogate.web.auth.tokens import bearer_token
 from mammogate.web.auth.users import safe_next
@@ -88,3 +90,14 @@ def metrics(request: AnyRequest) -> Response[bytes]:
                             headers={"WWW-Authenticate": 'Bearer realm="mammogate metrics"'})
     body, content_type = exposition()
     return Response(body, media_type=content_type)
+
+
+def report_queues_of(db: Database) -> None:
+    """/metrics reports this database's queue depths, read at each scrape (one collector a
+    process: the latest one registered)."""
+
+    def read_queue_depths() -> dict[tuple[str, str], int]:
+        with db.read_session() as session:
+            return queue_depths(session)
+
+    register_queue_depths(read_queue_depths)
