@@ -390,7 +390,11 @@ class StoreService:
             return self._refuse(refused, calling_ae, sop_uid)
         except (SpoolError, SQLAlchemyError) as exc:
             counts.refused += 1
-            log.exception("C-STORE of %s from %s: cannot make it durable", sop_uid, calling_ae)
+            if isinstance(exc, SQLAlchemyError):  # the database is away: one line, no traceback
+                log.error("C-STORE of %s from %s: cannot make it durable: database error %s",
+                          sop_uid, calling_ae, type(exc).__name__)
+            else:
+                log.exception("C-STORE of %s from %s: cannot make it durable", sop_uid, calling_ae)
             full = isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
             instance_rejected(calling_ae, "disk_full" if full else
                               "database" if isinstance(exc, SQLAlchemyError) else "spool")
