@@ -10,12 +10,14 @@ lost attempt are orphans that nothing references.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select
@@ -43,6 +45,7 @@ from mammogate.db.queue import (
     analysis_superseded,
     claim_job,
     complete_job,
+    due_jobs,
     fail_job,
     give_up_abandoned_jobs,
     job_held_by,
@@ -77,6 +80,21 @@ RECORD_FAILURE_TRIES = 3
 
 class StudyAnalyzer(Protocol):
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult: ...
+
+
+class BatchAnalyzer(StudyAnalyzer, Protocol):
+    def analyze_studies(self, studies: Sequence[Sequence[Path]]) -> list[StudyResult | Exception]: ...
+
+
+@dataclass
+class _Job:
+    """A claimed analysis job of this worker."""
+
+    job_id: int
+    study_id: int
+    study_uid: str = ""
+    paths: list[Path] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
 
 
 def _predecessors(session: Session, study: Study, kind: str) -> list[PriorDocument]:
@@ -169,35 +187,71 @@ class AnalysisWorker(PollLoop):
             return False  # the jobs wait (pending) until there is room for their results
         if not (ready or waiting):
             return False
+        claimed = self._claim()
+        if not claimed:
+            return False
+        jobs: list[_Job] = []
+        for job_id, kind, study_id in claimed:
+            if kind != ANALYZE or study_id is None:
+                self._fail_for_good(job_id, f"unknown job kind {kind!r}")
+                continue
+            with self.db.session() as session:  # a transaction of its own: see _still_ours
+                owned = self._still_ours(session, job_id, study_id, "not starting it")
+                if owned is None:
+                    continue
+                study_processing(owned[0])
+            jobs.append(_Job(job_id, study_id))
+        if not jobs:
+            return True
+        # the leases renewed while the analysis runs: only a worker that stopped loses them
+        with LeaseKeeper(self.db, [job.job_id for job in jobs], self.worker_id, cfg.lease_seconds):
+            if len(jobs) == 1:
+                self._guarded(jobs[0], lambda: self._analyze(jobs[0]))
+            else:
+                self._analyze_together(jobs)
+        return True
+
+    def _claim(self) -> list[tuple[int, str, int | None]]:
+        """The next due job; with a deep queue, more (first attempts only: a study that failed
+        once is analysed alone, so a poison study cannot fail a batch twice), as long as more
+        than a batch is left waiting for the other workers."""
+        cfg = self.settings.worker
         with self.db.session() as session:
             job = claim_job(session, self.worker_id, cfg.lease_seconds, cfg.max_attempts)
             if job is None:
-                return False
-            job_id, kind, study_id = job.id, job.kind, job.study_id
-        if kind != ANALYZE or study_id is None:
-            self._fail_for_good(job_id, f"unknown job kind {kind!r}")
-            return True
-        with self.db.session() as session:  # a transaction of its own: see _still_ours
-            owned = self._still_ours(session, job_id, study_id, "not starting it")
-            if owned is None:
-                return True
-            study_processing(owned[0])
+                return []
+            claimed = [(job.id, job.kind, job.study_id)]
+            batching = (cfg.batch_studies > 1 and job.kind == ANALYZE and job.attempts == 1
+                        and callable(getattr(self.analyzer, "analyze_studies", None)))
+            if batching:
+                more = min(cfg.batch_studies - 1, due_jobs(session) - cfg.batch_studies)
+                for _ in range(more):
+                    extra = claim_job(session, self.worker_id, cfg.lease_seconds,
+                                      cfg.max_attempts, first_attempt_only=True)
+                    if extra is None:
+                        break
+                    claimed.append((extra.id, extra.kind, extra.study_id))
+        return claimed
+
+    def _guarded(self, job: _Job, action: Callable[[], None]) -> None:
+        """Run ``action`` for ``job``; what it raises fails the job's attempt, with the reason."""
         try:
-            # the lease renewed while the analysis runs: only a worker that stopped loses it
-            with LeaseKeeper(self.db, job_id, self.worker_id, cfg.lease_seconds):
-                self._analyze(job_id, study_id)
-        except OSError as exc:
-            self._job_failed(job_id, study_id, describe_os_error(exc, "cannot read or write"))
-        except (ImagingError, ReportingError, InferenceError, DiskSpaceLow) as exc:
-            # InferenceError: the analysis process exceeded its memory or time, or died
-            self._job_failed(job_id, study_id, str(exc))
-        except SQLAlchemyError as exc:
-            log.exception("analysis job %d: database error", job_id)
-            self._job_failed(job_id, study_id, f"database error: {type(exc).__name__}")
+            action()
         except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
-            log.exception("analysis job %d: unexpected error", job_id)
-            self._job_failed(job_id, study_id, f"internal error: {type(exc).__name__}: {exc}")
-        return True
+            self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, exc))
+
+    @staticmethod
+    def _reason(job_id: int, exc: BaseException) -> str:
+        if isinstance(exc, OSError):
+            return describe_os_error(exc, "cannot read or write")
+        if isinstance(exc, ImagingError | ReportingError | InferenceError | DiskSpaceLow):
+            # InferenceError: the analysis process exceeded its memory or time, or died
+            return str(exc)
+        if isinstance(exc, SQLAlchemyError):
+            log.error("analysis job %d: database error", job_id, exc_info=exc)
+            return f"database error: {type(exc).__name__}"
+        log.error("analysis job %d: unexpected error", job_id, exc_info=exc)
+        return f"internal error: {type(exc).__name__}: {exc}"
 
     def next_due(self) -> datetime | None:
         """When the quietest receiving study settles (the store that would make it ready
@@ -205,21 +259,57 @@ class AnalysisWorker(PollLoop):
         with self.db.read_session() as session:
             return next_settle_due(session, self.settings.dicom.settle_seconds)
 
-    def _analyze(self, job_id: int, study_id: int) -> None:
-        assert self.analyzer is not None
-        started = time.monotonic()
+    def _load(self, job: _Job) -> None:
+        """The study's UID and the paths of its instances."""
         with self.db.session() as session:
-            study = session.get(Study, study_id)
+            study = session.get(Study, job.study_id)
             assert study is not None
-            study_uid = study.study_instance_uid
-            paths = [
+            job.study_uid = study.study_instance_uid
+            job.paths = [
                 Path(p)
                 for p in session.scalars(
-                    select(Instance.path).where(Instance.study_id == study_id).order_by(Instance.id)
+                    select(Instance.path).where(Instance.study_id == job.study_id)
+                    .order_by(Instance.id)
                 )
             ]
-        log.info("analysing study %s (%d instances, job %d)", study_uid, len(paths), job_id)
-        result = self.analyzer.analyze_study(paths)
+        log.info("analysing study %s (%d instances, job %d)", job.study_uid, len(job.paths),
+                 job.job_id)
+
+    def _analyze(self, job: _Job) -> None:
+        assert self.analyzer is not None
+        self._load(job)
+        self._record(job, self.analyzer.analyze_study(job.paths))
+
+    def _analyze_together(self, jobs: list[_Job]) -> None:
+        """Several studies in one model pass; each recorded (or failed) on its own."""
+        batchable = cast(BatchAnalyzer, self.analyzer)
+        loaded = []
+        for job in jobs:
+            try:
+                self._load(job)
+                loaded.append(job)
+            except Exception as exc:  # noqa: BLE001 -- that job's failure
+                self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, exc))
+        if not loaded:
+            return
+        log.info("analysing %d studies together (jobs %s)", len(loaded),
+                 ", ".join(str(job.job_id) for job in loaded))
+        try:
+            results = batchable.analyze_studies([job.paths for job in loaded])
+        except Exception as exc:  # noqa: BLE001 -- the whole batch's attempt failed
+            for job in loaded:
+                self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, exc))
+            return
+        for job, result in zip(loaded, results, strict=True):
+            if isinstance(result, Exception):
+                self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, result))
+            else:
+                self._guarded(job, functools.partial(self._record, job, result))
+
+    def _record(self, job: _Job, result: StudyResult) -> None:
+        """Write the result's objects and overlays, then record everything in one transaction
+        (unless the job is no longer this worker's)."""
+        job_id, study_id, study_uid, started = job.job_id, job.study_id, job.study_uid, job.started
         # the result objects say which of the views a complete exam has were missing
         result = dataclasses.replace(
             result, expected_views=tuple(self.settings.dicom.expected_views))
@@ -260,7 +350,7 @@ class AnalysisWorker(PollLoop):
             owned = self._still_ours(session, job_id, study_id, "dropping this result")
             if owned is None:
                 return
-            study, job = owned
+            study, row = owned
             last_received = study.last_received_at  # (for the time to result)
             analysis = record_analysis(
                 session, study, result, job_id=job_id, worker=self.worker_id, overlays=overlays
@@ -274,7 +364,7 @@ class AnalysisWorker(PollLoop):
                 self.db.announce(session, DELIVERY_WORK)
             study_analysed(study, analysed=bool(result.images), failed=bool(result.failed_images),
                            problems=_describe_problems(result))
-            complete_job(job)
+            complete_job(row)
         analysis_done(time.monotonic() - started, (utcnow() - last_received).total_seconds())
         set_model_info(result.model.name, result.model.version, result.model.sha256)
         log.info(

@@ -340,6 +340,9 @@ class WorkerSettings(_Section):
     # arrive in a burst) before looking: one look per burst, not one per image
     wake_coalesce_seconds: float = Field(0.05, ge=0, le=5)
     lease_seconds: float = Field(600.0, gt=0)
+    # a worker with a deep queue (more than this many studies waiting besides its own) takes
+    # up to this many at once and runs their views through the model together; 1: one at a time
+    batch_studies: int = Field(4, ge=1, le=64)
     max_attempts: int = Field(3, ge=1)
     retry_seconds: float = Field(30.0, ge=0)
     # the analysis process (one per worker) is stopped when it exceeds either; the attempt

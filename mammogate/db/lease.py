@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from types import TracebackType
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,19 +22,19 @@ log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    """``with LeaseKeeper(db, job_id, holder, lease_seconds):`` renews the job's lease in a
-    thread until the block ends. ``lost`` is set once the job is found held by another."""
+    """``with LeaseKeeper(db, job_ids, holder, lease_seconds):`` renews the jobs' leases in a
+    thread until the block ends. A job found held by another is renewed no more (its result
+    is dropped when recorded: ``AnalysisWorker._still_ours``)."""
 
-    def __init__(self, db: Database, job_id: int, holder: str, lease_seconds: float):
+    def __init__(self, db: Database, job_ids: Sequence[int], holder: str, lease_seconds: float):
         self.db = db
-        self.job_id = job_id
+        self.job_ids = list(job_ids)
         self.holder = holder
         self.lease_seconds = lease_seconds
         self.every = lease_seconds / 3
         self.renewals = 0
-        self.lost = threading.Event()
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -45,18 +46,18 @@ class LeaseKeeper:
         self._thread.join(timeout=self.every + 5)
 
     def _run(self) -> None:
-        while not self._done.wait(self.every):
+        while self.job_ids and not self._done.wait(self.every):
             try:
                 with self.db.session() as session:
-                    held = renew_job_lease(session, self.job_id, self.holder, self.lease_seconds)
+                    lost = [job_id for job_id in self.job_ids
+                            if not renew_job_lease(session, job_id, self.holder, self.lease_seconds)]
             except SQLAlchemyError as exc:
                 # the database is away: the next renewal may still come in time
-                log.warning("job %d: lease not renewed (database error %s); retrying in %g s",
-                            self.job_id, type(exc).__name__, self.every)
+                log.warning("jobs %s: leases not renewed (database error %s); retrying in %g s",
+                            self.job_ids, type(exc).__name__, self.every)
                 continue
-            if not held:
+            for job_id in lost:
                 log.warning("job %d: lease lost to another worker; its result will be dropped",
-                            self.job_id)
-                self.lost.set()
-                return
+                            job_id)
+                self.job_ids.remove(job_id)
             self.renewals += 1

@@ -279,13 +279,25 @@ def _claim(
 
 def claim_job(
     session: Session, worker_id: str, lease_seconds: float, max_attempts: int = 3,
-    kinds: Sequence[str] = (JobKind.ANALYZE,),
+    kinds: Sequence[str] = (JobKind.ANALYZE,), *, first_attempt_only: bool = False,
 ) -> Job | None:
-    """Claim the next due job of one of ``kinds`` (each role runs its own kinds)."""
+    """Claim the next due job of one of ``kinds`` (each role runs its own kinds);
+    ``first_attempt_only``: only a job never tried (a batch leaves retried ones alone)."""
+    extra: Any = Job.kind.in_(kinds)
+    if first_attempt_only:
+        extra = and_(extra, Job.attempts == 0)
     job_id = _claim(session, Job, Job.run_after, active_state=JobState.RUNNING,
                     worker_id=worker_id, lease_seconds=lease_seconds, max_attempts=max_attempts,
-                    extra=Job.kind.in_(kinds))
+                    extra=extra)
     return None if job_id is None else session.get(Job, job_id, populate_existing=True)
+
+
+def due_jobs(session: Session, kinds: Sequence[str] = (JobKind.ANALYZE,)) -> int:
+    """How many jobs of ``kinds`` wait, due, for a worker."""
+    return session.scalar(
+        select(func.count()).select_from(Job).where(
+            Job.kind.in_(kinds), Job.state == JobState.PENDING, Job.run_after <= utcnow())
+    ) or 0
 
 
 def job_held_by(job: Job, worker_id: str) -> bool:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,16 @@ class _Candidate:
     laterality: Laterality
     view: str
     prepared: PreparedImage
+
+
+@dataclass
+class _Gathered:
+    """A study's images read and prepared, before the model sees them."""
+
+    candidates: list[_Candidate] = field(default_factory=list)
+    skipped: list[SkippedImage] = field(default_factory=list)
+    headers: list[Dataset] = field(default_factory=list)
+    study_uids: Counter[str] = field(default_factory=Counter)
 
 
 def _skipped(ds: Dataset | None, reason: str, *, failed: bool, fallback_uid: str = "") -> SkippedImage:
@@ -93,45 +103,74 @@ class Analyzer:
         return np.stack(maps) if maps else np.zeros((0, 1, 1, 1), np.float32)
 
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult:
+        result = self.analyze_studies([paths])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def analyze_studies(self, studies: Sequence[Sequence[Path]]) -> list[StudyResult | Exception]:
+        """Several studies at once: their views go through the model together, in batches of
+        ``batch_size`` across studies (a worker with a deep queue). Each study's result, or
+        the exception that ended it (another study's failure does not touch it)."""
         started = time.perf_counter()
-        skipped: list[SkippedImage] = []
-        candidates: list[_Candidate] = []
-        study_uids: Counter[str] = Counter()
-        headers: list[Dataset] = []
+        gathered: list[_Gathered | Exception] = []
+        for paths in studies:
+            try:
+                gathered.append(self._gather(paths))
+            except Exception as exc:  # noqa: BLE001 -- that study's failure, said per study
+                gathered.append(exc)
+        candidates = [c for g in gathered if isinstance(g, _Gathered) for c in g.candidates]
+        logit_maps = self.predict_prepared([c.prepared for c in candidates])
+        results: list[StudyResult | Exception] = []
+        first = 0  # the study's first map
+        for g in gathered:
+            if isinstance(g, Exception):
+                results.append(g)
+                continue
+            maps, first = logit_maps[first:first + len(g.candidates)], first + len(g.candidates)
+            try:
+                images = [self._image_result(c, m) for c, m in zip(g.candidates, maps, strict=True)]
+                results.append(self._study_result(g, images, time.perf_counter() - started,
+                                                  len(studies)))
+            except Exception as exc:  # noqa: BLE001 -- as above
+                results.append(exc)
+        return results
+
+    def _gather(self, paths: Sequence[Path]) -> _Gathered:
+        """Read, select and prepare a study's images (what fails is a skipped image)."""
+        gathered = _Gathered()
         for path in sorted(Path(p) for p in paths):
             try:
                 ds = read_dataset(path)
             except ImagingError as exc:
-                skipped.append(_skipped(None, str(exc), failed=True, fallback_uid=path.name))
+                gathered.skipped.append(_skipped(None, str(exc), failed=True, fallback_uid=path.name))
                 continue
-            headers.append(header_of(ds))
+            gathered.headers.append(header_of(ds))
             if ds.get("StudyInstanceUID"):
-                study_uids[str(ds.StudyInstanceUID)] += 1
+                gathered.study_uids[str(ds.StudyInstanceUID)] += 1
             selection = select_view(ds)
             if not selection.accepted:
-                skipped.append(_skipped(ds, selection.reason or "not selected", failed=False))
+                gathered.skipped.append(_skipped(ds, selection.reason or "not selected", failed=False))
                 continue
             try:
                 prepared = self.prepare(ds)
             except UnsupportedImageError as exc:
                 # not a single-frame grayscale image (an RGB Secondary Capture labelled MG):
                 # out of scope, not a failure of the algorithm
-                skipped.append(_skipped(ds, str(exc), failed=False))
+                gathered.skipped.append(_skipped(ds, str(exc), failed=False))
                 continue
             except ImagingError as exc:
                 logger.warning("image %s failed preprocessing: %s", ds.get("SOPInstanceUID"), exc)
-                skipped.append(_skipped(ds, str(exc), failed=True))
+                gathered.skipped.append(_skipped(ds, str(exc), failed=True))
                 continue
             info = selection.info
             laterality: Laterality = "L" if info.laterality == "L" else "R"
-            candidates.append(_Candidate(ds, laterality, str(info.view), prepared))
+            gathered.candidates.append(_Candidate(ds, laterality, str(info.view), prepared))
+        return gathered
 
-        images: list[ImageResult] = []
-        if candidates:
-            logit_maps = self.predict_prepared([c.prepared for c in candidates])
-            for candidate, logits in zip(candidates, logit_maps, strict=True):
-                images.append(self._image_result(candidate, logits))
-
+    def _study_result(self, gathered: _Gathered, images: list[ImageResult], elapsed: float,
+                      batch: int) -> StudyResult:
+        skipped = gathered.skipped
         breast_scores: dict[str, float] = {}
         for image in images:
             breast_scores[image.laterality] = max(breast_scores.get(image.laterality, 0.0), image.score)
@@ -142,11 +181,12 @@ class Analyzer:
             category = "failed" if any(s.failed for s in skipped) else "skipped"
         else:
             category = "flagged" if exam_score >= self.threshold else "not_flagged"
+        study_uids = gathered.study_uids
         study_uid = study_uids.most_common(1)[0][0] if study_uids else ""
-        elapsed = time.perf_counter() - started
         logger.info(
-            "study %s: %d analysed, %d skipped, exam score %s, %s in %.2f s",
+            "study %s: %d analysed, %d skipped, exam score %s, %s in %.2f s%s",
             study_uid, len(images), len(skipped), exam_score, category, elapsed,
+            f" (in a batch of {batch} studies)" if batch > 1 else "",
         )
         # each finding's place on the breast (clock hour or region), from both views of a lesion
         return locate(StudyResult(
@@ -158,7 +198,7 @@ class Analyzer:
             exam_score=exam_score,
             category=category,
             elapsed_seconds=elapsed,
-            headers=tuple(headers),
+            headers=tuple(gathered.headers),
         ))
 
     def _image_result(self, candidate: _Candidate, logits: np.ndarray) -> ImageResult:

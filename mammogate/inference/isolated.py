@@ -42,6 +42,13 @@ class _Failure:
     message: str
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Several studies for one model pass (``Analyzer.analyze_studies``)."""
+
+    studies: list[list[str]]
+
+
 def _serve(connection: multiprocessing.connection.Connection, bundle: ModelBundle, batch_size: int) -> None:
     """The child: load the model, then analyse what the parent sends until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the child stops
@@ -57,6 +64,11 @@ def _serve(connection: multiprocessing.connection.Connection, bundle: ModelBundl
             return
         if paths is None:
             return
+        if isinstance(paths, _Batch):
+            connection.send([_Failure(type(r).__name__, str(r)) if isinstance(r, Exception) else r
+                             for r in analyzer.analyze_studies(
+                                 [[Path(p) for p in study] for study in paths.studies])])
+            continue
         try:
             connection.send(analyzer.analyze_study([Path(p) for p in paths]))
         except Exception as exc:  # noqa: BLE001 -- reported to the parent, which decides
@@ -132,6 +144,20 @@ class IsolatedAnalyzer:
         if not isinstance(answer, StudyResult):
             raise AnalysisAborted(f"the analysis process answered {type(answer).__name__}")
         return answer
+
+    def analyze_studies(self, studies: Sequence[Sequence[Path]]) -> list[StudyResult | Exception]:
+        """Several studies in one request, their views through the model together: each
+        study's result or its error. The time limit is ``timeout_seconds`` per study; a limit
+        exceeded or a child that dies raises ``AnalysisAborted`` for the whole batch."""
+        self.start()
+        assert self._connection is not None
+        self._connection.send(_Batch([[str(p) for p in study] for study in studies]))
+        answer = self._wait_for(self.timeout_seconds * len(studies),
+                                f"the analysis of {len(studies)} studies together")
+        if not isinstance(answer, list) or len(answer) != len(studies):
+            raise AnalysisAborted(f"the analysis process answered {type(answer).__name__}")
+        return [AnalysisAborted(f"analysis failed in the analysis process: {r.kind}: {r.message}")
+                if isinstance(r, _Failure) else r for r in answer]
 
     def _wait_for(self, timeout: float, what: str) -> Any:
         assert self._process is not None and self._connection is not None
