@@ -28,7 +28,7 @@ from mammogate.metrics import (
     register_queue_depths,
     set_model_info,
 )
-from tests.peers import migrated_database
+from tests.unit.databases import migrated_database
 
 FAMILIES = {  # as the parser names them (a counter without its _total)
     "mammogate_instances_received": "counter",
@@ -61,8 +61,8 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def db(tmp_path: Path, settings: Settings) -> Iterator[Database]:
-    with migrated_database("sqlite", tmp_path) as database:
+def db(tmp_path: Path, settings: Settings, sqlite_template: Path) -> Iterator[Database]:
+    with migrated_database("sqlite", tmp_path, sqlite_template) as database:
         yield database
 
 

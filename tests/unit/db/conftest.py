@@ -1,5 +1,5 @@
-"""The database tests run on SQLite and on PostgreSQL (a database of its own on the local
-server)."""
+"""The database tests run on SQLite here (a copy of the run's migrated template) and again on
+PostgreSQL in tests/integration/test_db_postgresql.py."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from mammogate.db import Database
-from tests.peers import migrated_database
+from tests.unit.databases import migrated_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with migrated_database(request.param, tmp_path) as database:
+@pytest.fixture
+def db(db_engine: str, tmp_path: Path, sqlite_template: Path) -> Iterator[Database]:
+    with migrated_database(db_engine, tmp_path, sqlite_template) as database:
         yield database

@@ -1,5 +1,5 @@
-"""Retention: which studies' images may go, and the sweep that removes them (SQLite and
-PostgreSQL)."""
+"""Retention: which studies' images may go, and the sweep that removes them (SQLite; PostgreSQL
+in tests/integration/test_db_postgresql.py)."""
 
 from __future__ import annotations
 
@@ -28,18 +28,23 @@ from mammogate.db import (
 from mammogate.db.admin import RequestRefused, request_reanalysis
 from mammogate.db.retention import studies_past_retention
 from tests.peers import postgres_database
+from tests.unit.databases import copy_template
 
 DAY = timedelta(days=1)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, Database]]:
+@pytest.fixture
+def node(db_engine: str, tmp_path: Path, sqlite_template: Path) -> Iterator[tuple[Settings, Database]]:
+    """On SQLite here, on PostgreSQL in tests/integration/test_db_postgresql.py."""
+
     def make(url: str) -> tuple[Settings, Database]:
         settings = load_settings(None, node={"data_dir": str(tmp_path / "var")},
                                  database={"url": url}, storage={"retention_days": 1})
+        if not url:  # SQLite: a copy of the migrated template, which open_database finds at head
+            copy_template(sqlite_template, settings.database_url)
         return settings, open_database(settings)
 
-    if request.param == "sqlite":
+    if db_engine == "sqlite":
         settings, db = make("")
         yield settings, db
         db.dispose()
@@ -158,8 +163,9 @@ def test_a_file_outside_the_spool_is_never_removed(
     assert outside.exists()
 
 
-def test_retention_off_sweeps_nothing(tmp_path: Path) -> None:
+def test_retention_off_sweeps_nothing(tmp_path: Path, sqlite_template: Path) -> None:
     settings = load_settings(None, node={"data_dir": str(tmp_path / "var")})
+    copy_template(sqlite_template, settings.database_url)
     db = open_database(settings)
     try:
         files = _study(db, settings, "4.1", age=1000 * DAY)

@@ -1,10 +1,8 @@
-"""Announcements of work wake the waiting loops: at commit in process (never on rollback), and
-across processes through PostgreSQL's NOTIFY."""
+"""Announcements of work wake the waiting loops: at commit in process (never on rollback); across
+processes through PostgreSQL's NOTIFY in tests/integration/test_db_postgresql.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from datetime import timedelta
 
@@ -13,8 +11,7 @@ import pytest
 from mammogate.db import Database, Instance, Study, utcnow
 from mammogate.db.loop import PollLoop
 from mammogate.db.queue import settle_studies
-from mammogate.db.wakeup import ANALYSIS, DELIVERY, PgListener, announce
-from tests.peers import postgres_database
+from mammogate.db.wakeup import ANALYSIS, DELIVERY, announce
 
 
 def test_an_announcement_wakes_its_topic_at_commit_and_not_on_rollback(db: Database) -> None:
@@ -58,29 +55,6 @@ def test_an_idle_loop_with_a_long_poll_runs_again_when_work_is_announced(db: Dat
     loop.stop()
     thread.join(10)
     assert not thread.is_alive()
-
-
-def test_postgresql_notify_from_another_process_wakes_the_listener() -> None:
-    with postgres_database() as url:
-        db = Database(url)
-        db.migrate()
-        woken = threading.Event()
-        db.wakeup.subscribe(ANALYSIS, woken)
-        listener = PgListener(url, db.wakeup, retry_seconds=0.5, check_seconds=0.2).start()
-        try:
-            assert listener.listening.wait(20)
-            woken.clear()  # the listener wakes every topic once when it (re)connects
-            code = (
-                "import sys; from mammogate.db import Database; "
-                "from mammogate.db.wakeup import ANALYSIS\n"
-                "db = Database(sys.argv[1])\n"
-                "with db.session() as s: db.announce(s, ANALYSIS)\n"
-            )
-            subprocess.run([sys.executable, "-c", code, url], check=True, timeout=60)
-            assert woken.wait(10), "no wake-up from the other process's NOTIFY"
-        finally:
-            listener.stop()
-            db.dispose()
 
 
 def _study(db: Database, uid: str, views: list[tuple[str, str]], quiet_for: float) -> None:

@@ -50,6 +50,7 @@ def _compare_every_element(data: bytes) -> int:
     return compared
 
 
+@pytest.mark.shared_data
 def test_every_real_sample_reads_as_pydicom_converts_it() -> None:
     files = sorted((shared_data_dir() / "dicom").rglob("*.dcm"))
     assert len(files) >= 10
@@ -126,6 +127,7 @@ def test_a_deferred_or_converted_element_is_read_through_pydicom(tmp_path: Path)
     assert header.text(converted, "Modality") == "CT"
 
 
+@pytest.mark.shared_data
 def test_the_file_meta_group_read_by_hand_equals_pydicoms_reading() -> None:
     files = sorted((shared_data_dir() / "dicom").rglob("*.dcm"))
     for path in files:

@@ -32,6 +32,7 @@ def _mask_at(region_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(picture.resize((shape[1], shape[0]), Image.Resampling.NEAREST)) > 0
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name", sorted(CBIS_LABELS))
 def test_cbis_film_labels_are_outside_the_breast_mask(name: str) -> None:
     ds = pydicom.dcmread(shared_data_dir() / "dicom" / "cbis_ddsm" / name)
@@ -47,6 +48,8 @@ def test_cbis_film_labels_are_outside_the_breast_mask(name: str) -> None:
     assert region.chest_wall_right is (ds.Laterality == "R")
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_every_mias_lesion_centre_is_inside_the_breast_and_outside_the_pectoral_muscle() -> None:
     dataset = load(f"mias:{shared_data_dir() / 'mias'}")
     inside = outside_muscle = lesions = with_muscle = 0
@@ -68,6 +71,8 @@ def test_every_mias_lesion_centre_is_inside_the_breast_and_outside_the_pectoral_
     assert with_muscle >= 0.8 * len(dataset.records), with_muscle  # all mini-MIAS images are MLO
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_kaggle_exports_without_inversion_are_found_and_corrected() -> None:
     folder = shared_data_dir() / "kaggle_bcd640"
     dataset = load(f"csv:{folder}")
@@ -134,6 +139,7 @@ def test_an_image_with_nothing_in_it_or_a_tiny_one_is_refused_with_a_reason() ->
         prepare_dataset(ds, 256, 160)
 
 
+@pytest.mark.shared_data
 def test_prepared_grid_for_a_real_dicom_is_the_breast_only_chest_wall_left() -> None:
     path: Path = shared_data_dir() / "dicom" / "vendor_samples" / "fodicom_GH133_GE_SenographeEssential_RMLO.dcm"
     prepared = prepare_dataset(pydicom.dcmread(path), 640, 384)

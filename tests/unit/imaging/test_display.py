@@ -59,6 +59,7 @@ def test_presentation_lut_inverse_inverts(synthetic_ds: Dataset) -> None:
     assert np.allclose(display_image(synthetic_ds), 1.0 - reference, atol=1e-6)
 
 
+@pytest.mark.shared_data
 def test_real_monochrome1_for_processing_header_is_inverted() -> None:
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-GE-SenDS-scaled.dcm"))
     assert ds.PhotometricInterpretation == "MONOCHROME1"
@@ -69,6 +70,7 @@ def test_real_monochrome1_for_processing_header_is_inverted() -> None:
     assert raw.ravel()[np.argmax(image)] == raw.min()
 
 
+@pytest.mark.shared_data
 def test_real_voi_lut_sequence_is_used_for_presentation() -> None:
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-GE_Seno_1_ForPresentation.dcm"))
     assert "VOILUTSequence" in ds and ds.VOILUTFunction == "SIGMOID"
@@ -77,6 +79,7 @@ def test_real_voi_lut_sequence_is_used_for_presentation() -> None:
     assert 0.0 < image.min() <= image.max() < 1.0
 
 
+@pytest.mark.shared_data
 def test_ge_jpeg_lossless_decodes_through_gdcm_with_voi_lut() -> None:
     ds = read_dataset(
         shared_file("dicom", "vendor_samples", "fodicom_GH133_GE_SenographeEssential_RMLO.dcm")
@@ -87,6 +90,7 @@ def test_ge_jpeg_lossless_decodes_through_gdcm_with_voi_lut() -> None:
     assert image.std() > 0.05
 
 
+@pytest.mark.shared_data
 def test_voi_lut_read_as_ow_in_implicit_vr_gives_the_same_image(tmp_path: Path) -> None:
     """In Implicit VR pydicom reads LUT Data (US or OW) as OW bytes: still a valid VOI LUT."""
     source = shared_file("dicom", "vendor_samples", "fodicom_GH133_GE_SenographeEssential_RMLO.dcm")
@@ -113,6 +117,7 @@ def test_synthetic_ow_lut_data_matches_us(synthetic_ds: Dataset) -> None:
     assert reference.min() < 0.1 and reference.max() > 0.9
 
 
+@pytest.mark.shared_data
 def test_rle_digitised_film_decodes() -> None:
     ds = read_dataset(shared_file("dicom", "cbis_ddsm", "1-130.dcm"))
     assert ds.file_meta.TransferSyntaxUID == RLELossless
@@ -121,6 +126,7 @@ def test_rle_digitised_film_decodes() -> None:
     assert image.max() == 1.0
 
 
+@pytest.mark.shared_data
 def test_missing_pixel_data_is_a_decode_error() -> None:
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-Hologic-PropProj.dcm"))
     with pytest.raises(PixelDecodeError, match="no Pixel Data"):

@@ -17,6 +17,7 @@ CBIS = {
 }
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize(("name", "expected"), sorted(CBIS.items()))
 def test_cbis_ddsm_view_comes_from_patient_id_and_laterality_from_series(
     name: str, expected: tuple[str, str]
@@ -27,6 +28,7 @@ def test_cbis_ddsm_view_comes_from_patient_id_and_laterality_from_series(
     assert info.view_source == "text"
 
 
+@pytest.mark.shared_data
 def test_ge_vendor_sample_view_code_sequence_with_retired_snomed_code() -> None:
     ds = read_dataset(
         shared_file("dicom", "vendor_samples", "fodicom_GH133_GE_SenographeEssential_RMLO.dcm"),
@@ -39,6 +41,7 @@ def test_ge_vendor_sample_view_code_sequence_with_retired_snomed_code() -> None:
     assert info.laterality_code == ("73056007", "SCT", "Right breast")
 
 
+@pytest.mark.shared_data
 def test_siemens_stereo_sample_is_left_cc() -> None:
     ds = read_dataset(
         shared_file(
@@ -50,6 +53,7 @@ def test_siemens_stereo_sample_is_left_cc() -> None:
     assert (view_info(ds).laterality, view_info(ds).view) == ("L", "CC")
 
 
+@pytest.mark.shared_data
 def test_hologic_flat_field_view_position_contradicts_its_cc_code() -> None:
     # Hologic writes a CC code on its flat-field calibration object; ViewPosition says what it is
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-Hologic-PropProj.dcm"))
@@ -59,6 +63,7 @@ def test_hologic_flat_field_view_position_contradicts_its_cc_code() -> None:
     assert info.view_conflict == "ViewPosition FLATFIELD contradicts ViewCodeSequence (CC)"
 
 
+@pytest.mark.shared_data
 def test_vendor_view_position_that_agrees_with_the_code_is_no_conflict() -> None:
     ds = read_dataset(
         shared_file("dicom", "vendor_samples", "fodicom_GH133_GE_SenographeEssential_RMLO.dcm"),
@@ -74,6 +79,7 @@ def test_vendor_view_position_that_agrees_with_the_code_is_no_conflict() -> None
     assert view_info(ds).view_conflict == "ViewPosition PHANTOM contradicts ViewCodeSequence (MLO)"
 
 
+@pytest.mark.shared_data
 def test_dose_report_has_no_view() -> None:
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-RDSR-Hologic_2D.dcm"))
     info = view_info(ds)

@@ -28,6 +28,7 @@ def test_check_seeds_are_used_by_neither_training_nor_the_reported_evaluation(sh
             assert not {r.synthetic_seed for r in training.records} & set(TEST_SEEDS)
 
 
+@pytest.mark.slow
 def test_shipped_model_does_on_unseen_synthetic_studies_what_its_bundle_says(
     analyzer: Analyzer, tmp_path: Path
 ) -> None:
@@ -68,6 +69,7 @@ def test_shipped_model_does_on_unseen_synthetic_studies_what_its_bundle_says(
         f"{reported['lesion_sensitivity_at_0.5_false_marks_per_image']}")
 
 
+@pytest.mark.slow
 def test_study_result_scores_and_heatmaps(analyzer: Analyzer, tmp_path: Path) -> None:
     study = write_study(tmp_path / "s", seed=9101, lesion=True, rows=512, columns=416)
     result = analyzer.analyze_study(study.paths)
@@ -116,6 +118,7 @@ def test_each_image_knows_its_nipple_breast_depth_and_pixel_spacing(analyzer: An
         assert image.patient_orientation == tuple(ds.PatientOrientation)
 
 
+@pytest.mark.slow
 def test_analysis_is_deterministic(analyzer: Analyzer, tmp_path: Path) -> None:
     study = write_study(tmp_path / "s", seed=9102, lesion=True, rows=512, columns=416)
     first = analyzer.analyze_study(study.paths)

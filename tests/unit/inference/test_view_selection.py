@@ -27,6 +27,7 @@ def test_for_presentation_screening_view_is_accepted(mg: Dataset) -> None:
     assert (selection.info.laterality, selection.info.view) == ("L", "MLO")
 
 
+@pytest.mark.shared_data
 def test_for_processing_is_skipped() -> None:
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-GE_Seno_1_ForProcessing.dcm"))
     selection = select_view(ds)
@@ -38,6 +39,7 @@ def test_for_processing_intent_on_a_presentation_class_is_skipped(mg: Dataset) -
     assert "For Processing" in str(select_view(mg).reason)
 
 
+@pytest.mark.shared_data
 def test_dose_report_is_skipped() -> None:
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-RDSR-Hologic_2D.dcm"))
     assert "structured report" in str(select_view(ds).reason)
@@ -72,6 +74,7 @@ def test_other_modality_is_skipped(mg: Dataset) -> None:
     assert select_view(mg).reason == "modality CR is not MG"
 
 
+@pytest.mark.shared_data
 def test_stereotactic_image_is_skipped() -> None:
     ds = read_dataset(
         shared_file(
@@ -83,6 +86,7 @@ def test_stereotactic_image_is_skipped() -> None:
     assert "STEREO" in str(select_view(ds).reason)
 
 
+@pytest.mark.shared_data
 def test_digitised_film_with_view_in_patient_id_is_accepted() -> None:
     ds = read_dataset(shared_file("dicom", "cbis_ddsm", "1-133.dcm"), stop_before_pixels=True)
     selection = select_view(ds)
@@ -90,6 +94,7 @@ def test_digitised_film_with_view_in_patient_id_is_accepted() -> None:
     assert (selection.info.laterality, selection.info.view) == ("R", "MLO")
 
 
+@pytest.mark.shared_data
 def test_hologic_flat_field_secondary_capture_is_skipped() -> None:
     # Secondary Capture, Modality MG, ViewPosition FLATFIELD, "Flat Field Tomo", but a CC code
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-Hologic-PropProj.dcm"))
@@ -140,6 +145,7 @@ def test_implant_displaced_is_still_a_screening_view(mg: Dataset, code: str, sch
     assert selection.accepted, selection.reason
 
 
+@pytest.mark.shared_data
 def test_rotated_image_is_skipped() -> None:
     # GE Senographe For Presentation CC with PatientOrientation R\P: chest wall at top or bottom
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-GE_Seno_1_ForPresentation.dcm"))

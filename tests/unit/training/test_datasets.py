@@ -17,6 +17,7 @@ from tests.shared_data import shared_data_dir
 CSV_HEADER = "file,patient,laterality,view,label,label_binary_malignant,lesion_type,x,y,radius,bbox\n"
 
 
+@pytest.mark.shared_data
 def test_mias_loader_reads_labels_lesions_and_patients() -> None:
     dataset = load(f"mias:{shared_data_dir() / 'mias'}")
     counts = dataset.counts()
@@ -34,6 +35,7 @@ def test_mias_loader_reads_labels_lesions_and_patients() -> None:
     assert all(any(lesion.malignant for lesion in r.lesions) for r in malignant_with_lesion)
 
 
+@pytest.mark.shared_data
 def test_mias_lesion_centres_lie_on_brighter_tissue_after_the_row_flip() -> None:
     dataset = load(f"mias:{shared_data_dir() / 'mias'}")
     masses = [r for r in dataset.records if r.lesions and r.lesions[0].kind == "CIRC"]
@@ -49,6 +51,7 @@ def test_mias_lesion_centres_lie_on_brighter_tissue_after_the_row_flip() -> None
     assert brighter >= 0.8 * len(masses), (brighter, len(masses))
 
 
+@pytest.mark.shared_data
 def test_kaggle_loader_reads_image_level_labels_without_locations() -> None:
     dataset = load(f"csv:{shared_data_dir() / 'kaggle_bcd640'}")
     counts = dataset.counts()
@@ -118,6 +121,7 @@ def test_unknown_or_malformed_specs_are_refused() -> None:
             load(spec)
 
 
+@pytest.mark.shared_data
 def test_patient_folds_never_split_a_patient_and_spread_cancers_evenly() -> None:
     dataset = load(f"csv:{shared_data_dir() / 'kaggle_bcd640'}")
     records = list(dataset.records) + list(load_synthetic(10).records)

@@ -77,6 +77,7 @@ def tiny_arrays(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     return build_cache(dataset.records, 128, 96, tmp_path_factory.mktemp("cache"), workers=1, progress=False)
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_up_to_float_rounding(tiny_arrays, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     options = FitOptions(epochs=1, patch_epochs=1, batch_size=4, patch_batch_size=4, widths=(4, 4, 8, 8, 8), seed=5)
     everything = np.arange(len(tiny_arrays))
@@ -91,6 +92,7 @@ def test_same_seed_same_weights_up_to_float_rounding(tiny_arrays, tmp_path: Path
     assert any(np.abs(a - c).max() > 0.1 for a, c in zip(first, other, strict=True))
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_at_its_last_epoch(tiny_arrays, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     options = FitOptions(epochs=3, patch_epochs=0, batch_size=4, widths=(4, 4, 8, 8, 8), seed=6)
     seen: list[tuple[str, int]] = []
@@ -125,6 +127,8 @@ def _small_csv_dataset(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_round_trip_from_data_sets_to_a_bundle_the_node_serves(tmp_path: Path) -> None:
     mine = _small_csv_dataset(tmp_path / "mine")
     args = build_parser().parse_args(
@@ -164,6 +168,7 @@ def test_round_trip_from_data_sets_to_a_bundle_the_node_serves(tmp_path: Path) -
     assert before == after and len(before) == 2
 
 
+@pytest.mark.slow
 def test_patches_centred_on_a_lesion_hold_it_whatever_the_augmentation(tiny_arrays, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     located = [i for i in range(len(tiny_arrays)) if len(tiny_arrays.lesions[i])]
     trainer = Trainer(tiny_arrays, np.arange(len(tiny_arrays)), FitOptions(patch_batch_size=4), tmp_path)

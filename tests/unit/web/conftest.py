@@ -1,4 +1,5 @@
-"""Fixtures for the portal: a migrated SQLite database in tmp_path, an app, users and a study."""
+"""Fixtures for the portal: a migrated SQLite database in tmp_path (a copy of the run's
+template), an app, users and a study."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mammogate.db import (
     utcnow,
 )
 from mammogate.web import create_app, create_local_user
+from tests.unit.databases import open_migrated
 from tests.unit.web.portal_sample import (
     FAILED_UID,
     PASSWORDS,
@@ -30,9 +32,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 @pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    database = Database(settings.database_url)
-    database.migrate()
+def db(settings: Settings, sqlite_template: Path) -> Iterator[Database]:
+    database = open_migrated(settings.database_url, sqlite_template)
     for username, role in (("ada", "admin"), ("rita", "radiologist"), ("vic", "viewer")):
         create_local_user(database, username, role, PASSWORDS[username])
     yield database

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from argon2 import extract_parameters
+from argon2.profiles import RFC_9106_LOW_MEMORY
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import select
@@ -13,6 +15,7 @@ from mammogate.config.settings import load_settings
 from mammogate.db import AuditEntry, Database, User, WebSession
 from mammogate.web import create_app, create_local_user, verify_local_user
 from mammogate.web.auth.users import requires_role, safe_next
+from tests.unit.passwords import CHEAP_ARGON2, ProductionArgon2
 from tests.unit.web.portal_sample import PASSWORDS, STUDY_UID, csrf_token, sign_in
 
 DISCLAIMER = "Research and decision-support tool — not a diagnostic device, not for clinical use."
@@ -274,3 +277,34 @@ def test_create_local_user_stores_an_argon2_hash_that_verifies(db: Database) -> 
         assert verified is not None and verified.username == "eve"
         assert verify_local_user(session, "eve", "wrong") is None
         assert verify_local_user(session, "nobody", "s3cret phrase") is None
+
+
+def test_the_node_hashes_at_argon2_cffis_defaults_the_rfc_9106_low_memory_profile(
+    cheap_argon2: ProductionArgon2,
+) -> None:
+    # The unit tests hash at argon2's lowest cost (tests/unit/conftest.py); the node does not.
+    production = cheap_argon2.hasher
+    assert extract_parameters(production.hash("a long enough passphrase")) == RFC_9106_LOW_MEMORY
+    assert (production.time_cost, production.memory_cost, production.parallelism) == (3, 65536, 4)
+    # an unknown user costs what a known one does
+    assert extract_parameters(cheap_argon2.dummy_hash) == RFC_9106_LOW_MEMORY
+    # a hash at the tests' cost would be renewed at its first sign-in
+    assert production.check_needs_rehash(CHEAP_ARGON2.hash("a long enough passphrase"))
+
+
+def test_a_hash_with_outdated_parameters_is_renewed_at_sign_in_and_then_kept(
+    db: Database, cheap_argon2: ProductionArgon2
+) -> None:
+    with db.session() as session:
+        ada = session.scalars(select(User).where(User.username == "ada")).one()
+        ada.password_hash = cheap_argon2.hasher.hash(PASSWORDS["ada"])  # not this run's parameters
+    with db.session() as session:
+        assert verify_local_user(session, "ada", PASSWORDS["ada"]) is not None
+    with db.session() as session:
+        renewed = session.scalars(select(User.password_hash).where(User.username == "ada")).one()
+    assert renewed is not None
+    assert extract_parameters(renewed) == extract_parameters(CHEAP_ARGON2.hash("x"))
+    with db.session() as session:
+        assert verify_local_user(session, "ada", PASSWORDS["ada"]) is not None
+    with db.session() as session:  # at the current parameters: left as it is
+        assert session.scalars(select(User.password_hash).where(User.username == "ada")).one() == renewed

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import func, select
@@ -81,6 +82,7 @@ def test_an_admin_purges_a_study_after_typing_its_accession_and_nothing_of_it_is
     assert "1 analysis(es), 1 result object(s), 1 delivery(ies)" in purged.detail
 
 
+@pytest.mark.slow
 def test_radiologists_cannot_purge_and_the_cli_needs_yes_and_a_reason(
     client: TestClient[Litestar], db: Database, settings: Settings, study: str, tmp_path: Path,
 ) -> None:
@@ -103,6 +105,7 @@ def test_radiologists_cannot_purge_and_the_cli_needs_yes_and_a_reason(
     assert again.returncode == 1 and "no study" in again.stderr
 
 
+@pytest.mark.slow
 def test_the_cli_lists_a_studys_deliveries(db: Database, settings: Settings, study: str, tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text(f'[node]\ndata_dir = "{settings.data_dir}"\n')

@@ -17,6 +17,7 @@ from mammogate.config.settings import Settings, load_settings
 from mammogate.db import AuditEntry, Database, utcnow
 from mammogate.web import create_app, create_local_user
 from mammogate.web.auth import throttle
+from tests.unit.databases import open_migrated
 from tests.unit.web.portal_sample import PASSWORDS, csrf_token
 
 
@@ -30,9 +31,8 @@ def fast_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url:
 
 
 @pytest.fixture
-def fast_db(fast_settings: Settings) -> Iterator[Database]:
-    database = Database(fast_settings.database_url)
-    database.migrate()
+def fast_db(fast_settings: Settings, sqlite_template: Path) -> Iterator[Database]:
+    database = open_migrated(fast_settings.database_url, sqlite_template)
     create_local_user(database, "ada", "admin", PASSWORDS["ada"])
     yield database
     database.dispose()
@@ -52,6 +52,7 @@ def _attempt(client: TestClient[Litestar], password: str, username: str = "ada")
     )
 
 
+@pytest.mark.slow
 def test_sixty_wrong_passwords_then_the_right_one_is_refused_until_the_lock_ends(
     fast_client: TestClient[Litestar], fast_db: Database
 ) -> None:

@@ -26,7 +26,7 @@ from mammogate.db import (
     Study,
 )
 from mammogate.web.stats.statistics import auc, compute, percentile
-from tests.peers import migrated_database
+from tests.unit.databases import migrated_database
 from tests.unit.web.portal_sample import csrf_token, sign_in
 
 TODAY = date(2026, 11, 30)
@@ -95,9 +95,10 @@ def _add(db: Database) -> None:
                                      verdict="agree", ground_truth=truth, created_at=at))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def stats_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with migrated_database(request.param, tmp_path) as database:
+@pytest.fixture
+def stats_db(db_engine: str, tmp_path: Path, sqlite_template: Path) -> Iterator[Database]:
+    """On SQLite here, on PostgreSQL in tests/integration/test_portal_postgresql.py."""
+    with migrated_database(db_engine, tmp_path, sqlite_template) as database:
         _add(database)
         yield database
 

@@ -25,7 +25,7 @@ from mammogate.db import (
     Study,
 )
 from mammogate.web.studies.worklist import WorklistFilter, export_csv, list_studies, parse_filter
-from tests.peers import migrated_database
+from tests.unit.databases import migrated_database
 from tests.unit.web.portal_sample import sign_in
 
 EXPECTED = ("RCC", "LCC", "RMLO", "LMLO")
@@ -84,9 +84,10 @@ def _add_sample(db: Database) -> None:
                                      next_attempt_at=at, created_at=at))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sample_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with migrated_database(request.param, tmp_path) as database:
+@pytest.fixture
+def sample_db(db_engine: str, tmp_path: Path, sqlite_template: Path) -> Iterator[Database]:
+    """On SQLite here, on PostgreSQL in tests/integration/test_portal_postgresql.py."""
+    with migrated_database(db_engine, tmp_path, sqlite_template) as database:
         _add_sample(database)
         yield database
 
