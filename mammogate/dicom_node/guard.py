@@ -77,8 +77,13 @@ class AssociationLimits:
 
 
 def _requested(assoc: Any) -> bool:
-    """Whether the peer of an association has sent its A-ASSOCIATE-RQ."""
-    return getattr(assoc.requestor, "primitive", None) is not None
+    """Whether the peer of an association has sent its A-ASSOCIATE-RQ and the association has
+    not ended: one released or aborted no longer counts against the limits, though its thread
+    may still be finishing (recording its end), or a modality sending studies one association
+    after another would be refused by its own previous association."""
+    if getattr(assoc.requestor, "primitive", None) is None:
+        return False
+    return not (assoc.is_released or assoc.is_aborted or assoc.is_rejected)
 
 
 class GuardedSocket(AssociationSocket):

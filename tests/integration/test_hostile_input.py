@@ -4,9 +4,12 @@ before anything is inflated or decoded, each refusal says why, and the node keep
 from __future__ import annotations
 
 import resource
+import threading
+import time
 import zlib
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -350,3 +353,37 @@ def test_a_received_file_is_checked_from_its_header_without_reading_its_pixels(t
     truncated.write_bytes(path.read_bytes()[:-1000])  # the file ends inside the pixels
     with pytest.raises(LimitExceeded, match="cut off"):
         read_bounded_file(truncated, settings)
+
+
+def test_an_association_that_ended_does_not_count_while_its_end_is_recorded(tmp_path: Path) -> None:
+    """A modality sends studies one association after another. Its previous association has
+    released, but its thread still waits to record the end (here: the database's write lock is
+    held); the next association from the same host is accepted all the same."""
+    from pynetdicom import AE
+
+    running = RunningScp(tmp_path / "node", allowed=[], maximum_associations_per_host=1)
+    engine = running.db.engine
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(MG_FOR_PRESENTATION)
+        first = ae.associate("127.0.0.1", running.port, ae_title="MAMMOGATE")
+        assert first.is_established
+        with engine.begin() as lock:  # BEGIN IMMEDIATE: the end of `first` waits for it
+            lock.exec_driver_sql("SELECT 1")
+            first.release()
+            assert first.is_released
+            time.sleep(0.3)
+            assert any(a.is_released for a in running.scp.ae.active_associations), \
+                "the first association's thread is still recording its end"
+            done: list[Any] = []
+            opening = threading.Thread(target=lambda: done.append(
+                ae.associate("127.0.0.1", running.port, ae_title="MAMMOGATE")))
+            opening.start()
+            time.sleep(1.0)
+        opening.join(30)
+        (second,) = done
+        assert second.is_established, "refused because of the association that had ended"
+        second.release()
+    finally:
+        running.scp.stop()
+        running.db.dispose()
