@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mammogate.config import Settings, StartupError
-from mammogate.db import Database
+from mammogate.db import Database, DatabaseError
 from mammogate.db.loop import Periodic, PollLoop
 from mammogate.db.queue import expire_leases, lease_holders
 from mammogate.db.seed import config_diff, seed_if_first_start
@@ -71,11 +71,16 @@ def _one_at_a_time(db: Database, lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
             yield
         return
+    import sqlalchemy.exc
     from sqlalchemy import text
 
-    with db.engine.connect() as connection:
+    try:
+        connection = db.engine.connect()
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
         connection.commit()
+    except sqlalchemy.exc.OperationalError as exc:
+        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+    with connection:
         try:
             yield
         finally:  # a session lock outlives a pooled connection's return: unlock it
@@ -149,6 +154,10 @@ class Role(Protocol):
     def start(self, guard: Guard) -> None:
         """Start serving (threads made through ``guard``); raise StartupError if it cannot."""
 
+    def request_stop(self) -> None:
+        """Ask the role's loops to stop, without waiting (every role is asked first, so they
+        wind down together within the grace)."""
+
     def stop(self) -> None:
         """Stop serving and wait for the role's threads (bounded)."""
 
@@ -169,10 +178,13 @@ class LoopRole:
                                        daemon=True)
         self.thread.start()
 
+    def request_stop(self) -> None:
+        self.loop.stop()
+
     def stop(self) -> None:
         self.loop.stop()
         if self.thread is not None:
-            self.thread.join(timeout=30)
+            self.thread.join()  # bounded by the supervisor's deadline (node.stop_grace_seconds)
         if self.after_stop is not None:
             self.after_stop()
 
@@ -196,9 +208,12 @@ class ScpRole:
         self.scp.start()
         self.duties.start(guard)
 
+    def request_stop(self) -> None:
+        self.duties.request_stop()
+
     def stop(self) -> None:
+        self.duties.stop()  # first: its retries use the journal that scp.stop() closes
         self.scp.stop()
-        self.duties.stop()
 
     def readiness(self) -> dict[str, str]:
         spool = self.scp.service.spool.root
@@ -221,6 +236,9 @@ class HttpRole:
             self.server.start(timeout=60)
         except RuntimeError as exc:
             raise StartupError(f"{self.name}: {exc}") from exc
+
+    def request_stop(self) -> None:
+        """(uvicorn is stopped first, in :meth:`stop`: nothing to ask.)"""
 
     def stop(self) -> None:
         self.server.stop()
@@ -417,7 +435,7 @@ class Supervisor:
         return guarded
 
     def _out_of_time(self) -> None:
-        log.critical("not stopped %g s after the signal (node.stop_grace_seconds): exiting now",
+        log.critical("not stopped within %g s (node.stop_grace_seconds): exiting now",
                      self.grace)
         logging.shutdown()
         os._exit(1)
@@ -436,9 +454,12 @@ class Supervisor:
         started: list[Role] = []
         try:
             for role in self.roles:
+                if self.stopping.is_set():  # a signal, or a role died, while starting
+                    break
                 role.start(self.guard)
                 started.append(role)
-            self._say_serving(names)
+            else:
+                self._say_serving(names)
             while not self.stopping.wait(0.5):
                 if self.http.stopped_by_itself():
                     log.critical("the HTTP server stopped by itself")
@@ -446,6 +467,10 @@ class Supervisor:
                     break
         finally:
             log.info("mammogate stopping")
+            if self.deadline.ident is None:  # a role died, or no signal came: the clock too
+                self.deadline.start()
+            for role in started:
+                role.request_stop()
             for role in reversed(started):
                 role.stop()
             if listener is not None:

@@ -403,6 +403,16 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mammogate",
@@ -438,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
             "when they run on several machines); `serve` runs all four in one process.",
         ))
         if name != "web":
-            p.add_argument("--status-port", type=int, metavar="PORT",
+            p.add_argument("--status-port", type=_port, metavar="PORT",
                            help="port of the status server (/healthz, /ready, /metrics); "
                            "default status.port, 0 for a free one")
         p.set_defaults(func=cmd_role, status_port=None)

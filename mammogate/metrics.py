@@ -127,12 +127,30 @@ def _known(value: str, allowed: Iterable[str]) -> str:
     return value if value in allowed else "other"
 
 
+# Distinct calling AE titles kept as labels; past this, "other". The allow-list bounds them, but
+# a node that accepts any caller would otherwise grow a series for every title a peer makes up.
+MAX_CALLING_AE_LABELS = 200
+_calling_aes: set[str] = set()
+_calling_aes_lock = threading.Lock()
+
+
+def _calling_ae(title: str) -> str:
+    with _calling_aes_lock:
+        if title in _calling_aes:
+            return title
+        if len(_calling_aes) < MAX_CALLING_AE_LABELS:
+            _calling_aes.add(title)
+            return title
+    return "other"
+
+
 def instance_received(calling_ae: str) -> None:
-    INSTANCES_RECEIVED.labels(calling_ae=calling_ae).inc()
+    INSTANCES_RECEIVED.labels(calling_ae=_calling_ae(calling_ae)).inc()
 
 
 def instance_rejected(calling_ae: str, reason: str) -> None:
-    INSTANCES_REJECTED.labels(calling_ae=calling_ae, reason=_known(reason, REJECT_REASONS)).inc()
+    INSTANCES_REJECTED.labels(calling_ae=_calling_ae(calling_ae),
+                              reason=_known(reason, REJECT_REASONS)).inc()
 
 
 def association(outcome: str) -> None:

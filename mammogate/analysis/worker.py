@@ -47,6 +47,7 @@ from mammogate.db.queue import (
     complete_job,
     due_jobs,
     fail_job,
+    give_back_job,
     give_up_abandoned_jobs,
     job_held_by,
     jobs_waiting,
@@ -63,7 +64,7 @@ from mammogate.db.queue import (
 from mammogate.db.wakeup import ANALYSIS as ANALYSIS_WORK
 from mammogate.db.wakeup import DELIVERY as DELIVERY_WORK
 from mammogate.imaging import ImagingError
-from mammogate.inference.errors import InferenceError
+from mammogate.inference.errors import AnalysisInterrupted, InferenceError
 from mammogate.inference.results import StudyResult
 from mammogate.metrics import analysis_done, analysis_failed, set_model_info
 from mammogate.reporting import OBJECT_BUILDERS, PriorDocument, ReportingError, save_report
@@ -191,16 +192,22 @@ class AnalysisWorker(PollLoop):
         if not claimed:
             return False
         jobs: list[_Job] = []
-        for job_id, kind, study_id in claimed:
-            if kind != ANALYZE or study_id is None:
-                self._fail_for_good(job_id, f"unknown job kind {kind!r}")
-                continue
-            with self.db.session() as session:  # a transaction of its own: see _still_ours
-                owned = self._still_ours(session, job_id, study_id, "not starting it")
-                if owned is None:
+        try:
+            for job_id, kind, study_id in claimed:
+                if kind != ANALYZE or study_id is None:
+                    self._fail_for_good(job_id, f"unknown job kind {kind!r}")
                     continue
-                study_processing(owned[0])
-            jobs.append(_Job(job_id, study_id))
+                with self.db.session() as session:  # a transaction of its own: see _still_ours
+                    owned = self._still_ours(session, job_id, study_id, "not starting it")
+                    if owned is None:
+                        continue
+                    study_processing(owned[0])
+                jobs.append(_Job(job_id, study_id))
+        except SQLAlchemyError:
+            # the database went away between the claim and the start: the jobs are not left to
+            # wait out their leases, if the database is back to hear it
+            self._give_back([job_id for job_id, _, _ in claimed])
+            raise
         if not jobs:
             return True
         # the leases renewed while the analysis runs: only a worker that stopped loses them
@@ -224,7 +231,9 @@ class AnalysisWorker(PollLoop):
             batching = (cfg.batch_studies > 1 and job.kind == ANALYZE and job.attempts == 1
                         and callable(getattr(self.analyzer, "analyze_studies", None)))
             if batching:
-                more = min(cfg.batch_studies - 1, due_jobs(session) - cfg.batch_studies)
+                # only from a queue more than two batches deep: a short one is left to spread
+                # over the other workers, one study each
+                more = min(cfg.batch_studies - 1, due_jobs(session) - 2 * cfg.batch_studies)
                 for _ in range(more):
                     extra = claim_job(session, self.worker_id, cfg.lease_seconds,
                                       cfg.max_attempts, first_attempt_only=True)
@@ -238,7 +247,34 @@ class AnalysisWorker(PollLoop):
         try:
             action()
         except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
-            self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, exc))
+            self._attempt_failed(job, exc)
+
+    def _attempt_failed(self, job: _Job, exc: BaseException) -> None:
+        """The attempt failed: recorded, unless the worker is stopping and ended it (then the
+        job is given back, its attempt not counted, for another worker to take at once)."""
+        if isinstance(exc, AnalysisInterrupted) or (self.stopping.is_set()
+                                                    and isinstance(exc, InferenceError)):
+            self._give_back([job.job_id])
+            return
+        self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, exc))
+
+    def _give_back(self, job_ids: Sequence[int]) -> None:
+        try:
+            with self.db.session() as session:
+                given = [j for j in job_ids if give_back_job(session, j, self.worker_id)]
+        except SQLAlchemyError as exc:
+            log.error("jobs %s not given back (database error %s): claimable again when their "
+                      "leases expire (worker.lease_seconds)", list(job_ids), type(exc).__name__)
+            return
+        if given:
+            log.info("jobs %s given back, for another worker to take", given)
+
+    def stop(self) -> None:
+        """Stop the loop, and end an analysis under way (its job is given back)."""
+        super().stop()
+        interrupt = getattr(self.analyzer, "interrupt", None)
+        if callable(interrupt):
+            interrupt()
 
     @staticmethod
     def _reason(job_id: int, exc: BaseException) -> str:
@@ -289,7 +325,7 @@ class AnalysisWorker(PollLoop):
                 self._load(job)
                 loaded.append(job)
             except Exception as exc:  # noqa: BLE001 -- that job's failure
-                self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, exc))
+                self._attempt_failed(job, exc)
         if not loaded:
             return
         log.info("analysing %d studies together (jobs %s)", len(loaded),
@@ -298,11 +334,11 @@ class AnalysisWorker(PollLoop):
             results = batchable.analyze_studies([job.paths for job in loaded])
         except Exception as exc:  # noqa: BLE001 -- the whole batch's attempt failed
             for job in loaded:
-                self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, exc))
+                self._attempt_failed(job, exc)
             return
         for job, result in zip(loaded, results, strict=True):
             if isinstance(result, Exception):
-                self._job_failed(job.job_id, job.study_id, self._reason(job.job_id, result))
+                self._attempt_failed(job, result)
             else:
                 self._guarded(job, functools.partial(self._record, job, result))
 

@@ -13,10 +13,8 @@ import threading
 from collections.abc import Sequence
 from types import TracebackType
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from mammogate.db.engine import Database
-from mammogate.db.queue import renew_job_lease
+from mammogate.db.queue import lease_state, renew_job_lease
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +44,23 @@ class LeaseKeeper:
         self._thread.join(timeout=self.every + 5)
 
     def _run(self) -> None:
-        while self.job_ids and not self._done.wait(self.every):
+        wait = self.every
+        while self.job_ids and not self._done.wait(wait):
             try:
                 with self.db.session() as session:
-                    lost = [job_id for job_id in self.job_ids
-                            if not renew_job_lease(session, job_id, self.holder, self.lease_seconds)]
-            except SQLAlchemyError as exc:
-                # the database is away: the next renewal may still come in time
-                log.warning("jobs %s: leases not renewed (database error %s); retrying in %g s",
-                            self.job_ids, type(exc).__name__, self.every)
+                    missed = [job_id for job_id in self.job_ids
+                              if not renew_job_lease(session, job_id, self.holder, self.lease_seconds)]
+                    states = {job_id: lease_state(session, job_id, self.holder) for job_id in missed}
+            except Exception as exc:  # noqa: BLE001 -- never stop renewing for a passing error
+                # the database is away: try again soon, the lease may still be saved
+                wait = max(0.1, self.every / 4)
+                log.warning("jobs %s: leases not renewed (%s); retrying in %g s",
+                            self.job_ids, type(exc).__name__, wait)
                 continue
-            for job_id in lost:
-                log.warning("job %d: lease lost to another worker; its result will be dropped",
-                            job_id)
-                self.job_ids.remove(job_id)
+            wait = self.every
+            for job_id, state in states.items():
+                if state == "taken":
+                    log.warning("job %d: lease lost to another worker; its result will be "
+                                "dropped", job_id)
+                self.job_ids.remove(job_id)  # taken, or already finished here
             self.renewals += 1

@@ -292,6 +292,33 @@ def claim_job(
     return None if job_id is None else session.get(Job, job_id, populate_existing=True)
 
 
+def give_back_job(session: Session, job_id: int, worker_id: str) -> bool:
+    """A job this worker claimed but will not run (the node is stopping, or the database failed
+    before it started): claimable again at once, its attempt not counted, its study queued."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or not job_held_by(job, worker_id):
+        return False
+    job.state = JobState.PENDING
+    job.locked_by = ""
+    job.lease_until = None
+    job.attempts = max(0, job.attempts - 1)
+    job.run_after = utcnow()
+    if job.study_id is not None:
+        study = session.get(Study, job.study_id)
+        if study is not None:
+            study_retry_later(study)
+    return True
+
+
+def lease_state(session: Session, job_id: int, worker_id: str) -> str:
+    """Whether a job whose lease could not be renewed is "finished" (by this worker: done,
+    failed, given back or superseded) or "taken" by another."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.locked_by in (worker_id, "") or job.state != JobState.RUNNING:
+        return "finished"
+    return "taken"
+
+
 def due_jobs(session: Session, kinds: Sequence[str] = (JobKind.ANALYZE,)) -> int:
     """How many jobs of ``kinds`` wait, due, for a worker."""
     return session.scalar(

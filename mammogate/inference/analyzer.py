@@ -165,6 +165,9 @@ class Analyzer:
                 continue
             info = selection.info
             laterality: Laterality = "L" if info.laterality == "L" else "R"
+            # what is left to do needs the header and the prepared images, not the pixels: a
+            # batch of studies holds one full-size image at a time, not all of them
+            del ds.PixelData
             gathered.candidates.append(_Candidate(ds, laterality, str(info.view), prepared))
         return gathered
 

@@ -10,3 +10,11 @@ class InferenceError(Exception):
 
 class BundleError(InferenceError):
     """The model bundle is missing, malformed, or its model file fails the sha256 check."""
+
+
+class AnalysisAborted(InferenceError):
+    """The analysis child exceeded a limit or died; the message says which and how much."""
+
+
+class AnalysisInterrupted(AnalysisAborted):
+    """The worker is stopping: the analysis was ended, through no fault of the study."""

@@ -17,6 +17,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,16 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from mammogate.inference.bundle import ModelBundle
-from mammogate.inference.errors import InferenceError
+from mammogate.inference.errors import AnalysisAborted, AnalysisInterrupted
 from mammogate.inference.results import StudyResult
 
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.05
-
-
-class AnalysisAborted(InferenceError):
-    """The analysis child exceeded a limit or died; the message says which and how much."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +62,12 @@ def _serve(connection: multiprocessing.connection.Connection, bundle: ModelBundl
         if paths is None:
             return
         if isinstance(paths, _Batch):
-            connection.send([_Failure(type(r).__name__, str(r)) if isinstance(r, Exception) else r
-                             for r in analyzer.analyze_studies(
-                                 [[Path(p) for p in study] for study in paths.studies])])
+            try:
+                connection.send([_Failure(type(r).__name__, str(r)) if isinstance(r, Exception)
+                                 else r for r in analyzer.analyze_studies(
+                                     [[Path(p) for p in study] for study in paths.studies])])
+            except Exception as exc:  # noqa: BLE001 -- reported to the parent, which decides
+                connection.send(_Failure(type(exc).__name__, str(exc)))
             continue
         try:
             connection.send(analyzer.analyze_study([Path(p) for p in paths]))
@@ -113,7 +113,13 @@ class IsolatedAnalyzer:
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._connection: multiprocessing.connection.Connection | None = None
+        self._interrupted = threading.Event()
         self.peak_memory_bytes = 0
+
+    def interrupt(self) -> None:
+        """From another thread: end the analysis under way (its child is killed by the thread
+        that waits for it, which raises ``AnalysisInterrupted``) and any later one at once."""
+        self._interrupted.set()
 
     @property
     def pid(self) -> int | None:
@@ -154,6 +160,8 @@ class IsolatedAnalyzer:
         self._connection.send(_Batch([[str(p) for p in study] for study in studies]))
         answer = self._wait_for(self.timeout_seconds * len(studies),
                                 f"the analysis of {len(studies)} studies together")
+        if isinstance(answer, _Failure):
+            raise AnalysisAborted(f"analysis failed in the analysis process: {answer.kind}: {answer.message}")
         if not isinstance(answer, list) or len(answer) != len(studies):
             raise AnalysisAborted(f"the analysis process answered {type(answer).__name__}")
         return [AnalysisAborted(f"analysis failed in the analysis process: {r.kind}: {r.message}")
@@ -164,6 +172,9 @@ class IsolatedAnalyzer:
         deadline = time.monotonic() + timeout
         pid = self._process.pid
         while True:
+            if self._interrupted.is_set():
+                self.stop(kill=True)
+                raise AnalysisInterrupted(f"{what} was interrupted: the worker is stopping")
             if self._connection.poll(WATCH_INTERVAL):
                 try:
                     return self._connection.recv()

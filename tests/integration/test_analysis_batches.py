@@ -96,7 +96,7 @@ def test_a_deep_queue_is_analysed_in_batches_each_study_recorded_once(
 ) -> None:
     db, scp, port = _node(tmp_path, database_url)
     try:
-        _push(port, _studies(tmp_path / "in", 7, seed=9200))
+        _push(port, _studies(tmp_path / "in", 10, seed=9200))
         settings = scp.settings.model_copy(update={"worker": scp.settings.worker.model_copy(
             update={"batch_studies": 3})})
         analyzer = Recording(fail_batches=fail_batches)
@@ -105,20 +105,20 @@ def test_a_deep_queue_is_analysed_in_batches_each_study_recorded_once(
         _run_until_idle(worker)
 
         if fail_batches:
-            # 7 waiting: a batch of 3 (4 left, more than a batch) dies, then one of ... until
-            # what is left is no more than a batch; the studies of a failed batch come back
-            # alone (a retried job is never batched again)
+            # 10 waiting: a batch of 3 dies (9 were waiting besides the first: more than two
+            # batches), then others ...; the studies of a failed batch come back alone (a
+            # retried job is never batched again)
             assert analyzer.calls[0] == 3 and max(analyzer.calls[1:]) <= 3
             assert analyzer.calls.count(1) >= 3
         else:
-            # 7 waiting: a batch of 3 (4 left besides), then 1 at a time (no more than a
-            # batch left: the other workers may take them)
-            assert analyzer.calls == [3, 1, 1, 1, 1], analyzer.calls
+            # 10 waiting: a batch of 3 (9 waited besides the first: more than two batches),
+            # then 1 at a time (6 left, no more than two batches: spread over the workers)
+            assert analyzer.calls == [3, 1, 1, 1, 1, 1, 1, 1], analyzer.calls
         with db.session() as session:
             studies = session.scalars(select(Study)).all()
             jobs = session.scalars(select(Job)).all()
             per_study = [a.study_id for a in session.scalars(select(Analysis))]
-            assert len(studies) == 7 and {s.state for s in studies} == {"done"}
+            assert len(studies) == 10 and {s.state for s in studies} == {"done"}
             assert sorted(per_study) == sorted(s.id for s in studies), "one analysis per study"
             assert {j.state for j in jobs} == {"done"}
             attempts = sorted(j.attempts for j in jobs)
@@ -126,7 +126,7 @@ def test_a_deep_queue_is_analysed_in_batches_each_study_recorded_once(
                 assert attempts.count(2) == sum(c for c in analyzer.calls if c > 1), \
                     "each study of a failed batch tried once more, alone"
             else:
-                assert attempts == [1] * 7
+                assert attempts == [1] * 10
     finally:
         scp.stop()
         db.dispose()

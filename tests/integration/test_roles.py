@@ -297,3 +297,46 @@ def test_an_scp_alone_hears_of_a_new_peer_without_any_other_role(
         codes = _stop([scp])
     assert codes == [0]
     assert "allowed calling AE titles now: " in scp.log_text()
+
+
+def test_a_worker_stopped_mid_analysis_gives_its_job_back_at_once(
+    tmp_path: Path, orthanc: Orthanc, database: str
+) -> None:
+    """SIGTERM (a rolling upgrade, a scale-down) during an analysis: the worker ends it, gives
+    the job back without counting the attempt, and exits 0 well within its grace; the next
+    worker takes the job at once, not after the lease (600 s here)."""
+    study = write_study(tmp_path / "study", seed=6262, lesion=False)
+    files = [image.path for image in study.images if image.path is not None]
+    node = _split_node(tmp_path, database, orthanc)
+    roles = _start(node, [("scp", "scp"), ("worker", "worker-a")])
+    engine = _engine(database)
+    try:
+        _push(node, [files])
+
+        def running() -> bool:
+            with engine.connect() as connection:
+                return bool(connection.scalar(select(func.count()).select_from(Job)
+                                              .where(Job.state == "running")))
+
+        wait_until(running, 120, "the worker to start the analysis", 0.02)
+        stopping = time.monotonic()
+        assert roles[1].stop() == 0
+        assert time.monotonic() - stopping < 20
+        with engine.connect() as connection:
+            job = connection.execute(select(Job.state, Job.attempts, Job.lease_until)).one()
+            state = connection.scalar(select(Study.state))
+        assert (job.state, job.attempts, job.lease_until) == ("pending", 0, None), job
+        assert state == "queued"
+        assert "given back" in roles[1].log_text()
+
+        roles.append(node.start_role("worker", "worker-b"))
+        roles.append(node.start_role("sender", "sender"))
+        wait_until(lambda: _counts(engine) == (1, 1), 180,
+                   "the next worker to analyse the study and the sender to deliver it")
+        with engine.connect() as connection:
+            attempts = connection.scalar(select(Job.attempts))
+        assert attempts == 1
+    finally:
+        codes = _stop([p for p in roles if p.process.poll() is None])
+        engine.dispose()
+    assert set(codes) <= {0}

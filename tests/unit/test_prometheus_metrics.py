@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from mammogate import metrics
 from mammogate.analysis import AnalysisWorker
 from mammogate.config import load_settings
 from mammogate.config.settings import Settings
@@ -24,6 +25,7 @@ from mammogate.inference.results import ModelInfo, StudyResult
 from mammogate.metrics import (
     QueueDepthCollector,
     exposition,
+    instance_received,
     instance_rejected,
     register_queue_depths,
     set_model_info,
@@ -91,6 +93,24 @@ def test_a_reason_outside_the_fixed_categories_is_counted_as_other() -> None:
     assert value("mammogate_instances_rejected_total", calling_ae="MOD", reason="other") == before + 1
     body, _ = exposition()
     assert "1.2.826.0.1.3680043" not in body.decode(), "free text never becomes a label"
+
+
+def test_calling_ae_titles_past_the_label_bound_are_counted_as_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node that accepts any caller: made-up AE titles do not grow the registry for ever."""
+    monkeypatch.setattr(metrics, "_calling_aes", set())
+    monkeypatch.setattr(metrics, "MAX_CALLING_AE_LABELS", 3)
+    for title in ("AE1", "AE2", "AE3"):
+        instance_received(title)
+    before = value("mammogate_instances_received_total", calling_ae="other")
+    for n in range(10):
+        instance_received(f"MADEUP{n}")
+    instance_received("AE1")
+    assert value("mammogate_instances_received_total", calling_ae="other") == before + 10
+    assert REGISTRY.get_sample_value("mammogate_instances_received_total",
+                                     {"calling_ae": "MADEUP0"}) is None
+    assert value("mammogate_instances_received_total", calling_ae="AE1") >= 2
 
 
 def _study(db: Database, *, received_ago: float = 120) -> int:
