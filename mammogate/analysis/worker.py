@@ -10,7 +10,6 @@ lost attempt are orphans that nothing references.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -213,7 +212,7 @@ class AnalysisWorker(PollLoop):
         # the leases renewed while the analysis runs: only a worker that stopped loses them
         with LeaseKeeper(self.db, [job.job_id for job in jobs], self.worker_id, cfg.lease_seconds):
             if len(jobs) == 1:
-                self._guarded(jobs[0], lambda: self._analyze(jobs[0]))
+                self._analyze(jobs[0])
             else:
                 self._analyze_together(jobs)
         return True
@@ -242,12 +241,27 @@ class AnalysisWorker(PollLoop):
                     claimed.append((extra.id, extra.kind, extra.study_id))
         return claimed
 
-    def _guarded(self, job: _Job, action: Callable[[], None]) -> None:
-        """Run ``action`` for ``job``; what it raises fails the job's attempt, with the reason."""
-        try:
-            action()
-        except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
-            self._attempt_failed(job, exc)
+    def _recorded(self, job: _Job, result: StudyResult) -> None:
+        """Record ``job``'s result. The database away (a restart, a failover) is waited for,
+        trying again every database.reconnect_seconds for up to half the lease (renewed
+        meanwhile), so a short outage costs neither the analysis nor the lease's wait; anything
+        else fails the attempt, with the reason."""
+        deadline = time.monotonic() + self.settings.worker.lease_seconds / 2
+        wait = self.settings.database.reconnect_seconds
+        while True:
+            try:
+                self._record(job, result)
+                return
+            except SQLAlchemyError as exc:
+                if self.stopping.is_set() or time.monotonic() + wait > deadline:
+                    self._attempt_failed(job, exc)
+                    return
+                log.warning("analysis job %d: result not recorded (database error %s); trying "
+                            "again in %g s", job.job_id, type(exc).__name__, wait)
+                self.stopping.wait(wait)
+            except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
+                self._attempt_failed(job, exc)
+                return
 
     def _attempt_failed(self, job: _Job, exc: BaseException) -> None:
         """The attempt failed: recorded, unless the worker is stopping and ended it (then the
@@ -313,8 +327,13 @@ class AnalysisWorker(PollLoop):
 
     def _analyze(self, job: _Job) -> None:
         assert self.analyzer is not None
-        self._load(job)
-        self._record(job, self.analyzer.analyze_study(job.paths))
+        try:
+            self._load(job)
+            result = self.analyzer.analyze_study(job.paths)
+        except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
+            self._attempt_failed(job, exc)
+            return
+        self._recorded(job, result)
 
     def _analyze_together(self, jobs: list[_Job]) -> None:
         """Several studies in one model pass; each recorded (or failed) on its own."""
@@ -340,7 +359,7 @@ class AnalysisWorker(PollLoop):
             if isinstance(result, Exception):
                 self._attempt_failed(job, result)
             else:
-                self._guarded(job, functools.partial(self._record, job, result))
+                self._recorded(job, result)
 
     def _record(self, job: _Job, result: StudyResult) -> None:
         """Write the result's objects and overlays, then record everything in one transaction

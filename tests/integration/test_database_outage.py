@@ -7,15 +7,30 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from mammogate.db import Analysis, Delivery, Instance, Study
+from mammogate.analysis import AnalysisWorker
+from mammogate.app import open_database
+from mammogate.config import load_settings
+from mammogate.db import Analysis, Delivery, Instance, Job, Study
+from mammogate.dicom_node.scp import Scp
+from mammogate.dicom_node.spool import Spool
+from mammogate.inference.results import StudyResult
 from mammogate.training.synthetic import SyntheticStudy, write_study
-from tests.peers import Node, Orthanc, ThrowawayPostgres, wait_until
+from tests.integration.test_worker_races import shipped_analyzer
+from tests.peers import (
+    STORESCU,
+    Node,
+    Orthanc,
+    ThrowawayPostgres,
+    free_port,
+    require_tool,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -141,3 +156,59 @@ def test_the_roles_apart_ride_out_a_database_restart_under_load_and_lose_nothing
     finally:
         codes = [role.stop() for role in roles]
     assert codes == [0, 0, 0, 0]
+
+
+class OutageAfterAnalysis:
+    """The shipped model; then the database server stops, and starts again 2 s later, before
+    the worker records the result."""
+
+    def __init__(self, cluster: ThrowawayPostgres):
+        self.cluster = cluster
+        self.calls = 0
+        self.restarted = threading.Event()
+
+    def analyze_study(self, paths: Sequence[Path]) -> StudyResult:
+        self.calls += 1
+        result = shipped_analyzer().analyze_study(paths)
+        self.cluster.stop()
+
+        def start_again() -> None:
+            time.sleep(2)
+            self.cluster.start()
+            self.restarted.set()
+
+        threading.Thread(target=start_again, daemon=True).start()
+        return result
+
+
+def test_a_result_finished_while_the_database_is_away_is_recorded_once_it_is_back(
+    tmp_path: Path, cluster: ThrowawayPostgres
+) -> None:
+    settings = load_settings(
+        None, node={"data_dir": str(tmp_path / "var")}, database={
+            "url": cluster.url, "reconnect_seconds": 0.5},
+        dicom={"port": free_port(), "settle_seconds": 0.3},
+    )
+    db = open_database(settings)
+    scp = Scp(settings, db, Spool(settings.spool_dir))
+    scp.start()
+    try:
+        study = write_study(tmp_path / "study", seed=8300, lesion=True, rows=512, columns=416)
+        require_tool(STORESCU)
+        sent = subprocess.run([STORESCU, "-aec", "MAMMOGATE", "127.0.0.1",
+                               str(settings.dicom.port), *[str(i.path) for i in study.images]],
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        analyzer = OutageAfterAnalysis(cluster)
+        worker = AnalysisWorker(settings, db, "worker-outage", lambda: analyzer)
+        worker.start_model()
+        assert wait_until(worker.run_once, 30, "the worker to take the study")
+        assert analyzer.restarted.is_set()
+        with db.session() as session:
+            (job,) = session.scalars(select(Job)).all()
+            assert (job.state, job.attempts) == ("done", 1), (job.state, job.last_error)
+            assert session.scalar(select(func.count()).select_from(Analysis)) == 1
+        assert analyzer.calls == 1, "the analysis was not done again"
+    finally:
+        scp.stop()
+        db.dispose()
