@@ -162,7 +162,8 @@ class Role(Protocol):
         """Stop serving and wait for the role's threads (bounded)."""
 
     def readiness(self) -> dict[str, str]:
-        """Each of the role's conditions of readiness: "ok", or why not."""
+        """Each of the role's own conditions of readiness: "ok", or why not (the database,
+        which every role needs, is checked once for all by the supervisor's readiness)."""
 
 
 class LoopRole:
@@ -198,11 +199,11 @@ class ScpRole:
 
     name = "scp"
 
-    def __init__(self, settings: Settings, db: Database, scp: Scp):
-        self.db, self.scp = db, scp
+    def __init__(self, settings: Settings, scp: Scp):
+        self.scp = scp
         self.duties = LoopRole("scp-duties", Periodic(settings.dicom.refresh_seconds,
                                                       worker_id("scp"), on_idle=scp.on_idle),
-                               lambda: {})
+                               dict)
 
     def start(self, guard: Guard) -> None:
         self.scp.start()
@@ -221,15 +222,15 @@ class ScpRole:
             space = f"{spool} is not a writable folder"
         else:  # below the free-space minimum the SCP refuses images
             space = self.scp.service.spool_space.shortage() or "ok"
-        return {"database": self.db.reachable(), "spool": space,
-                "dicom": "ok" if self.scp.server is not None else "not listening"}
+        return {"spool": space, "dicom": "ok" if self.scp.server is not None else "not listening"}
 
 
 class HttpRole:
-    """The portal (the web role) or a status server: uvicorn in a thread."""
+    """The portal (the web role) or a status server: uvicorn in a thread. Its /ready answers
+    for the other roles of the process; it adds no check of its own."""
 
-    def __init__(self, name: str, server: PortalServer, checks: Callable[[], dict[str, str]]):
-        self.name, self.server, self.checks = name, server, checks
+    def __init__(self, name: str, server: PortalServer):
+        self.name, self.server = name, server
 
     def start(self, guard: Guard) -> None:
         try:
@@ -244,7 +245,7 @@ class HttpRole:
         self.server.stop()
 
     def readiness(self) -> dict[str, str]:
-        return self.checks()
+        return {}
 
     def stopped_by_itself(self) -> bool:
         return self.server.stopped_by_itself()
@@ -260,7 +261,7 @@ def build_scp(settings: Settings, db: Database) -> ScpRole:
         log.warning("removed %d half-received files an earlier run left in the spool", swept)
     scp = Scp(settings, db, spool)
     scp.check_policy()
-    return ScpRole(settings, db, scp)
+    return ScpRole(settings, scp)
 
 
 def load_model_bundle(settings: Settings) -> ModelBundle:
@@ -293,7 +294,7 @@ def build_worker(settings: Settings, db: Database, bundle: ModelBundle | None = 
     worker = AnalysisWorker(settings, db, worker_id("worker"), make_analyzer)
 
     def checks() -> dict[str, str]:
-        return {"database": db.reachable(), "model": worker.model_error or "ok"}
+        return {"model": worker.model_error or "ok"}
 
     return LoopRole("worker", worker, checks, after_stop=worker.stop_model)
 
@@ -302,7 +303,7 @@ def build_sender(settings: Settings, db: Database) -> LoopRole:
     from mammogate.delivery.outbox import DeliveryLoop
 
     sender = DeliveryLoop(settings, db, worker_id("sender"), destination_backends(settings))
-    return LoopRole("sender", sender, lambda: {"database": db.reachable()})
+    return LoopRole("sender", sender, dict)
 
 
 def build_web(settings: Settings, db: Database,
@@ -315,13 +316,9 @@ def build_web(settings: Settings, db: Database,
     if web.exposure_warning:
         log.warning("%s", web.exposure_warning)
 
-    def database_only() -> dict[str, str]:
-        return {"database": db.reachable()}
-
-    checks = readiness or database_only
-    server = PortalServer(create_app(settings, db, readiness=checks), host=web.bind,
+    server = PortalServer(create_app(settings, db, readiness=readiness), host=web.bind,
                           port=web.port, graceful_seconds=_graceful(settings))
-    return HttpRole("web", server, checks)
+    return HttpRole("web", server)
 
 
 def build_status(settings: Settings, db: Database, names: Sequence[str],
@@ -337,12 +334,7 @@ def build_status(settings: Settings, db: Database, names: Sequence[str],
                     "status.port (MAMMOGATE_STATUS__PORT, or --status-port)")
     server = PortalServer(create_status_app("+".join(names), db, readiness), host=status.bind,
                           port=port, graceful_seconds=_graceful(settings))
-    return HttpRole("status", server, readiness)
-
-
-BUILDERS: dict[str, Callable[..., Role]] = {
-    "scp": build_scp, "worker": build_worker, "sender": build_sender,
-}
+    return HttpRole("status", server)
 
 
 def _graceful(settings: Settings) -> int:
@@ -385,15 +377,16 @@ def run_roles(settings: Settings, names: Sequence[str], *, status_port: int | No
     warn_config_drift(settings, db)
     if "worker" in names or "sender" in names:
         release_leases_of_dead_processes(db)
-    roles: list[Role] = []
-    for name in names:
-        if name == "web":
-            continue  # last: its /ready asks every role of the process
-        roles.append(build_worker(settings, db, bundle) if name == "worker"
-                     else BUILDERS[name](settings, db))
+    builders: dict[str, Callable[[], Role]] = {
+        "scp": lambda: build_scp(settings, db),
+        "worker": lambda: build_worker(settings, db, bundle),
+        "sender": lambda: build_sender(settings, db),
+    }
+    # the web role last (below): its /ready asks every role of the process
+    roles = [builders[name]() for name in names if name != "web"]
 
     def readiness() -> dict[str, str]:
-        checks: dict[str, str] = {"database": db.reachable()}
+        checks: dict[str, str] = {"database": db.reachable()}  # once, for every role
         for role in roles:
             for key, value in role.readiness().items():
                 if checks.get(key, "ok") == "ok":  # a problem any role sees is said

@@ -135,6 +135,8 @@ _calling_aes_lock = threading.Lock()
 
 
 def _calling_ae(title: str) -> str:
+    if title in _calling_aes:  # the C-STORE path: a known title needs no lock
+        return title
     with _calling_aes_lock:
         if title in _calling_aes:
             return title

@@ -30,7 +30,6 @@ class LeaseKeeper:
         self.holder = holder
         self.lease_seconds = lease_seconds
         self.every = lease_seconds / 3
-        self.renewals = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
 
@@ -63,4 +62,3 @@ class LeaseKeeper:
                     log.warning("job %d: lease lost to another worker; its result will be "
                                 "dropped", job_id)
                 self.job_ids.remove(job_id)  # taken, or already finished here
-            self.renewals += 1
