@@ -22,6 +22,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "(default: .OUT.work beside OUT); training started again with the same folder resumes",
     )
     parser.add_argument("--folds", type=int, default=5, help="patient-level cross-validation folds (default 5)")
+    parser.add_argument(
+        "--members", type=int, default=1,
+        help="networks per fold, each from its own seed; the out-of-fold predictions and the bundle "
+        "average their logits (default 1)",
+    )
     parser.add_argument("--epochs", type=int, default=10, help="whole-image epochs per fold (default 10)")
     parser.add_argument("--patch-epochs", type=int, default=3, help="lesion-patch epochs per fold before the whole images (default 3; 0: none)")
     parser.add_argument("--grid", default="640x384", help="model input ROWSxCOLUMNS, multiples of 32 (default 640x384)")

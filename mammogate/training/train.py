@@ -93,6 +93,7 @@ class TrainConfig:
     work: Path | None = None
     grid: tuple[int, int] = GRID
     folds: int = 5
+    members: int = 1
     fit: FitOptions = field(default_factory=FitOptions)
     seed: int = 0
     synthetic_check_studies: int = 20
@@ -125,35 +126,50 @@ def _predict_fold(heatmap: Any, arrays: GridArrays, indices: np.ndarray, cells: 
     return {"indices": indices, "pooled": pooled.astype(np.float32), "maps": logits.astype(np.float16)}
 
 
+def _member_dir(work_dir: Path, fold: int, member: int) -> Path:
+    """Member 0 of a fold keeps the plain ``foldK`` folder (work folders of single-member runs resume)."""
+    return work_dir / (f"fold{fold}" if member == 0 else f"fold{fold}-member{member}")
+
+
 def cross_validate(config: TrainConfig, arrays: GridArrays, folds: np.ndarray) -> tuple[Predictions, list[Path]]:
-    """Fit one network per fold and predict its held-out images; resumable."""
+    """Fit ``config.members`` networks per fold and predict its held-out images with the mean of
+    their logit maps (the ensemble the bundle ships); resumable."""
+    from mammogate.inference.scoring import pooled_logits
+
     cells = scoring_cells(arrays.masks)
     pooled = np.zeros((len(arrays), len(CHANNELS)), dtype=np.float32)
     maps = np.zeros((len(arrays), *cells.shape[1:], len(CHANNELS)), dtype=np.float32)
     weights: list[Path] = []
     for fold in range(config.folds):
-        fold_dir = config.work_dir / f"fold{fold}"
-        done = fold_dir / "out_of_fold.npz"
         train_index = np.flatnonzero(folds != fold)
         test_index = np.flatnonzero(folds == fold)
-        if not done.is_file():
-            started = time.perf_counter()
-            options = replace(config.fit, seed=config.seed * 100 + fold)
-            trainer = Trainer(arrays, train_index, options, fold_dir)
-            heatmap = trainer.fit()
-            result = _predict_fold(heatmap, arrays, test_index, cells)
-            np.savez(done, indices=result["indices"], pooled=result["pooled"], maps=result["maps"])
-            (fold_dir / "fold.json").write_text(json.dumps({
-                "fold": fold, "train_images": len(train_index), "test_images": len(test_index),
-                "seconds": round(time.perf_counter() - started, 1),
-            }))
-            logger.info("fold %d/%d done in %.0f s", fold + 1, config.folds, time.perf_counter() - started)
-        with np.load(done) as data:
-            if not np.array_equal(data["indices"], test_index) or data["maps"].ndim != 4:
-                raise DatasetError(f"{done} was made from other data: delete {config.work_dir} and train again")
-            pooled[test_index] = data["pooled"]
-            maps[test_index] = data["maps"].astype(np.float32)
-        weights.append(fold_dir / "final.weights.h5")
+        member_maps = []
+        for member in range(config.members):
+            fold_dir = _member_dir(config.work_dir, fold, member)
+            done = fold_dir / "out_of_fold.npz"
+            name = f"fold {fold + 1}/{config.folds}" + (f" member {member + 1}/{config.members}" if config.members > 1 else "")
+            if not done.is_file():
+                started = time.perf_counter()
+                options = replace(config.fit, seed=config.seed * 100 + fold + 1000 * member)
+                trainer = Trainer(arrays, train_index, options, fold_dir)
+                heatmap = trainer.fit()
+                result = _predict_fold(heatmap, arrays, test_index, cells)
+                np.savez(done, indices=result["indices"], pooled=result["pooled"], maps=result["maps"])
+                (fold_dir / "fold.json").write_text(json.dumps({
+                    "fold": fold, "member": member, "train_images": len(train_index), "test_images": len(test_index),
+                    "seconds": round(time.perf_counter() - started, 1),
+                }))
+                logger.info("%s done in %.0f s", name, time.perf_counter() - started)
+            with np.load(done) as data:
+                if not np.array_equal(data["indices"], test_index) or data["maps"].ndim != 4:
+                    raise DatasetError(f"{done} was made from other data: delete {config.work_dir} and train again")
+                member_maps.append(data["maps"].astype(np.float32))
+                if config.members == 1:
+                    pooled[test_index] = data["pooled"]
+            weights.append(fold_dir / "final.weights.h5")
+        maps[test_index] = np.mean(member_maps, axis=0)
+        if config.members > 1:
+            pooled[test_index] = np.stack([pooled_logits(maps[i], cells[i] > 0) for i in test_index])
     predictions = Predictions(
         list(arrays.records), pooled, maps, cells > 0, arrays.lesions, HEATMAP_STRIDE, config.fit.sharpness
     )
@@ -208,6 +224,8 @@ def train(config: TrainConfig) -> Path:
     tensorflow()
     import keras
 
+    if config.members < 1:
+        raise DatasetError(f"--members {config.members}: a fold needs at least one network")
     started = time.perf_counter()
     datasets = _content_hashes(load_all(config.datasets))
     records = [r for d in datasets for r in d.records]
@@ -252,10 +270,10 @@ def train(config: TrainConfig) -> Path:
     (out / TRAINING_IMAGES_FILE).write_text(
         "".join(f"{r.content_hash or '-'}  {r.uid}\n" for r in arrays.records), encoding="utf-8"
     )
-    fold_seconds = [
-        json.loads((config.work_dir / f"fold{f}" / "fold.json").read_text()).get("seconds")
-        for f in range(config.folds) if (config.work_dir / f"fold{f}" / "fold.json").is_file()
+    fold_files = [
+        _member_dir(config.work_dir, f, m) / "fold.json" for f in range(config.folds) for m in range(config.members)
     ]
+    fold_seconds = [json.loads(path.read_text()).get("seconds") for path in fold_files if path.is_file()]
     metadata: dict[str, Any] = {
         "name": DEFAULT_MODEL_NAME,
         "version": config.version,
@@ -265,7 +283,7 @@ def train(config: TrainConfig) -> Path:
             "heatmap_stride": HEATMAP_STRIDE,
             "channels": list(CHANNELS),
             "image_score": f"masked log-sum-exp of the malignant channel over the breast (sharpness {config.fit.sharpness}), then calibrated",
-            "ensemble": f"mean of the logits of {len(weights)} networks, one per cross-validation fold",
+            "ensemble": f"mean of the logits of {len(weights)} networks, {config.members} per cross-validation fold",
         },
         "sharpness": config.fit.sharpness,
         "calibration": {
@@ -296,6 +314,7 @@ def train(config: TrainConfig) -> Path:
             "images_left_out": [{"image": r.uid, "reason": reason} for r, reason in arrays.failed],
             "grid": [rows, columns],
             "folds": config.folds,
+            "members_per_fold": config.members,
             "seed": config.seed,
             "fit": config.fit.to_json(),
             "seconds_per_fold": fold_seconds,
@@ -369,7 +388,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         fit = augmentation_off(fit)
     return TrainConfig(
         datasets=tuple(args.dataset), out=args.out, work=args.work, grid=(int(rows), int(columns)),
-        folds=args.folds, fit=fit, seed=args.seed, synthetic_check_studies=args.synthetic_check,
+        folds=args.folds, members=args.members, fit=fit, seed=args.seed, synthetic_check_studies=args.synthetic_check,
         workers=args.workers, progress=not args.quiet,
     )
 

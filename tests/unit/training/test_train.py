@@ -27,10 +27,10 @@ TINY = ["--grid", "128x96", "--widths", "4,4,8,8,8", "--batch-size", "4", "--qui
 def test_cli_options_make_the_training_configuration(tmp_path: Path) -> None:
     args = build_parser().parse_args(
         ["--dataset", "mias:/m", "--dataset", "synthetic:3", "--out", str(tmp_path / "b"), "--folds", "3",
-         "--epochs", "2", "--patch-epochs", "0", "--grid", "320x192", "--no-augment"]
+         "--epochs", "2", "--patch-epochs", "0", "--grid", "320x192", "--no-augment", "--members", "2"]
     )
     config = config_from_args(args)
-    assert config.datasets == ("mias:/m", "synthetic:3") and config.folds == 3
+    assert config.datasets == ("mias:/m", "synthetic:3") and config.folds == 3 and config.members == 2
     assert config.grid == (320, 192) and config.fit.epochs == 2 and config.fit.patch_epochs == 0
     assert config.fit.augment.flip == 0.0 and config.fit.augment.elastic == 0.0
     assert config.work_dir == tmp_path / ".b.work"
@@ -111,6 +111,49 @@ def test_interrupted_training_resumes_at_its_last_epoch(tiny_arrays, tmp_path: P
     )
     assert seen == [("image", 0), ("image", 1), ("image", 2)]
     assert (tmp_path / "run" / "final.weights.h5").is_file()
+
+
+@pytest.mark.slow
+def test_members_per_fold_are_averaged_out_of_fold_and_in_the_bundle(tiny_arrays, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import keras
+
+    from mammogate.training.datasets import patient_folds
+    from mammogate.training.fit import predict_logits
+    from mammogate.training.model import build_heatmap_model
+    from mammogate.training.train import TrainConfig, cross_validate, export_ensemble
+
+    widths = (4, 4, 8, 8, 8)
+    config = TrainConfig(
+        datasets=("synthetic:4@1",), out=tmp_path / "bundle", work=tmp_path / "work", grid=(128, 96), folds=2,
+        members=2, fit=FitOptions(epochs=1, patch_epochs=0, batch_size=4, widths=widths),
+    )
+    folds = patient_folds(tiny_arrays.records, 2, 0)
+    predictions, weights = cross_validate(config, tiny_arrays, folds)
+    assert [w.parent.name for w in weights] == ["fold0", "fold0-member1", "fold1", "fold1-member1"]
+    held_out = np.flatnonzero(folds == 1)
+    members = []
+    for weight_file in weights[2:]:
+        net = build_heatmap_model(None, None, widths=widths, name="m")
+        net.load_weights(weight_file)
+        members.append(predict_logits(net, tiny_arrays.images[held_out]))
+    assert np.abs(members[0] - members[1]).max() > 1e-3  # two seeds: two networks
+    # out of fold: the mean of the fold's own members (stored as float16)
+    assert np.allclose(predictions.maps[held_out], (members[0] + members[1]) / 2, atol=2e-2)
+    # the bundle: all four networks, averaged
+    export_ensemble(weights, 128, 96, widths, tmp_path / "model.keras")
+    ensemble = keras.models.load_model(tmp_path / "model.keras")
+    everyone = []
+    for weight_file in weights:
+        net = build_heatmap_model(None, None, widths=widths, name="m")
+        net.load_weights(weight_file)
+        everyone.append(predict_logits(net, tiny_arrays.images[:2]))
+    assert np.allclose(predict_logits(ensemble, tiny_arrays.images[:2]), np.mean(everyone, axis=0), atol=1e-4)
+    # started again, every member is reused: nothing is trained again
+    stamps = {w: w.stat().st_mtime for w in weights}
+    cross_validate(config, tiny_arrays, folds)
+    assert {w: w.stat().st_mtime for w in weights} == stamps
+    with pytest.raises(DatasetError, match="at least one network"):
+        train(replace(config, members=0))
 
 
 def _small_csv_dataset(folder: Path) -> Path:
