@@ -147,7 +147,6 @@ def cross_validate(config: TrainConfig, arrays: GridArrays, folds: np.ndarray) -
         for member in range(config.members):
             fold_dir = _member_dir(config.work_dir, fold, member)
             done = fold_dir / "out_of_fold.npz"
-            name = f"fold {fold + 1}/{config.folds}" + (f" member {member + 1}/{config.members}" if config.members > 1 else "")
             if not done.is_file():
                 started = time.perf_counter()
                 options = replace(config.fit, seed=config.seed * 100 + fold + 1000 * member)
@@ -159,7 +158,8 @@ def cross_validate(config: TrainConfig, arrays: GridArrays, folds: np.ndarray) -
                     "fold": fold, "member": member, "train_images": len(train_index), "test_images": len(test_index),
                     "seconds": round(time.perf_counter() - started, 1),
                 }))
-                logger.info("%s done in %.0f s", name, time.perf_counter() - started)
+                member_name = f" member {member + 1}/{config.members}" if config.members > 1 else ""
+                logger.info("fold %d/%d%s done in %.0f s", fold + 1, config.folds, member_name, time.perf_counter() - started)
             with np.load(done) as data:
                 if not np.array_equal(data["indices"], test_index) or data["maps"].ndim != 4:
                     raise DatasetError(f"{done} was made from other data: delete {config.work_dir} and train again")
@@ -219,13 +219,13 @@ def _real(records: Sequence[Any]) -> np.ndarray:
 
 def train(config: TrainConfig) -> Path:
     """Cross-validate, export the ensemble bundle to ``config.out`` and check it; returns its path."""
+    if config.members < 1:
+        raise DatasetError(f"--members {config.members}: a fold needs at least one network")
     from mammogate.inference.tf_runtime import tensorflow
 
     tensorflow()
     import keras
 
-    if config.members < 1:
-        raise DatasetError(f"--members {config.members}: a fold needs at least one network")
     started = time.perf_counter()
     datasets = _content_hashes(load_all(config.datasets))
     records = [r for d in datasets for r in d.records]
