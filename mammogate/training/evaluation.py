@@ -24,6 +24,7 @@ from mammogate.training.metrics import (
     calibration_curve,
     expected_calibration_error,
     froc,
+    roc_auc,
     sensitivity_at_false_marks,
 )
 
@@ -167,6 +168,24 @@ def summarise(
     if operating_points:
         report["operating_points"] = operating_point_table(records, p_malignant, operating_points)
     return report
+
+
+def within_fold_aucs(predictions: Predictions, folds: np.ndarray) -> dict[str, Any]:
+    """Per-image AUC inside each cross-validation fold, and their mean.
+
+    Pooling out-of-fold scores puts networks trained on different folds on one scale they never
+    shared; within a fold one network scores every image. The shipped ensemble has one scale too,
+    so neither number is its performance exactly: the report gives both."""
+    malignant = np.array([r.malignant for r in predictions.records], dtype=float)
+    abnormal = np.array([r.abnormal for r in predictions.records], dtype=float)
+    result: dict[str, Any] = {"method": "AUC of the out-of-fold pooled logit within each fold; mean over folds with both classes"}
+    for task, labels, channel in (("malignant_vs_rest", malignant, 0), ("abnormal_vs_normal", abnormal, 1)):
+        aucs = [
+            roc_auc(labels[folds == fold], predictions.pooled[folds == fold, channel]) for fold in np.unique(folds)
+        ]
+        valid = [a for a in aucs if not np.isnan(a)]
+        result[task] = {"image_auc_per_fold": aucs, "image_auc_mean": float(np.mean(valid)) if valid else float("nan")}
+    return result
 
 
 def json_safe(value: Any) -> Any:

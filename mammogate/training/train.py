@@ -45,6 +45,7 @@ from mammogate.training.evaluation import (
     nested_operating_points,
     subset,
     summarise,
+    within_fold_aucs,
 )
 from mammogate.training.fit import FitOptions, Trainer, predict_logits, scoring_cells
 from mammogate.training.metrics import binary_summary, cross_validated_logistic, fit_platt
@@ -256,6 +257,7 @@ def train(config: TrainConfig) -> Path:
     metrics: dict[str, Any] = {}
     for source, part in by_source(predictions).items():
         metrics[source] = summarise(part, calibration, lesion_calibration, points, n_boot=config.n_boot)
+        metrics[source]["within_fold"] = within_fold_aucs(part, folds[np.array([r.source == source for r in arrays.records])])
         if source != "synthetic":
             metrics[source]["baseline_trivial_statistics"] = baseline(
                 arrays, folds, np.array([r.source == source for r in arrays.records]), config.n_boot

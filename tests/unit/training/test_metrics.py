@@ -113,3 +113,29 @@ def test_platt_scaling_converges_from_saturated_logits() -> None:
     assert backwards[0] > 0  # never an inverted calibration
     with pytest.raises(ValueError, match="both classes"):
         metrics.fit_platt(logits, np.zeros(400))
+
+
+def test_within_fold_aucs_score_each_fold_alone_and_skip_a_fold_with_one_class() -> None:
+    from mammogate.training.datasets import Record
+    from mammogate.training.evaluation import Predictions, within_fold_aucs
+
+    rng = np.random.default_rng(3)
+    n = 60
+    folds = np.repeat([0, 1, 2], 20)
+    malignant = rng.integers(0, 2, n)
+    malignant[folds == 2] = 0  # fold 2 holds no cancer
+    abnormal = np.maximum(malignant, rng.integers(0, 2, n))
+    # fold 1 scores on a scale shifted by +5: pooled, its scores would dominate; within it, not
+    pooled = rng.normal(size=(n, 2)) + np.stack([malignant, abnormal], axis=1) + 5.0 * (folds == 1)[:, None]
+    records = [Record("s", f"{i}.png", f"s:{i}", int(malignant[i]), int(abnormal[i])) for i in range(n)]
+    empty = np.zeros((n, 1, 1, 2))
+    predictions = Predictions(records, pooled, empty, np.ones((n, 1, 1), bool), [np.zeros((0, 4))] * n, 16, 1.0)
+    result = within_fold_aucs(predictions, folds)
+    expected = [roc_auc_score(malignant[folds == f], pooled[folds == f, 0]) for f in (0, 1)]
+    per_fold = result["malignant_vs_rest"]["image_auc_per_fold"]
+    assert per_fold[:2] == pytest.approx(expected) and np.isnan(per_fold[2])
+    assert result["malignant_vs_rest"]["image_auc_mean"] == pytest.approx(np.mean(expected))
+    assert result["malignant_vs_rest"]["image_auc_mean"] != pytest.approx(roc_auc_score(malignant, pooled[:, 0]))
+    assert result["abnormal_vs_normal"]["image_auc_per_fold"][2] == pytest.approx(
+        roc_auc_score(abnormal[folds == 2], pooled[folds == 2, 1])
+    )

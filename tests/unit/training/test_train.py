@@ -186,6 +186,7 @@ def test_round_trip_from_data_sets_to_a_bundle_the_node_serves(tmp_path: Path) -
     auc = meta["cross_validation"]["mine"]["malignant_vs_rest"]["image"]
     assert auc["n_pos"] == 2 and auc["n_neg"] == 6 and len(auc["auc_ci95"]) == 2
     assert "baseline_trivial_statistics" in meta["cross_validation"]["mine"]
+    assert len(meta["cross_validation"]["mine"]["within_fold"]["malignant_vs_rest"]["image_auc_per_fold"]) == 2
     assert {p["name"] for p in meta["operating_points"]} == {"sensitivity_90", "balanced", "specificity_90"}
     assert meta["operating_point"]["name"] == "balanced"
     assert meta["calibration"]["malignant"]["slope"] != 0
