@@ -54,7 +54,7 @@ from mammogate.training.options import add_train_arguments
 
 logger = logging.getLogger(__name__)
 
-BUNDLE_VERSION = "2.0.0"
+BUNDLE_VERSION = "2.1.0"
 GRID = (640, 384)
 DEFAULT_OPERATING_POINT = "balanced"
 TRAINING_IMAGES_FILE = "training_images.txt"
@@ -154,7 +154,9 @@ def cross_validate(config: TrainConfig, arrays: GridArrays, folds: np.ndarray) -
                 trainer = Trainer(arrays, train_index, options, fold_dir)
                 heatmap = trainer.fit()
                 result = _predict_fold(heatmap, arrays, test_index, cells)
-                np.savez(done, indices=result["indices"], pooled=result["pooled"], maps=result["maps"])
+                partial = fold_dir / "out_of_fold.partial.npz"  # renamed once whole: a resume never reads half a file
+                np.savez(partial, indices=result["indices"], pooled=result["pooled"], maps=result["maps"])
+                partial.replace(done)
                 (fold_dir / "fold.json").write_text(json.dumps({
                     "fold": fold, "member": member, "train_images": len(train_index), "test_images": len(test_index),
                     "seconds": round(time.perf_counter() - started, 1),
@@ -227,7 +229,7 @@ def train(config: TrainConfig) -> Path:
     tensorflow()
     import keras
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     datasets = _content_hashes(load_all(config.datasets))
     records = [r for d in datasets for r in d.records]
     rows, columns = config.grid
@@ -275,7 +277,10 @@ def train(config: TrainConfig) -> Path:
     fold_files = [
         _member_dir(config.work_dir, f, m) / "fold.json" for f in range(config.folds) for m in range(config.members)
     ]
-    fold_seconds = [json.loads(path.read_text()).get("seconds") for path in fold_files if path.is_file()]
+    fold_runs = [(json.loads(path.read_text()).get("seconds") or 0.0, path.stat().st_mtime) for path in fold_files if path.is_file()]
+    fold_seconds = [seconds for seconds, _ in fold_runs]
+    # a resumed run counts the folds an earlier run trained
+    earlier_seconds = sum(seconds for seconds, written in fold_runs if written < started_at)
     metadata: dict[str, Any] = {
         "name": DEFAULT_MODEL_NAME,
         "version": config.version,
@@ -320,7 +325,7 @@ def train(config: TrainConfig) -> Path:
             "seed": config.seed,
             "fit": config.fit.to_json(),
             "seconds_per_fold": fold_seconds,
-            "training_seconds": round(time.perf_counter() - started, 1),
+            "training_seconds": round(time.perf_counter() - started + earlier_seconds, 1),
         },
         "cross_validation": json_safe(metrics),
         "evaluation": {},

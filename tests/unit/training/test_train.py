@@ -210,6 +210,9 @@ def test_round_trip_from_data_sets_to_a_bundle_the_node_serves(tmp_path: Path) -
     train(config_from_args(args))
     after = {p: p.stat().st_mtime for p in (tmp_path / ".bundle.work").glob("fold*/final.weights.h5")}
     assert before == after and len(before) == 2
+    # ...and its training time still counts the folds the first run trained
+    resumed = json.loads((out / "model.json").read_text())["training_data"]
+    assert resumed["training_seconds"] >= sum(resumed["seconds_per_fold"]) > 0
 
 
 @pytest.mark.slow
