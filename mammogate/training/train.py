@@ -259,11 +259,10 @@ def train(config: TrainConfig) -> Path:
     metrics: dict[str, Any] = {}
     for source, part in by_source(predictions).items():
         metrics[source] = summarise(part, calibration, lesion_calibration, points, n_boot=config.n_boot)
-        metrics[source]["within_fold"] = within_fold_aucs(part, folds[np.array([r.source == source for r in arrays.records])])
+        in_source = np.array([r.source == source for r in arrays.records])
+        metrics[source]["within_fold"] = within_fold_aucs(part, folds[in_source])
         if source != "synthetic":
-            metrics[source]["baseline_trivial_statistics"] = baseline(
-                arrays, folds, np.array([r.source == source for r in arrays.records]), config.n_boot
-            )
+            metrics[source]["baseline_trivial_statistics"] = baseline(arrays, folds, in_source, config.n_boot)
     if real.any() and len({r.source for r in calibrated_rows.records}) > 1:
         metrics["all_real"] = summarise(calibrated_rows, calibration, lesion_calibration, points, n_boot=config.n_boot)
 
