@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 
 REPO = Path(__file__).resolve().parents[1]
 STORESCU = "/usr/bin/storescu"
@@ -47,6 +48,58 @@ def pixelmed_sr_validation(path: Path) -> str:
         capture_output=True, text=True, timeout=120,
     )
     return result.stdout + result.stderr
+
+
+# PixelMed (20220618) decides whether an Imaging Measurements container holds TID 1410 groups by
+# counting Image Region SCOORDs over ALL its Measurement Groups, not per group: when the report
+# has exactly one, it checks EVERY group as TID 1410, so each TID 1501 group (breast, exam: no
+# region by design) is reported "Missing conditional content item" for rows 5 and 7. With two
+# or more regions it checks none as TID 1410. This matches only that report, at a position
+# that really is a group without a region, in a report with exactly one region.
+_PIXELMED_1410_MISAPPLIED = re.compile(
+    r'^Error: Template 1410 PlanarROIMeasurements/\[Row 1\] CONTAINER \(125007,DCM,"Measurement '
+    r'Group"\)/\[Row [57]\] [^:]*: within (?P<position>1(?:\.\d+)+): .*: Missing conditional '
+    r"content item$")
+
+
+def _content_item(ds: Any, position: str) -> Any:
+    """The content item at PixelMed's dotted position ("1" is the document's root)."""
+    item = ds
+    for index in position.split(".")[1:]:
+        item = item.ContentSequence[int(index) - 1]
+    return item
+
+
+def _region_count(item: Any) -> int:
+    """Image Region (111030, DCM) SCOORDs anywhere below ``item``."""
+    count = 0
+    for child in item.get("ContentSequence", []):
+        name = child.get("ConceptNameCodeSequence")
+        if child.get("ValueType") == "SCOORD" and name and name[0].CodeValue == "111030":
+            count += 1
+        count += _region_count(child)
+    return count
+
+
+def drop_misapplied_1410(errors: list[str], ds: Any) -> list[str]:
+    """``errors`` less PixelMed's misapplied TID 1410 errors (above) on the SR ``ds``."""
+    if _region_count(ds) != 1:
+        return errors
+    kept = []
+    for line in errors:
+        match = _PIXELMED_1410_MISAPPLIED.match(line)
+        group = _content_item(ds, match["position"]) if match else None
+        if group is None or group.get("ValueType") != "CONTAINER" or _region_count(group) != 0:
+            kept.append(line)
+    return kept
+
+
+def pixelmed_sr_errors(path: Path) -> tuple[list[str], str]:
+    """PixelMed's errors for the SR at ``path`` less its misapplied TID 1410 ones, and its
+    whole output."""
+    output = pixelmed_sr_validation(path)
+    errors = [line for line in output.splitlines() if line.startswith("Error")]
+    return drop_misapplied_1410(errors, pydicom.dcmread(path)), output
 
 
 _handed_out: set[int] = set()

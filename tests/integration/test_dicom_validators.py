@@ -22,7 +22,14 @@ from mammogate.reporting import build_mammography_cad_sr, save_report
 from mammogate.reporting.comprehensive_sr import build_comprehensive_sr
 from mammogate.reporting.secondary_capture import build_secondary_captures, caption
 from mammogate.training.synthetic import write_study
-from tests.peers import DCIODVFY, DSRDUMP, pixelmed_sr_validation, require_tool
+from tests.peers import (
+    DCIODVFY,
+    DSRDUMP,
+    drop_misapplied_1410,
+    pixelmed_sr_errors,
+    pixelmed_sr_validation,
+    require_tool,
+)
 from tests.unit.reporting.factories import (
     ROWS,
     SourceFactory,
@@ -153,11 +160,22 @@ def test_pixelmed_validates_the_templates(
 # The Comprehensive SR (TID 1500) ------------------------------------------------------------
 
 
-def test_validators_accept_it(make_source: SourceFactory, study_uid: str, model: ModelInfo,
-                              tmp_path: Path) -> None:
+def _one_finding_study(make_source: SourceFactory, study_uid: str, model: ModelInfo):  # type: ignore[no-untyped-def]
+    """A flagged study with one finding and both breasts analysed: one image region in the
+    whole report, beside three TID 1501 groups (right breast, left breast, exam)."""
+    rcc, lcc = make_source("R", "CC"), make_source("L", "CC")
+    images = (image_result(rcc, (finding(rcc, 0.875, (20.5, 26.5)),)), image_result(lcc))
+    return study_result(study_uid, model, images), [rcc, lcc]
+
+
+@pytest.mark.parametrize("scenario", [comprehensive_study, _one_finding_study],
+                         ids=["two findings", "one finding"])
+def test_validators_accept_it(scenario, make_source: SourceFactory, study_uid: str,  # type: ignore[no-untyped-def]
+                              model: ModelInfo, tmp_path: Path) -> None:
     require_tool(DCIODVFY)
     require_tool(DSRDUMP)
-    result, sources = comprehensive_study(make_source, study_uid, model)
+    result, sources = scenario(make_source, study_uid, model)
+    assert result.category == "flagged"
     sources[0].PatientBirthDate = "00000000"  # as real archives hold: left empty, not copied
     path = save_report(build_comprehensive_sr(result, sources), tmp_path)
     vfy = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True)
@@ -165,12 +183,34 @@ def test_validators_accept_it(make_source: SourceFactory, study_uid: str, model:
     assert errors == [] and vfy.returncode == 0, vfy.stderr
     dump = subprocess.run([DSRDUMP, str(path)], capture_output=True, text=True)
     assert dump.returncode == 0, dump.stdout + dump.stderr
-    pixelmed = pixelmed_sr_validation(path)
+    errors, pixelmed = pixelmed_sr_errors(path)
     assert "Found Root Template TID_1500" in pixelmed, pixelmed
-    assert not [ln for ln in pixelmed.splitlines() if ln.startswith("Error")], pixelmed
+    assert errors == [], pixelmed
     ds = pydicom.dcmread(path)
     assert ds.PatientBirthDate == "" and ds.PatientName == sources[0].PatientName
     assert ds.SpecificCharacterSet == "ISO_IR 192"
+
+
+def test_only_pixelmeds_misapplied_1410_errors_are_set_aside(
+        make_source: SourceFactory, study_uid: str, model: ModelInfo, tmp_path: Path) -> None:
+    """The one-finding report: an error PixelMed would give the finding's own TID 1410 group
+    (1.8.1, with its region) stands; the same error on a region-less TID 1501 group goes; with
+    two regions in the report nothing is set aside."""
+    def line(position: str) -> str:
+        return ('Error: Template 1410 PlanarROIMeasurements/[Row 1] CONTAINER (125007,DCM,'
+                '"Measurement Group")/[Row 5] SCOORD (111030,DCM,"Image Region"): within '
+                f'{position}: /CONTAINER (126000,DCM,"Imaging Measurement Report")/CONTAINER '
+                '(126010,DCM,"Imaging Measurements")/CONTAINER (125007,DCM,"Measurement Group"): '
+                'Missing conditional content item')
+
+    other = "Error: something else: within 1.8.2: Missing conditional content item"
+    result, sources = _one_finding_study(make_source, study_uid, model)
+    one = pydicom.dcmread(save_report(build_comprehensive_sr(result, sources), tmp_path / "one"))
+    errors = [line("1.8.1"), line("1.8.2"), line("1.8.4"), other]
+    assert drop_misapplied_1410(errors, one) == [line("1.8.1"), other]
+    result, sources = comprehensive_study(make_source, study_uid, model)
+    two = pydicom.dcmread(save_report(build_comprehensive_sr(result, sources), tmp_path / "two"))
+    assert drop_misapplied_1410(errors, two) == errors
 
 
 # The Secondary Capture per analysed view ----------------------------------------------------
