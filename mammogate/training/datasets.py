@@ -7,6 +7,8 @@ Specs::
     csv:PATH           a folder of images (DICOM, PNG or JPEG) with a labels.csv (columns below)
     dicom-csv:PATH     the same, with laterality and view read from each DICOM file's headers
                        where the CSV leaves them empty
+    cbis:PATH          CBIS-DDSM images (DICOM) with a labels.csv in CBIS-DDSM's own terms
+                       (columns below)
     synthetic:N[@SEED] N synthetic 4-view studies (4N images), half with a lesion
 
 labels.csv (``csv:``/``dicom-csv:``): ``file, patient, laterality, view, label,
@@ -15,6 +17,15 @@ normal / benign / malignant (other words: abnormal unless ``label_binary_maligna
 ``x, y, radius`` are a lesion's centre and radius in the file's pixels, origin top left;
 ``bbox`` is ``x0 y0 x1 y1`` in the same pixels (spaces, commas or semicolons). Several lesions
 of one image are several rows with the same ``file``. Extra columns are ignored.
+
+labels.csv (``cbis:``): ``file``, the CBIS-DDSM identifier in ``cbis_patient_id`` or
+``patient_id`` (the woman is its ``P_NNNNN`` part: "Mass-Test_P_00173_LEFT_CC" and
+"Calc-Training_P_00173_RIGHT_MLO" are one patient), laterality in ``laterality`` or ``left or
+right breast``, view in ``view`` or ``image view``, the pathology in ``image_label``,
+``pathologies`` or ``pathology`` (MALIGNANT, BENIGN, BENIGN_WITHOUT_CALLBACK; several separated
+by ";"). Every image of CBIS-DDSM holds an abnormality (that is how the set was selected), so
+each is abnormal; malignant when any of its pathologies is MALIGNANT. One row per abnormality or
+per image, as the CSV has it.
 
 Patients are the unit of every split: a record's ``patient`` is prefixed by its source, so two
 data sets never share one.
@@ -238,6 +249,52 @@ def load_csv(folder: Path, *, dicom_headers: bool = False) -> Dataset:
     return Dataset(f"csv:{folder}", name, tuple(records))
 
 
+_CBIS_PATIENT = re.compile(r"P_\d+")
+_CBIS_PATHOLOGIES = {"MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK"}
+
+
+def _first(row: dict[str, str], *names: str) -> str:
+    return next((row[name] for name in names if row.get(name)), "")
+
+
+def load_cbis(folder: Path) -> Dataset:
+    """CBIS-DDSM DICOM images with a labels.csv in its own terms (see the module docstring)."""
+    folder = Path(folder)
+    rows = _read_csv(folder / "labels.csv")
+    if not rows:
+        raise DatasetError(f"{folder / 'labels.csv'} has no rows")
+    images: dict[str, list[tuple[str, str, str | None, str | None]]] = {}
+    for line, row in enumerate(rows, start=2):
+        where = f"{folder / 'labels.csv'} line {line}"
+        file_name = row.get("file", "")
+        if not file_name:
+            raise DatasetError(f"{where}: no file")
+        patient = _CBIS_PATIENT.search(_first(row, "cbis_patient_id", "patient_id"))
+        if patient is None:
+            raise DatasetError(f"{where}: no CBIS-DDSM patient (P_NNNNN) in cbis_patient_id or patient_id")
+        pathologies = {p.strip().upper() for p in
+                       _first(row, "image_label", "pathologies", "pathology").split(";") if p.strip()}
+        if not pathologies or not pathologies <= _CBIS_PATHOLOGIES:
+            raise DatasetError(f"{where}: pathology {sorted(pathologies)} is not one of "
+                               f"{', '.join(sorted(_CBIS_PATHOLOGIES))}")
+        images.setdefault(file_name, []).append((
+            patient.group(), "MALIGNANT" if "MALIGNANT" in pathologies else "BENIGN",
+            _laterality(_first(row, "laterality", "left or right breast")),
+            _view(_first(row, "view", "image view")),
+        ))
+    name = folder.name
+    records = []
+    for file_name, entries in images.items():
+        path = folder / file_name
+        if not path.is_file():
+            raise DatasetError(f"{path} ({folder / 'labels.csv'}) not found")
+        patient, _, laterality, view = entries[0]
+        malignant = int(any(label == "MALIGNANT" for _, label, _, _ in entries))
+        records.append(Record(name, file_name, f"{name}:{patient}", malignant, 1, laterality, view,
+                              (), path))
+    return Dataset(f"cbis:{folder}", name, tuple(records))
+
+
 def _from_headers(path: Path, laterality: str | None, view: str | None) -> tuple[str | None, str | None]:
     from mammogate.imaging import DicomReadError, read_dataset, view_info
 
@@ -273,20 +330,22 @@ def load(spec: str) -> Dataset:
     """A data set from its spec (see the module docstring)."""
     kind, _, argument = spec.partition(":")
     if not argument:
-        raise DatasetError(f"data set spec {spec!r}: expected KIND:ARGUMENT (mias:, csv:, dicom-csv:, synthetic:)")
+        raise DatasetError(f"data set spec {spec!r}: expected KIND:ARGUMENT (mias:, csv:, dicom-csv:, cbis:, synthetic:)")
     if kind == "mias":
         return load_mias(Path(argument))
     if kind == "csv":
         return load_csv(Path(argument))
     if kind == "dicom-csv":
         return load_csv(Path(argument), dicom_headers=True)
+    if kind == "cbis":
+        return load_cbis(Path(argument))
     if kind == "synthetic":
         count, _, seed = argument.partition("@")
         try:
             return load_synthetic(int(count), int(seed or 0))
         except ValueError as exc:
             raise DatasetError(f"data set spec {spec!r}: expected synthetic:N or synthetic:N@SEED") from exc
-    raise DatasetError(f"data set spec {spec!r}: unknown kind {kind!r} (mias, csv, dicom-csv, synthetic)")
+    raise DatasetError(f"data set spec {spec!r}: unknown kind {kind!r} (mias, csv, dicom-csv, cbis, synthetic)")
 
 
 def load_all(specs: Sequence[str]) -> list[Dataset]:

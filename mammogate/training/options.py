@@ -8,7 +8,8 @@ from pathlib import Path
 
 DATASET_HELP = (
     "a data set: mias:PATH (a folder laid out like mini-MIAS), csv:PATH (images + labels.csv), "
-    "dicom-csv:PATH (DICOM + labels.csv, laterality and view from the headers), synthetic:N[@SEED]; "
+    "dicom-csv:PATH (DICOM + labels.csv, laterality and view from the headers), cbis:PATH "
+    "(CBIS-DDSM DICOM + labels.csv in its own terms), synthetic:N[@SEED]; "
     "repeat for several"
 )
 

@@ -62,6 +62,48 @@ def test_kaggle_loader_reads_image_level_labels_without_locations() -> None:
     assert all(r.laterality is None and r.view is None for r in dataset.records)
 
 
+@pytest.mark.shared_data
+def test_cbis_loader_reads_the_sample_exam_as_one_woman_with_four_abnormal_views() -> None:
+    dataset = load(f"cbis:{shared_data_dir() / 'dicom' / 'cbis_ddsm'}")
+    assert dataset.counts() == {"images": 4, "patients": 1, "malignant_images": 0,
+                                "abnormal_images": 4, "images_with_lesion_locations": 0}
+    by_key = {r.key: (r.patient, r.laterality, r.view, r.is_dicom) for r in dataset.records}
+    assert by_key["1-130.dcm"] == ("cbis_ddsm:P_00173", "L", "CC", True)
+    assert by_key["1-133.dcm"] == ("cbis_ddsm:P_00173", "R", "MLO", True)
+
+
+def test_cbis_loader_takes_its_own_column_names_one_row_per_abnormality(tmp_path: Path) -> None:
+    folder = tmp_path / "cbis"
+    folder.mkdir()
+    for name in ("a.dcm", "b.dcm", "c.dcm"):
+        (folder / name).write_bytes(b"")  # the loader reads labels; pixels are read when used
+    (folder / "labels.csv").write_text(
+        "file,patient_id,left or right breast,image view,pathology\n"
+        "a.dcm,Calc-Training_P_00005_RIGHT_CC,RIGHT,CC,BENIGN_WITHOUT_CALLBACK\n"
+        "a.dcm,Mass-Training_P_00005_RIGHT_CC,RIGHT,CC,MALIGNANT\n"
+        "b.dcm,Mass-Training_P_00005_LEFT_MLO,LEFT,MLO,BENIGN\n"
+        "c.dcm,Mass-Test_P_01234_LEFT_CC,LEFT,CC,benign\n")
+    records = {r.key: r for r in load(f"cbis:{folder}").records}
+    assert {k: (r.patient, r.malignant, r.abnormal, r.laterality, r.view)
+            for k, r in records.items()} == {
+        "a.dcm": ("cbis:P_00005", 1, 1, "R", "CC"),  # any malignant row makes the image malignant
+        "b.dcm": ("cbis:P_00005", 0, 1, "L", "MLO"),
+        "c.dcm": ("cbis:P_01234", 0, 1, "L", "CC"),
+    }
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("a.dcm,Mass-Test_LEFT_CC,LEFT,CC,BENIGN", "no CBIS-DDSM patient"),
+    ("a.dcm,Mass-Test_P_00001_LEFT_CC,LEFT,CC,UNSURE", "is not one of"),
+    ("gone.dcm,Mass-Test_P_00001_LEFT_CC,LEFT,CC,BENIGN", "gone.dcm"),
+])
+def test_cbis_loader_errors_name_the_file_and_line(tmp_path: Path, row: str, message: str) -> None:
+    (tmp_path / "a.dcm").write_bytes(b"")
+    (tmp_path / "labels.csv").write_text(f"file,cbis_patient_id,laterality,view,image_label\n{row}\n")
+    with pytest.raises(DatasetError, match=message):
+        load(f"cbis:{tmp_path}")
+
+
 def _picture(path: Path, value: int) -> None:
     pixels = np.zeros((300, 200), np.uint8)
     pixels[20:280, :120] = value
