@@ -288,9 +288,9 @@ def load_cbis(folder: Path) -> Dataset:
         path = folder / file_name
         if not path.is_file():
             raise DatasetError(f"{path} ({folder / 'labels.csv'}) not found")
-        patient, _, laterality, view = entries[0]
+        woman, _, laterality, view = entries[0]
         malignant = int(any(label == "MALIGNANT" for _, label, _, _ in entries))
-        records.append(Record(name, file_name, f"{name}:{patient}", malignant, 1, laterality, view,
+        records.append(Record(name, file_name, f"{name}:{woman}", malignant, 1, laterality, view,
                               (), path))
     return Dataset(f"cbis:{folder}", name, tuple(records))
 
