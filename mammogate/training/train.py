@@ -345,6 +345,10 @@ def train(config: TrainConfig) -> Path:
     return out
 
 
+def _has_cbis(datasets: Sequence[Dataset]) -> bool:
+    return any(d.spec.startswith("cbis:") for d in datasets)
+
+
 def _licence(datasets: Sequence[Dataset]) -> str:
     names = {d.name for d in datasets}
     terms = ["mammogate code: MIT."]
@@ -352,6 +356,8 @@ def _licence(datasets: Sequence[Dataset]) -> str:
         terms.append("Trained on mini-MIAS: research use only, no renting or selling.")
     if "kaggle_bcd640" in names:
         terms.append("Trained on kaggle_bcd640 (RSNA-like screening images): research and non-commercial use only.")
+    if _has_cbis(datasets):
+        terms.append("Trained on CBIS-DDSM images: CC BY 3.0, attribution in NOTICE.")
     if names == {"synthetic"}:
         terms.append("Trained only on synthetic images: no patient data.")
     terms.append(DISCLAIMER)
@@ -369,7 +375,8 @@ def _notice(datasets: Sequence[Dataset]) -> str:
         parts.append(MIAS_NOTICE)
     if "kaggle_bcd640" in names:
         parts.append(KAGGLE_NOTICE)
-    parts.append(CBIS_NOTICE + " (CBIS-DDSM images are used in the tests, not in training.)")
+    parts.append(CBIS_NOTICE + (" Weights trained on it credit it here." if _has_cbis(datasets)
+                                else " (CBIS-DDSM images are used in the tests, not in training.)"))
     return "\n".join(parts) + "\n"
 
 

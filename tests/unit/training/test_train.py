@@ -231,3 +231,19 @@ def test_patches_centred_on_a_lesion_hold_it_whatever_the_augmentation(tiny_arra
             assert np.all(batch.pooled_true[:, 1] == 1.0), seed  # every crop holds its lesion
     finally:
         fit.PATCH = patch
+
+
+def test_the_notice_credits_cbis_ddsm_only_when_the_weights_learned_from_it(tmp_path: Path) -> None:
+    from mammogate.training.datasets import Dataset, Record
+    from mammogate.training.train import _licence, _notice
+
+    synthetic = load("synthetic:2")
+    folder = tmp_path / "my_cbis_copy"  # a user's folder name: the spec kind decides, not the name
+    cbis = Dataset(f"cbis:{folder}", folder.name,
+                   (Record(folder.name, "a.dcm", f"{folder.name}:P_00001", 0, 1, "L", "CC"),))
+    with_cbis, without = _notice([synthetic, cbis]), _notice([synthetic])
+    assert "Weights trained on it credit it here." in with_cbis
+    assert "- my_cbis_copy: 1 images of 1 patients" in with_cbis
+    assert "used in the tests, not in training" in without and "credit it here" not in without
+    assert "Trained on CBIS-DDSM" in _licence([synthetic, cbis])
+    assert "CBIS-DDSM" not in _licence([synthetic])
