@@ -63,11 +63,21 @@ _PIXELMED_1410_MISAPPLIED = re.compile(
 
 
 def _content_item(ds: Any, position: str) -> Any:
-    """The content item at PixelMed's dotted position ("1" is the document's root)."""
+    """The content item at PixelMed's dotted position ("1" is the document's root), or None."""
     item = ds
     for index in position.split(".")[1:]:
-        item = item.ContentSequence[int(index) - 1]
+        children = item.get("ContentSequence", [])
+        if not 1 <= int(index) <= len(children):
+            return None
+        item = children[int(index) - 1]
     return item
+
+
+def _is_finding_group(group: Any) -> bool:
+    """A group whose tracking identifier (112039, DCM) names a finding ("finding N"): ours are
+    TID 1410 groups, so an error on one is never set aside, region or not."""
+    return any(child.get("ValueType") == "TEXT" and child.ConceptNameCodeSequence[0].CodeValue == "112039"
+               and str(child.TextValue).startswith("finding") for child in group.get("ContentSequence", []))
 
 
 def _region_count(item: Any) -> int:
@@ -89,7 +99,8 @@ def drop_misapplied_1410(errors: list[str], ds: Any) -> list[str]:
     for line in errors:
         match = _PIXELMED_1410_MISAPPLIED.match(line)
         group = _content_item(ds, match["position"]) if match else None
-        if group is None or group.get("ValueType") != "CONTAINER" or _region_count(group) != 0:
+        if (group is None or group.get("ValueType") != "CONTAINER" or _region_count(group) != 0
+                or _is_finding_group(group)):
             kept.append(line)
     return kept
 

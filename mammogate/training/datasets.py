@@ -22,8 +22,8 @@ labels.csv (``cbis:``): ``file``, the CBIS-DDSM identifier in ``cbis_patient_id`
 ``patient_id`` (the woman is its ``P_NNNNN`` part: "Mass-Test_P_00173_LEFT_CC" and
 "Calc-Training_P_00173_RIGHT_MLO" are one patient), laterality in ``laterality`` or ``left or
 right breast``, view in ``view`` or ``image view``, the pathology in ``image_label``,
-``pathologies`` or ``pathology`` (MALIGNANT, BENIGN, BENIGN_WITHOUT_CALLBACK; several separated
-by ";"). Every image of CBIS-DDSM holds an abnormality (that is how the set was selected), so
+``pathologies`` and/or ``pathology`` (MALIGNANT, BENIGN, BENIGN_WITHOUT_CALLBACK; several
+separated by ";"; all are read). Every image of CBIS-DDSM holds an abnormality (that is how the set was selected), so
 each is abnormal; malignant when any of its pathologies is MALIGNANT. One row per abnormality or
 per image, as the CSV has it.
 
@@ -258,40 +258,43 @@ def _first(row: dict[str, str], *names: str) -> str:
 
 
 def load_cbis(folder: Path) -> Dataset:
-    """CBIS-DDSM DICOM images with a labels.csv in its own terms (see the module docstring)."""
+    """CBIS-DDSM DICOM images with a labels.csv in its own terms (see the module docstring).
+    Rows of one file must agree on the woman, laterality and view."""
     folder = Path(folder)
-    rows = _read_csv(folder / "labels.csv")
+    labels = folder / "labels.csv"
+    rows = _read_csv(labels)
     if not rows:
-        raise DatasetError(f"{folder / 'labels.csv'} has no rows")
-    images: dict[str, list[tuple[str, str, str | None, str | None]]] = {}
+        raise DatasetError(f"{labels} has no rows")
+    first: dict[str, tuple[int, tuple[str, str | None, str | None]]] = {}
+    malignant: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
-        where = f"{folder / 'labels.csv'} line {line}"
+        where = f"{labels} line {line}"
         file_name = row.get("file", "")
         if not file_name:
             raise DatasetError(f"{where}: no file")
         patient = _CBIS_PATIENT.search(_first(row, "cbis_patient_id", "patient_id"))
         if patient is None:
             raise DatasetError(f"{where}: no CBIS-DDSM patient (P_NNNNN) in cbis_patient_id or patient_id")
-        pathologies = {p.strip().upper() for p in
-                       _first(row, "image_label", "pathologies", "pathology").split(";") if p.strip()}
+        pathologies = {p.strip().upper() for column in ("image_label", "pathologies", "pathology")
+                       for p in row.get(column, "").split(";") if p.strip()}
         if not pathologies or not pathologies <= _CBIS_PATHOLOGIES:
             raise DatasetError(f"{where}: pathology {sorted(pathologies)} is not one of "
                                f"{', '.join(sorted(_CBIS_PATHOLOGIES))}")
-        images.setdefault(file_name, []).append((
-            patient.group(), "MALIGNANT" if "MALIGNANT" in pathologies else "BENIGN",
-            _laterality(_first(row, "laterality", "left or right breast")),
-            _view(_first(row, "view", "image view")),
-        ))
+        identity = (patient.group(), _laterality(_first(row, "laterality", "left or right breast")),
+                    _view(_first(row, "view", "image view")))
+        earlier = first.setdefault(file_name, (line, identity))
+        if earlier[1] != identity:
+            raise DatasetError(f"{where}: {file_name} is {identity} here but {earlier[1]} on line "
+                               f"{earlier[0]} (woman, laterality, view)")
+        malignant[file_name] = max(malignant.get(file_name, 0), int("MALIGNANT" in pathologies))
     name = folder.name
     records = []
-    for file_name, entries in images.items():
+    for file_name, (line, (woman, laterality, view)) in first.items():
         path = folder / file_name
         if not path.is_file():
-            raise DatasetError(f"{path} ({folder / 'labels.csv'}) not found")
-        woman, _, laterality, view = entries[0]
-        malignant = int(any(label == "MALIGNANT" for _, label, _, _ in entries))
-        records.append(Record(name, file_name, f"{name}:{woman}", malignant, 1, laterality, view,
-                              (), path))
+            raise DatasetError(f"{path} ({labels} line {line}) not found")
+        records.append(Record(name, file_name, f"{name}:{woman}", malignant[file_name], 1,
+                              laterality, view, (), path))
     return Dataset(f"cbis:{folder}", name, tuple(records))
 
 

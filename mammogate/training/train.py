@@ -376,7 +376,7 @@ def _notice(datasets: Sequence[Dataset]) -> str:
     if "kaggle_bcd640" in names:
         parts.append(KAGGLE_NOTICE)
     parts.append(CBIS_NOTICE + (" Weights trained on it credit it here." if _has_cbis(datasets)
-                                else " (CBIS-DDSM images are used in the tests, not in training.)"))
+                                else " (mammogate's tests use its images; no cbis: data set trained these weights.)"))
     return "\n".join(parts) + "\n"
 
 

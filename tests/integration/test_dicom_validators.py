@@ -168,10 +168,12 @@ def _one_finding_study(make_source: SourceFactory, study_uid: str, model: ModelI
     return study_result(study_uid, model, images), [rcc, lcc]
 
 
-@pytest.mark.parametrize("scenario", [comprehensive_study, _one_finding_study],
+# set aside: with one region PixelMed checks every group as TID 1410 (so it did check the
+# finding's own group) and misreports rows 5 and 7 on each of the three TID 1501 groups
+@pytest.mark.parametrize(("scenario", "set_aside"), [(comprehensive_study, 0), (_one_finding_study, 6)],
                          ids=["two findings", "one finding"])
-def test_validators_accept_it(scenario, make_source: SourceFactory, study_uid: str,  # type: ignore[no-untyped-def]
-                              model: ModelInfo, tmp_path: Path) -> None:
+def test_validators_accept_it(scenario, set_aside: int, make_source: SourceFactory,  # type: ignore[no-untyped-def]
+                              study_uid: str, model: ModelInfo, tmp_path: Path) -> None:
     require_tool(DCIODVFY)
     require_tool(DSRDUMP)
     result, sources = scenario(make_source, study_uid, model)
@@ -186,6 +188,7 @@ def test_validators_accept_it(scenario, make_source: SourceFactory, study_uid: s
     errors, pixelmed = pixelmed_sr_errors(path)
     assert "Found Root Template TID_1500" in pixelmed, pixelmed
     assert errors == [], pixelmed
+    assert len([ln for ln in pixelmed.splitlines() if ln.startswith("Error")]) == set_aside, pixelmed
     ds = pydicom.dcmread(path)
     assert ds.PatientBirthDate == "" and ds.PatientName == sources[0].PatientName
     assert ds.SpecificCharacterSet == "ISO_IR 192"
@@ -206,8 +209,14 @@ def test_only_pixelmeds_misapplied_1410_errors_are_set_aside(
     other = "Error: something else: within 1.8.2: Missing conditional content item"
     result, sources = _one_finding_study(make_source, study_uid, model)
     one = pydicom.dcmread(save_report(build_comprehensive_sr(result, sources), tmp_path / "one"))
-    errors = [line("1.8.1"), line("1.8.2"), line("1.8.4"), other]
-    assert drop_misapplied_1410(errors, one) == [line("1.8.1"), other]
+    errors = [line("1.8.1"), line("1.8.2"), line("1.8.4"), line("1.8.9"), other]
+    assert drop_misapplied_1410(errors, one) == [line("1.8.1"), line("1.8.9"), other]
+    # the finding's group stripped of its region is still a finding: its error stands
+    finding_group, right_breast = one.ContentSequence[7].ContentSequence[:2]
+    (region,) = [c for c in finding_group.ContentSequence if c.ValueType == "SCOORD"]
+    finding_group.ContentSequence.remove(region)
+    right_breast.ContentSequence.append(region)  # still one region in the report
+    assert drop_misapplied_1410([line("1.8.1"), line("1.8.3")], one) == [line("1.8.1")]
     result, sources = comprehensive_study(make_source, study_uid, model)
     two = pydicom.dcmread(save_report(build_comprehensive_sr(result, sources), tmp_path / "two"))
     assert drop_misapplied_1410(errors, two) == errors

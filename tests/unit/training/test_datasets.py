@@ -92,16 +92,27 @@ def test_cbis_loader_takes_its_own_column_names_one_row_per_abnormality(tmp_path
     }
 
 
-@pytest.mark.parametrize(("row", "message"), [
-    ("a.dcm,Mass-Test_LEFT_CC,LEFT,CC,BENIGN", "no CBIS-DDSM patient"),
-    ("a.dcm,Mass-Test_P_00001_LEFT_CC,LEFT,CC,UNSURE", "is not one of"),
-    ("gone.dcm,Mass-Test_P_00001_LEFT_CC,LEFT,CC,BENIGN", "gone.dcm"),
+@pytest.mark.parametrize(("rows", "message"), [
+    ("a.dcm,Mass-Test_LEFT_CC,LEFT,CC,BENIGN", "line 2: no CBIS-DDSM patient"),
+    ("a.dcm,Mass-Test_P_00001_LEFT_CC,LEFT,CC,UNSURE", r"line 2: pathology \['UNSURE'\] is not one of"),
+    ("a.dcm,Mass-Test_P_00001_LEFT_CC,LEFT,CC,BENIGN\ngone.dcm,Mass-Test_P_00001_LEFT_MLO,LEFT,MLO,"
+     "BENIGN", r"gone.dcm \(.*labels.csv line 3\) not found"),
+    ("a.dcm,Mass-Test_P_00001_LEFT_CC,LEFT,CC,BENIGN\na.dcm,Calc-Test_P_00001_RIGHT_CC,RIGHT,CC,"
+     "BENIGN", "line 3: a.dcm is .*'R'.* here but .*'L'.* on line 2"),
 ])
-def test_cbis_loader_errors_name_the_file_and_line(tmp_path: Path, row: str, message: str) -> None:
+def test_cbis_loader_errors_name_the_file_and_line(tmp_path: Path, rows: str, message: str) -> None:
     (tmp_path / "a.dcm").write_bytes(b"")
-    (tmp_path / "labels.csv").write_text(f"file,cbis_patient_id,laterality,view,image_label\n{row}\n")
+    (tmp_path / "labels.csv").write_text(f"file,cbis_patient_id,laterality,view,image_label\n{rows}\n")
     with pytest.raises(DatasetError, match=message):
         load(f"cbis:{tmp_path}")
+
+
+def test_cbis_loader_reads_every_pathology_column(tmp_path: Path) -> None:
+    (tmp_path / "a.dcm").write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("file,cbis_patient_id,laterality,view,image_label,pathologies\n"
+                                         "a.dcm,Mass-Test_P_00001_LEFT_CC,LEFT,CC,BENIGN,BENIGN;MALIGNANT\n")
+    (record,) = load(f"cbis:{tmp_path}").records
+    assert (record.malignant, record.abnormal) == (1, 1)
 
 
 def _picture(path: Path, value: int) -> None:

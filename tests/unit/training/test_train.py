@@ -244,6 +244,6 @@ def test_the_notice_credits_cbis_ddsm_only_when_the_weights_learned_from_it(tmp_
     with_cbis, without = _notice([synthetic, cbis]), _notice([synthetic])
     assert "Weights trained on it credit it here." in with_cbis
     assert "- my_cbis_copy: 1 images of 1 patients" in with_cbis
-    assert "used in the tests, not in training" in without and "credit it here" not in without
+    assert "no cbis: data set trained these weights" in without and "credit it here" not in without
     assert "Trained on CBIS-DDSM" in _licence([synthetic, cbis])
     assert "CBIS-DDSM" not in _licence([synthetic])
