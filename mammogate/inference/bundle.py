@@ -143,7 +143,7 @@ def model_description(metadata: dict[str, Any]) -> str:
         if source == "all_real":
             continue
         image = metrics.get("malignant_vs_rest", {}).get("image", {})
-        if "auc" in image:
+        if image.get("auc") is not None:  # a set with one class (e.g. only benign) has none
             low, high = (image.get("auc_ci95") or [None, None])[:2]
             interval = f" (95% CI {low:.2f}-{high:.2f})" if low is not None and high is not None else ""
             parts.append(f"{source} {metadata.get('training_data', {}).get('folds', '')}-fold CV AUC {image['auc']:.2f}{interval}")

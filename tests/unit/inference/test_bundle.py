@@ -107,3 +107,20 @@ def test_an_operating_point_is_chosen_by_name(shipped_bundle: ModelBundle) -> No
     assert with_operating_point(shipped_bundle, "") is shipped_bundle
     with pytest.raises(BundleError, match="balanced, sensitivity_90, specificity_90"):
         with_operating_point(shipped_bundle, "nonsense")
+
+
+def test_the_description_names_every_set_and_the_auc_only_where_there_is_one() -> None:
+    from mammogate.inference.bundle import model_description
+
+    def auc(value: float | None, interval: list[float | None]) -> dict[str, object]:
+        return {"malignant_vs_rest": {"image": {"auc": value, "auc_ci95": interval}}}
+
+    metadata = {
+        "training_data": {"folds": 5, "datasets": [{"name": "mias", "images": 224},
+                                                   {"name": "cbis_ddsm", "images": 4}]},
+        # the CBIS-DDSM sample is four benign images: no AUC, and the description says none
+        "cross_validation": {"mias": auc(0.6809, [0.5738, 0.7759]), "cbis_ddsm": auc(None, [None, None]),
+                             "all_real": auc(0.63, [0.6, 0.67])},
+    }
+    assert model_description(metadata) == (
+        "trained on mias (224 images), cbis_ddsm (4 images); mias 5-fold CV AUC 0.68 (95% CI 0.57-0.78)")
