@@ -54,7 +54,7 @@ from mammogate.training.options import add_train_arguments
 
 logger = logging.getLogger(__name__)
 
-BUNDLE_VERSION = "2.1.0"
+BUNDLE_VERSION = "2.2.0"
 GRID = (640, 384)
 DEFAULT_OPERATING_POINT = "balanced"
 TRAINING_IMAGES_FILE = "training_images.txt"
