@@ -129,6 +129,14 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         raise DatasetError(f"{path}: {exc}") from exc
 
 
+def _labels_rows(path: Path) -> list[dict[str, str]]:
+    """A labels.csv's rows; a file with none is an error."""
+    rows = _read_csv(path)
+    if not rows:
+        raise DatasetError(f"{path} has no rows")
+    return rows
+
+
 def _float(value: str, where: str) -> float | None:
     if value == "":
         return None
@@ -209,9 +217,7 @@ def load_csv(folder: Path, *, dicom_headers: bool = False) -> Dataset:
     """A folder with labels.csv (see the module docstring). With ``dicom_headers``, laterality
     and view come from each DICOM file's headers where the CSV leaves them empty."""
     folder = Path(folder)
-    rows = _read_csv(folder / "labels.csv")
-    if not rows:
-        raise DatasetError(f"{folder / 'labels.csv'} has no rows")
+    rows = _labels_rows(folder / "labels.csv")
     missing = {"file", "patient", "label_binary_malignant"} - set(rows[0])
     if missing:
         raise DatasetError(f"{folder / 'labels.csv'} lacks the column(s) {', '.join(sorted(missing))}")
@@ -262,9 +268,7 @@ def load_cbis(folder: Path) -> Dataset:
     Rows of one file must agree on the woman, laterality and view."""
     folder = Path(folder)
     labels = folder / "labels.csv"
-    rows = _read_csv(labels)
-    if not rows:
-        raise DatasetError(f"{labels} has no rows")
+    rows = _labels_rows(labels)
     first: dict[str, tuple[int, tuple[str, str | None, str | None]]] = {}
     malignant: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
