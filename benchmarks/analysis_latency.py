@@ -6,7 +6,8 @@
 
 Synthetic studies are written as uncompressed 16-bit files of ``--size`` (default 4096x3328, a
 full-field detector); with ``--real DIR`` the DICOM files in DIR are analysed as one study.
-Prints the model load time, the whole ``Analyzer.analyze_study`` time (read, decode, reduce,
+Prints the model load time, the warm-up (the graph traced once, as the node's analysis process
+does before it says it is ready), the whole ``Analyzer.analyze_study`` time (read, decode, reduce,
 LUTs, segment, predict, findings, overlay PNGs) and, per image, the stages apart, beside a bare
 ``model.predict_on_batch`` on the same tensors: the per-image overhead over the model.
 """
@@ -44,8 +45,9 @@ def main() -> int:
     analyzer = Analyzer(bundle)
     model = analyzer.model
     load_seconds = time.perf_counter() - started
+    warm_up_seconds = analyzer.warm_up()  # what the node's analysis process does before "ready"
     warm = np.zeros((1, bundle.input_rows, bundle.input_columns, 1), np.float32)
-    model.predict_on_batch(warm)
+    model.predict_on_batch(warm)  # Keras' own graph, for the bare comparison
     study_times, read_times, prepare_times, predict_times, post_times, bare_times = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.studies):
@@ -84,7 +86,8 @@ def main() -> int:
     what = f"{len(paths)} real images from {args.real}" if args.real is not None else f"4 x {rows}x{columns} 16-bit"
     median = statistics.median
     print(f"{platform.node()} ({platform.machine()}), {time.strftime('%Y-%m-%d')}, {args.studies} studies of {what}")
-    print(f"model {bundle.name} {bundle.version}: load (TensorFlow import + weights) {load_seconds:.2f} s")
+    print(f"model {bundle.name} {bundle.version}: load (TensorFlow import + weights) {load_seconds:.2f} s, "
+          f"then the graph traced once (warm-up) {warm_up_seconds:.2f} s")
     print(f"analyze_study: median {median(study_times):.2f} s, max {max(study_times):.2f} s (first {study_times[0]:.2f} s)")
     print(
         f"per image, medians: read {median(read_times) * 1000:.0f} ms, decode+reduce+LUTs+segment+grid "

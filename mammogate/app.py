@@ -289,6 +289,7 @@ def build_worker(settings: Settings, db: Database, bundle: ModelBundle | None = 
         return IsolatedAnalyzer(
             model, max_memory_bytes=settings.worker.max_memory_bytes,
             timeout_seconds=settings.worker.analysis_timeout_seconds,
+            start_timeout_seconds=settings.worker.model_start_timeout_seconds,
         )
 
     worker = AnalysisWorker(settings, db, worker_id("worker"), make_analyzer)

@@ -52,7 +52,7 @@ def _serve(connection: multiprocessing.connection.Connection, bundle: ModelBundl
     from mammogate.inference.analyzer import Analyzer
 
     analyzer = Analyzer(bundle, batch_size=batch_size)
-    analyzer.model  # noqa: B018 -- load TensorFlow and the weights before saying ready
+    analyzer.warm_up()  # TensorFlow, the weights and the traced graph, before saying ready
     connection.send("ready")
     while True:
         try:
@@ -137,7 +137,7 @@ class IsolatedAnalyzer:
         process.start()
         child.close()
         self._process, self._connection = process, parent
-        self._wait_for(self.start_timeout_seconds, "loading the model")
+        self._wait_for(self.start_timeout_seconds, "loading the model", "worker.model_start_timeout_seconds")
         log.info("analysis process %d ready (model %s %s)", process.pid, self.bundle.name, self.bundle.version)
 
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult:
@@ -167,7 +167,7 @@ class IsolatedAnalyzer:
         return [AnalysisAborted(f"analysis failed in the analysis process: {r.kind}: {r.message}")
                 if isinstance(r, _Failure) else r for r in answer]
 
-    def _wait_for(self, timeout: float, what: str) -> Any:
+    def _wait_for(self, timeout: float, what: str, timeout_key: str = "worker.analysis_timeout_seconds") -> Any:
         assert self._process is not None and self._connection is not None
         deadline = time.monotonic() + timeout
         pid = self._process.pid
@@ -190,7 +190,7 @@ class IsolatedAnalyzer:
             if not self._process.is_alive():
                 self._abort(f"the analysis process {_describe_exit(self._process.exitcode)} during {what}")
             if time.monotonic() > deadline:
-                self._abort(f"{what} exceeded worker.analysis_timeout_seconds ({timeout:g} s)")
+                self._abort(f"{what} exceeded {timeout_key} ({timeout:g} s)")
 
     def _wait_exit(self) -> int | None:
         assert self._process is not None

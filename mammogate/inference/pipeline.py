@@ -14,6 +14,7 @@ from pydicom import Dataset
 from mammogate.imaging import ViewInfo, rotation_reason, view_info
 from mammogate.imaging.prepare import PreparedImage, prepare_dataset
 from mammogate.inference.scoring import Calibration, cell_mask, find_peaks, probability_map
+from mammogate.inference.tf_runtime import serving_function
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
@@ -137,9 +138,11 @@ def preprocess(ds: Dataset, input_rows: int, input_columns: int) -> PreparedImag
 
 
 def predict(model: Any, grids: Sequence[np.ndarray]) -> np.ndarray:
-    """Run the model on a batch of grids: logit maps (N, h, w, channels)."""
+    """Run the model on a batch of grids (all of one shape): logit maps (N, h, w, channels).
+    One traced graph per model and grid serves every batch size (``serving_function``)."""
     batch = np.stack([np.asarray(g, dtype=np.float32) for g in grids])[..., None]
-    return np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+    function = serving_function(model, batch.shape[1], batch.shape[2])
+    return np.asarray(function(batch), dtype=np.float32)
 
 
 @dataclass(frozen=True)

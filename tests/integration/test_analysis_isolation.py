@@ -67,6 +67,13 @@ def test_exceeding_the_time_limit_fails_the_attempt(bundle, study: list[Path]) -
         analyzer.stop()
 
 
+def test_a_model_that_does_not_load_in_time_names_the_setting_and_the_child_is_stopped(bundle) -> None:  # type: ignore[no-untyped-def]
+    analyzer = IsolatedAnalyzer(bundle, max_memory_bytes=8 * 2**30, timeout_seconds=60, start_timeout_seconds=0.05)
+    with pytest.raises(AnalysisAborted, match=r"loading the model exceeded worker.model_start_timeout_seconds \(0.05 s\)"):
+        analyzer.start()
+    assert analyzer.pid is None  # killed, not left loading
+
+
 def test_a_child_that_dies_fails_the_attempt_with_how_it_died(bundle, study: list[Path]) -> None:  # type: ignore[no-untyped-def]
     analyzer = IsolatedAnalyzer(bundle, max_memory_bytes=8 * 2**30, timeout_seconds=60)
     try:

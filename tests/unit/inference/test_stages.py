@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mammogate.inference import Analyzer, postprocess, predict, preprocess
+from mammogate.inference import Analyzer, ModelBundle, postprocess, predict, preprocess
+from mammogate.inference.tf_runtime import serving_function
 from mammogate.training.cache import prepare_record
 from mammogate.training.datasets import load_synthetic
 from mammogate.training.synthetic import VIEWS, _add_lesion, make_study
@@ -39,6 +40,22 @@ def test_predict_returns_logit_maps_at_stride_8(tiny_analyzer: Analyzer) -> None
     maps = predict(tiny_analyzer.model, [np.zeros((256, 160), np.float32), np.full((256, 160), 0.3, np.float32)])
     assert maps.shape == (2, 32, 20, 2)
     assert np.allclose(maps, -4.0, atol=1e-5)  # flat images: no contrast anywhere
+
+
+def test_one_traced_graph_serves_every_batch_size_and_matches_keras(tiny_bundle: ModelBundle) -> None:
+    analyzer = Analyzer(tiny_bundle)  # its own model: nothing traced yet
+    assert analyzer.warm_up() > 0
+    function = serving_function(analyzer.model, 256, 160)
+    assert function.experimental_get_tracing_count() == 1  # the warm-up traced it
+    rng = np.random.default_rng(4)
+    grids = [rng.random((256, 160), dtype=np.float32) for _ in range(4)]
+    for count in (1, 3, 4, 2):  # a study's number of views varies; Keras would trace twice
+        maps = predict(analyzer.model, grids[:count])
+        assert maps.shape == (count, 32, 20, 2)
+    assert function.experimental_get_tracing_count() == 1
+    keras_maps = analyzer.model.predict_on_batch(np.stack(grids)[..., None])
+    assert np.abs(maps - keras_maps[:2]).max() < 1e-5
+    assert np.ptp(maps) > 0.1  # the random grids are not flat: the comparison says something
 
 
 def _study_with_a_blob(seed: int, laterality: str, column: float, row: float, radius: float):  # type: ignore[no-untyped-def]
