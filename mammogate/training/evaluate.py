@@ -27,6 +27,7 @@ import numpy as np
 
 from mammogate.imaging import ImagingError
 from mammogate.inference.bundle import ModelBundle, load_bundle
+from mammogate.inference.pipeline import predict
 from mammogate.inference.scoring import Calibration, cell_mask, pooled_logits
 from mammogate.training.cache import STATISTICS, image_statistics, prepare_record
 from mammogate.training.datasets import (
@@ -77,7 +78,7 @@ def predict_records(
         except ImagingError as exc:
             failed.append((record, str(exc)))
             continue
-        logits = np.asarray(model.predict_on_batch(prepared.grid[None, ..., None]), dtype=np.float32)[0]
+        logits = predict(model, [prepared.grid])[0]  # the node's graph
         cell = cell_mask(prepared.scoring_mask, logits.shape[0], logits.shape[1])
         pooled.append(pooled_logits(logits, cell, bundle.sharpness))
         seconds.append(time.perf_counter() - started)
