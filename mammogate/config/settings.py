@@ -349,7 +349,7 @@ class WorkerSettings(_Section):
     # fails with the reason, the study fails after max_attempts
     max_memory_bytes: int = Field(4 * 2**30, ge=256 * 2**20)
     analysis_timeout_seconds: float = Field(300.0, gt=0)
-    # starting the analysis process: TensorFlow's import, the weights and the traced graph
+    # starting the analysis process: TensorFlow's import and the weights
     model_start_timeout_seconds: float = Field(120.0, gt=0)
 
 

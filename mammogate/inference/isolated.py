@@ -52,8 +52,11 @@ def _serve(connection: multiprocessing.connection.Connection, bundle: ModelBundl
     from mammogate.inference.analyzer import Analyzer
 
     analyzer = Analyzer(bundle, batch_size=batch_size)
-    analyzer.warm_up()  # TensorFlow, the weights and the traced graph, before saying ready
+    analyzer.model  # noqa: B018 -- load TensorFlow and the weights before saying ready
     connection.send("ready")
+    # trace the graph now, while the node waits for its first study to settle: that study then
+    # runs as fast as the next, and readiness does not wait for it
+    analyzer.warm_up()
     while True:
         try:
             paths = connection.recv()
