@@ -17,7 +17,7 @@ RUN python -m venv /opt/venv \
 
 # --- final: the venv only, run by an unprivileged user ----------------------------------------
 FROM python:3.11-slim-bookworm
-# python-gdcm and pylibjpeg-openjpeg are self-contained wheels: no system libraries needed.
+# python-gdcm, pylibjpeg-openjpeg and pylibjpeg-rle are self-contained wheels: no system libraries needed.
 # A system user with a fixed uid (10001), so a volume, a Kubernetes securityContext
 # (runAsUser/fsGroup) or an NFS export can name it; its home is the data directory.
 RUN groupadd --system --gid 10001 mammogate \

@@ -14,7 +14,7 @@ from mammogate.imaging import (
     display_image,
     read_dataset,
 )
-from mammogate.imaging.display import frame_attributes
+from mammogate.imaging.display import decode_pixels, frame_attributes
 from tests.shared_data import shared_file
 
 
@@ -124,6 +124,16 @@ def test_rle_digitised_film_decodes() -> None:
     image = display_image(ds)
     assert image.shape == (4432, 2864)
     assert image.max() == 1.0
+
+
+@pytest.mark.shared_data
+def test_rle_decodes_with_the_compiled_plugin_exactly_as_pydicoms_own() -> None:
+    from pydicom.pixels import pixel_array
+    from pydicom.pixels.decoders import RLELosslessDecoder
+
+    assert "pylibjpeg" in RLELosslessDecoder.available_plugins  # pylibjpeg-rle: 5x faster
+    ds = read_dataset(shared_file("dicom", "cbis_ddsm", "1-131.dcm"))
+    assert np.array_equal(decode_pixels(ds), pixel_array(ds, decoding_plugin="pydicom"))
 
 
 @pytest.mark.shared_data
