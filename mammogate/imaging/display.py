@@ -73,6 +73,12 @@ def header_of(ds: Dataset) -> Dataset:
     return header
 
 
+def _decoder_panic(exc: BaseException) -> bool:
+    """A decoder written in Rust (pylibjpeg-rle) that panicked on corrupt data: pyo3's
+    ``PanicException`` derives from ``BaseException``, so no ``except Exception`` sees it."""
+    return type(exc).__name__ == "PanicException" and type(exc).__module__ == "pyo3_runtime"
+
+
 def decode_pixels(ds: Dataset) -> np.ndarray:
     """The stored pixel values of a single-frame grayscale image, as decoded by pydicom."""
     if "PixelData" not in ds:
@@ -83,7 +89,9 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
         raise UnsupportedImageError("not a grayscale image (SamplesPerPixel != 1)")
     try:
         pixels = ds.pixel_array
-    except _DECODE_ERRORS as exc:
+    except BaseException as exc:
+        if not isinstance(exc, _DECODE_ERRORS) and not _decoder_panic(exc):
+            raise
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         raise PixelDecodeError(f"pixel data do not decode (transfer syntax {syntax}): {exc}") from exc
     if pixels.ndim != 2:

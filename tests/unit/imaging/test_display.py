@@ -136,6 +136,30 @@ def test_rle_decodes_with_the_compiled_plugin_exactly_as_pydicoms_own() -> None:
     assert np.array_equal(decode_pixels(ds), pixel_array(ds, decoding_plugin="pydicom"))
 
 
+def test_an_rle_decoder_panic_is_a_decode_error() -> None:
+    """pylibjpeg-rle is written in Rust: on some corrupt data it panics, and pyo3's
+    PanicException is a BaseException that no ``except Exception`` catches."""
+    from pydicom.pixels import pixel_array
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 64, 48, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (np.arange(64 * 48, dtype="<u2") % 4096).tobytes()
+    ds.compress(RLELossless, encoding_plugin="pydicom")
+    corrupt = bytearray(ds.PixelData)
+    corrupt[28] = 0x7F  # the first segment's offset in the RLE header: past where it starts
+    ds.PixelData = bytes(corrupt)
+    with pytest.raises(BaseException) as panic:
+        pixel_array(ds, decoding_plugin="pylibjpeg")
+    assert not isinstance(panic.value, Exception)  # the panic the node must still catch
+    with pytest.raises(PixelDecodeError, match="pixel data do not decode"):
+        decode_pixels(ds)
+    with pytest.raises(PixelDecodeError):
+        display_image(ds)
+
+
 @pytest.mark.shared_data
 def test_missing_pixel_data_is_a_decode_error() -> None:
     ds = read_dataset(shared_file("dicom", "headers_only", "MG-Im-Hologic-PropProj.dcm"))
