@@ -7,7 +7,7 @@
 Synthetic studies are written as uncompressed 16-bit files of ``--size`` (default 4096x3328, a
 full-field detector); with ``--real DIR`` the DICOM files in DIR are analysed as one study.
 Prints the model load time, the warm-up (the graph traced once, as the node's analysis process
-does before it says it is ready), the whole ``Analyzer.analyze_study`` time (read, decode, reduce,
+does right after it says it is ready), the whole ``Analyzer.analyze_study`` time (read, decode, reduce,
 LUTs, segment, predict, findings, overlay PNGs) and, per image, the stages apart, beside a bare
 ``model.predict_on_batch`` on the same tensors: the per-image overhead over the model.
 """
@@ -45,7 +45,7 @@ def main() -> int:
     analyzer = Analyzer(bundle)
     model = analyzer.model
     load_seconds = time.perf_counter() - started
-    warm_up_seconds = analyzer.warm_up()  # what the node's analysis process does before "ready"
+    warm_up_seconds = analyzer.warm_up()  # what the node's analysis process does after "ready"
     warm = np.zeros((1, bundle.input_rows, bundle.input_columns, 1), np.float32)
     model.predict_on_batch(warm)  # Keras' own graph, for the bare comparison
     study_times, read_times, prepare_times, predict_times, post_times, bare_times = [], [], [], [], [], []
