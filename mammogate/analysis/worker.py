@@ -124,7 +124,7 @@ class AnalysisWorker(PollLoop):
     ):
         super().__init__(settings.worker.poll_seconds, worker_id, on_idle=on_idle,
                          wakeup=db.wakeup, topic=ANALYSIS_WORK,
-                         coalesce_seconds=settings.worker.wake_coalesce_seconds)
+                         coalesce_seconds=settings.worker.wake_coalesce_seconds, db=db)
         self.settings = settings
         self.db = db
         self.analyzer_factory = analyzer_factory
@@ -246,22 +246,13 @@ class AnalysisWorker(PollLoop):
         trying again every database.reconnect_seconds for up to half the lease (renewed
         meanwhile), so a short outage costs neither the analysis nor the lease's wait; anything
         else fails the attempt, with the reason."""
-        deadline = time.monotonic() + self.settings.worker.lease_seconds / 2
-        wait = self.settings.database.reconnect_seconds
-        while True:
-            try:
-                self._record(job, result)
-                return
-            except SQLAlchemyError as exc:
-                if self.stopping.is_set() or time.monotonic() + wait > deadline:
-                    self._attempt_failed(job, exc)
-                    return
-                log.warning("analysis job %d: result not recorded (database error %s); trying "
-                            "again in %g s", job.job_id, type(exc).__name__, wait)
-                self.stopping.wait(wait)
-            except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
-                self._attempt_failed(job, exc)
-                return
+        try:
+            self.until_database_back(
+                lambda: self._record(job, result), within=self.settings.worker.lease_seconds / 2,
+                every=self.settings.database.reconnect_seconds,
+                what=f"analysis job {job.job_id}: result")
+        except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
+            self._attempt_failed(job, exc)
 
     def _attempt_failed(self, job: _Job, exc: BaseException) -> None:
         """The attempt failed: recorded, unless the worker is stopping and ended it (then the
@@ -277,8 +268,9 @@ class AnalysisWorker(PollLoop):
             with self.db.session() as session:
                 given = [j for j in job_ids if give_back_job(session, j, self.worker_id)]
         except SQLAlchemyError as exc:
-            log.error("jobs %s not given back (database error %s): claimable again when their "
-                      "leases expire (worker.lease_seconds)", list(job_ids), type(exc).__name__)
+            log.error("jobs %s not given back (database error %s): given back when the "
+                      "database answers again", list(job_ids), type(exc).__name__)
+            self.unsure_what_is_held = True
             return
         if given:
             log.info("jobs %s given back, for another worker to take", given)
@@ -510,9 +502,10 @@ class AnalysisWorker(PollLoop):
                           type(exc).__name__)
                 if attempt < RECORD_FAILURE_TRIES:
                     self.stopping.wait(self.settings.worker.poll_seconds)
-        log.critical("analysis job %d: its failure is not recorded; it is claimed again when its "
-                     "lease expires (worker.lease_seconds = %g)", job_id,
-                     self.settings.worker.lease_seconds)
+        log.critical("analysis job %d: its failure is not recorded; it is given back when the "
+                     "database answers again, or claimed again when its lease expires "
+                     "(worker.lease_seconds = %g)", job_id, self.settings.worker.lease_seconds)
+        self.unsure_what_is_held = True
 
     def _record_failure(self, job_id: int, study_id: int, error: str) -> None:
         cfg = self.settings.worker

@@ -310,6 +310,27 @@ def give_back_job(session: Session, job_id: int, worker_id: str) -> bool:
     return True
 
 
+def give_back_held(session: Session, holder: str) -> tuple[list[int], list[int]]:
+    """Give back every job and delivery ``holder`` holds; for a loop between two units of work,
+    which holds nothing in hand. Such rows are claims whose commit the loop never heard of (the
+    database failed while answering it) or that it could not give back while the database was
+    away: claimable again at once, their attempts not counted, rather than when their leases
+    expire. Returns the ids given back, (jobs, deliveries)."""
+    held_jobs = list(session.scalars(
+        select(Job.id).where(Job.state == JobState.RUNNING, Job.locked_by == holder)))
+    jobs = [job_id for job_id in held_jobs if give_back_job(session, job_id, holder)]
+    deliveries = list(session.scalars(
+        select(Delivery).where(Delivery.state == DeliveryState.SENDING,
+                               Delivery.locked_by == holder).with_for_update()))
+    for delivery in deliveries:
+        delivery.state = DeliveryState.PENDING
+        delivery.locked_by = ""
+        delivery.lease_until = None
+        delivery.attempts = max(0, delivery.attempts - 1)
+        delivery.next_attempt_at = utcnow()
+    return jobs, [delivery.id for delivery in deliveries]
+
+
 def lease_state(session: Session, job_id: int, worker_id: str) -> str:
     """Whether a job whose lease could not be renewed is "finished" (by this worker: done,
     failed, given back or superseded) or "taken" by another."""

@@ -51,7 +51,7 @@ class DeliveryLoop(PollLoop):
     def __init__(self, settings: Settings, db: Database, worker_id: str,
                  backends: Mapping[str, Destination]):
         super().__init__(settings.sender.poll_seconds, worker_id, wakeup=db.wakeup,
-                         topic=DELIVERY_WORK)
+                         topic=DELIVERY_WORK, db=db)
         self.settings = settings
         self.db = db
         self.backends = dict(backends)
@@ -128,11 +128,21 @@ class DeliveryLoop(PollLoop):
             delivery_attempt(destination.name, self._failed(delivery_id, failure), seconds)
             return True
         delivery_attempt(destination.name, "delivered", seconds)  # the peer has it
-        with self.db.session() as session:
-            row = self._owned(session, delivery_id)
-            if row is None:
-                return True
-            delivery_delivered(row)
+
+        def record() -> bool:
+            with self.db.session() as session:
+                row = self._owned(session, delivery_id)
+                if row is not None:
+                    delivery_delivered(row)
+                return row is not None
+
+        # the peer has it: a database away meanwhile is waited for (half the lease), so a
+        # restart does not cost a second sending; past that, the delivery is given back when
+        # the database answers (PollLoop) and sent again
+        if not self.until_database_back(record, within=cfg.lease_seconds / 2,
+                                        every=self.settings.database.reconnect_seconds,
+                                        what=f"delivery {delivery_id}: delivered"):
+            return True
         log.info("delivered %s %s to %s (%s)", report.kind, report.sop_instance_uid,
                  destination.name, destination.kind)
         return True

@@ -9,18 +9,21 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, func, select
 
 from mammogate.analysis import AnalysisWorker
-from mammogate.app import open_database
+from mammogate.app import destination_backends, open_database
 from mammogate.config import load_settings
-from mammogate.db import Analysis, Delivery, Instance, Job, Study
+from mammogate.db import Analysis, Delivery, DestinationRow, Instance, Job, Study
+from mammogate.delivery.outbox import DeliveryLoop
 from mammogate.dicom_node.scp import Scp
 from mammogate.dicom_node.spool import Spool
 from mammogate.inference.results import StudyResult
 from mammogate.training.synthetic import SyntheticStudy, write_study
+from tests.integration.test_sender import CAD_SR, Peer, _queue, _sr_file
 from tests.integration.test_worker_races import shipped_analyzer
 from tests.peers import (
     STORESCU,
@@ -139,8 +142,11 @@ def test_the_roles_apart_ride_out_a_database_restart_under_load_and_lose_nothing
                                                   .where(Delivery.state == "delivered"))
                 return done or 0, delivered or 0
 
-            wait_until(lambda: finished() == (12, 12), 300,
-                       "every study analysed and delivered after the restart")
+            try:
+                wait_until(lambda: finished() == (12, 12), 300,
+                           "every study analysed and delivered after the restart")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{queue_report(engine, roles)}") from None
             time.sleep(2)
             with engine.connect() as connection:
                 per_study = Counter(connection.scalars(select(Analysis.study_id)))
@@ -156,6 +162,22 @@ def test_the_roles_apart_ride_out_a_database_restart_under_load_and_lose_nothing
     finally:
         codes = [role.stop() for role in roles]
     assert codes == [0, 0, 0, 0]
+
+
+def queue_report(engine: Any, roles: Sequence[Any]) -> str:
+    """What a stuck queue looks like: every job and delivery row, and each role's last lines."""
+    with engine.connect() as connection:
+        studies = connection.execute(select(Study.id, Study.state)).all()
+        jobs = connection.execute(select(Job.id, Job.study_id, Job.state, Job.locked_by,
+                                         Job.lease_until, Job.attempts, Job.last_error)).all()
+        deliveries = connection.execute(select(Delivery.id, Delivery.state, Delivery.locked_by,
+                                               Delivery.lease_until, Delivery.attempts,
+                                               Delivery.last_error)).all()
+    lines = [f"studies: {studies}", *(f"job {row}" for row in jobs),
+             *(f"delivery {row}" for row in deliveries)]
+    for role in roles:
+        lines += [f"--- {role.name}", *role.log_text().splitlines()[-40:]]
+    return "\n".join(lines)
 
 
 class OutageAfterAnalysis:
@@ -211,4 +233,54 @@ def test_a_result_finished_while_the_database_is_away_is_recorded_once_it_is_bac
         assert analyzer.calls == 1, "the analysis was not done again"
     finally:
         scp.stop()
+        db.dispose()
+
+
+class OutageAfterSending:
+    """The real C-STORE backend; then the database server stops, and starts again 2 s later,
+    before the sender records the delivery."""
+
+    def __init__(self, cluster: ThrowawayPostgres, backend: Any):
+        self.cluster = cluster
+        self.backend = backend
+        self.sent = 0
+        self.restarted = threading.Event()
+
+    def send(self, path: Path, destination: DestinationRow) -> None:
+        self.backend.send(path, destination)
+        self.sent += 1
+        self.cluster.stop()
+
+        def start_again() -> None:
+            time.sleep(2)
+            self.cluster.start()
+            self.restarted.set()
+
+        threading.Thread(target=start_again, daemon=True).start()
+
+    def test(self, destination: DestinationRow) -> str:
+        return str(self.backend.test(destination))
+
+
+def test_a_delivery_sent_while_the_database_is_away_is_recorded_once_it_is_back_not_sent_again(
+    tmp_path: Path, cluster: ThrowawayPostgres
+) -> None:
+    settings = load_settings(None, node={"data_dir": str(tmp_path / "var")},
+                             database={"url": cluster.url, "reconnect_seconds": 0.5})
+    db = open_database(settings)
+    peer = Peer(CAD_SR, 0x0000)
+    try:
+        delivery_id = _queue(db, _sr_file(tmp_path / "sr.dcm"), peer.port)
+        backend = OutageAfterSending(cluster, destination_backends(settings)["dimse"])
+        sender = DeliveryLoop(settings, db, "sender-outage", {"dimse": backend})
+        assert sender.run_once() is True
+        assert backend.restarted.is_set()
+        with db.session() as session:
+            row = session.get(Delivery, delivery_id)
+            assert row is not None
+            assert (row.state, row.attempts, row.locked_by) == ("delivered", 1, "sender-outage")
+        assert sender.run_once() is False, "nothing left to send"
+        assert backend.sent == 1 and len(peer.received) == 1, "the peer got it once"
+    finally:
+        peer.stop()
         db.dispose()

@@ -27,6 +27,7 @@ from tests.unit.db.test_queue import (  # noqa: F401
     test_a_delivery_being_sent_holds_back_the_next_one_to_its_destination,
     test_a_job_that_kills_its_worker_every_time_is_given_up,
     test_a_job_whose_lease_expired_is_reclaimed,
+    test_a_loop_gives_back_what_a_failed_answer_left_it_holding_once_the_database_is_back,
     test_a_resubmitted_delivery_waits_while_a_later_one_is_being_sent,
     test_concurrent_workers_each_claim_a_job_exactly_once,
     test_config_diff_names_each_difference_and_apply_clears_it,

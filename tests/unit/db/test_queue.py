@@ -357,3 +357,58 @@ def test_a_resubmitted_delivery_waits_while_a_later_one_is_being_sent(db: Databa
         request_resubmission(session, actor="test", delivery_ids=[ids["pacs"][0]])
     with db.session() as session:  # not two in flight to one destination
         assert claim_delivery(session, "s2", 60) is None
+
+
+def test_a_loop_gives_back_what_a_failed_answer_left_it_holding_once_the_database_is_back(
+    db: Database,
+) -> None:
+    """A claim whose commit went through while its answer was lost (the server restarting) is
+    held by a loop that does not know it: once the database answers again, the loop gives it
+    back at once (attempt not counted) rather than leave it to wait out its lease; another
+    holder's claim is left alone."""
+    from sqlalchemy.exc import OperationalError
+
+    from mammogate.db import Delivery
+    from mammogate.db.loop import PollLoop
+    from mammogate.db.queue import claim_delivery
+
+    _study(db, "1.2.10.1", quiet_for=30)
+    _study(db, "1.2.10.2", quiet_for=30)
+    _reports_to(db, ["pacs"], 1)
+    with db.session() as session:
+        settle_studies(session, 0)
+    with db.session() as session:
+        others = claim_job(session, "w9", lease_seconds=600)
+        assert others is not None
+        others_id = others.id
+
+    seen: list[dict[str, tuple[str, str, int]]] = []
+
+    class AnswerLost(PollLoop):
+        def run_once(self) -> bool:
+            if not seen:
+                with db.session() as session:
+                    assert claim_job(session, "w1", lease_seconds=600) is not None
+                    assert claim_delivery(session, "w1", lease_seconds=600) is not None
+                seen.append({})
+                raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+            with db.session() as session:
+                seen.append({
+                    **{f"job {j.id}": (j.state, j.locked_by, j.attempts)
+                       for j in session.scalars(select(Job))},
+                    **{f"delivery {d.id}": (d.state, d.locked_by, d.attempts)
+                       for d in session.scalars(select(Delivery))},
+                })
+            self.stop()
+            return True
+
+    loop = AnswerLost(0.01, "w1", db=db)
+    loop.run()
+    after = seen[1]
+    assert after[f"job {others_id}"] == ("running", "w9", 1)
+    mine = {key: value for key, value in after.items() if key != f"job {others_id}"}
+    assert mine and set(mine.values()) == {("pending", "", 0)}, after
+    assert loop.unsure_what_is_held is False
+    with db.session() as session:  # claimable by another at once, not in ten minutes
+        assert claim_job(session, "w2", lease_seconds=60) is not None
+        assert claim_delivery(session, "w2", lease_seconds=60) is not None
