@@ -192,15 +192,21 @@ class OutageAfterAnalysis:
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult:
         self.calls += 1
         result = shipped_analyzer().analyze_study(paths)
-        self.cluster.stop()
-
-        def start_again() -> None:
-            time.sleep(2)
-            self.cluster.start()
-            self.restarted.set()
-
-        threading.Thread(target=start_again, daemon=True).start()
+        restart_meanwhile(self.cluster, self.restarted)
         return result
+
+
+def restart_meanwhile(cluster: ThrowawayPostgres, restarted: threading.Event) -> None:
+    """Stop the database server now, and start it again 2 s later in a thread (``restarted``
+    set then): the caller goes on while it is away."""
+    cluster.stop()
+
+    def start_again() -> None:
+        time.sleep(2)
+        cluster.start()
+        restarted.set()
+
+    threading.Thread(target=start_again, daemon=True).start()
 
 
 def test_a_result_finished_while_the_database_is_away_is_recorded_once_it_is_back(
@@ -249,14 +255,7 @@ class OutageAfterSending:
     def send(self, path: Path, destination: DestinationRow) -> None:
         self.backend.send(path, destination)
         self.sent += 1
-        self.cluster.stop()
-
-        def start_again() -> None:
-            time.sleep(2)
-            self.cluster.start()
-            self.restarted.set()
-
-        threading.Thread(target=start_again, daemon=True).start()
+        restart_meanwhile(self.cluster, self.restarted)
 
     def test(self, destination: DestinationRow) -> str:
         return str(self.backend.test(destination))
