@@ -316,8 +316,9 @@ def give_back_held(session: Session, holder: str) -> tuple[list[int], list[int]]
     database failed while answering it) or that it could not give back while the database was
     away: claimable again at once, their attempts not counted, rather than when their leases
     expire. Returns the ids given back, (jobs, deliveries)."""
-    held_jobs = list(session.scalars(
-        select(Job.id).where(Job.state == JobState.RUNNING, Job.locked_by == holder)))
+    held_jobs = list(session.scalars(  # locked: a claim of another cannot slip in between
+        select(Job.id).where(Job.state == JobState.RUNNING, Job.locked_by == holder)
+        .with_for_update()))
     jobs = [job_id for job_id in held_jobs if give_back_job(session, job_id, holder)]
     deliveries = list(session.scalars(
         select(Delivery).where(Delivery.state == DeliveryState.SENDING,
