@@ -250,7 +250,7 @@ class AnalysisWorker(PollLoop):
             self.until_database_back(
                 lambda: self._record(job, result), within=self.settings.worker.lease_seconds / 2,
                 every=self.settings.database.reconnect_seconds,
-                what=f"analysis job {job.job_id}: result")
+                what=f"analysis job {job.job_id}: recording the result")
         except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
             self._attempt_failed(job, exc)
 
@@ -302,7 +302,16 @@ class AnalysisWorker(PollLoop):
             return next_settle_due(session, self.settings.dicom.settle_seconds)
 
     def _load(self, job: _Job) -> None:
-        """The study's UID and the paths of its instances."""
+        """The study's UID and the paths of its instances; the database away is waited for,
+        as when recording (a restart costs no attempt)."""
+        self.until_database_back(lambda: self._read_study(job),
+                                 within=self.settings.worker.lease_seconds / 2,
+                                 every=self.settings.database.reconnect_seconds,
+                                 what=f"analysis job {job.job_id}: reading its study")
+        log.info("analysing study %s (%d instances, job %d)", job.study_uid, len(job.paths),
+                 job.job_id)
+
+    def _read_study(self, job: _Job) -> None:
         with self.db.session() as session:
             study = session.get(Study, job.study_id)
             assert study is not None
@@ -314,8 +323,6 @@ class AnalysisWorker(PollLoop):
                     .order_by(Instance.id)
                 )
             ]
-        log.info("analysing study %s (%d instances, job %d)", job.study_uid, len(job.paths),
-                 job.job_id)
 
     def _analyze(self, job: _Job) -> None:
         assert self.analyzer is not None

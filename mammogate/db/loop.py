@@ -117,7 +117,7 @@ class PollLoop:
             except SQLAlchemyError as exc:
                 if self.stopping.is_set() or time.monotonic() + every > deadline:
                     raise
-                log.warning("%s not recorded (database error %s); trying again in %g s",
+                log.warning("%s: database error %s; trying again in %g s",
                             what, type(exc).__name__, every)
                 self.stopping.wait(every)
 

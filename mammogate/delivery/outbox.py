@@ -141,7 +141,7 @@ class DeliveryLoop(PollLoop):
         # the database answers (PollLoop) and sent again
         if not self.until_database_back(record, within=cfg.lease_seconds / 2,
                                         every=self.settings.database.reconnect_seconds,
-                                        what=f"delivery {delivery_id}: delivered"):
+                                        what=f"delivery {delivery_id}: recording it delivered"):
             return True
         log.info("delivered %s %s to %s (%s)", report.kind, report.sop_instance_uid,
                  destination.name, destination.kind)

@@ -210,10 +210,10 @@ def queue_report(engine: Any, roles: Sequence[Any]) -> str:
 
 
 class OutageAfterAnalysis:
-    """The shipped model; then the database server stops, and starts again 2 s later, before
-    the worker records the result."""
+    """The shipped model; then (given a cluster) the database server stops, and starts again
+    2 s later, before the worker records the result."""
 
-    def __init__(self, cluster: ThrowawayPostgres):
+    def __init__(self, cluster: ThrowawayPostgres | None):
         self.cluster = cluster
         self.calls = 0
         self.restarted = threading.Event()
@@ -221,7 +221,8 @@ class OutageAfterAnalysis:
     def analyze_study(self, paths: Sequence[Path]) -> StudyResult:
         self.calls += 1
         result = shipped_analyzer().analyze_study(paths)
-        restart_meanwhile(self.cluster, self.restarted)
+        if self.cluster is not None:
+            restart_meanwhile(self.cluster, self.restarted)
         return result
 
 
@@ -238,9 +239,30 @@ def restart_meanwhile(cluster: ThrowawayPostgres, restarted: threading.Event) ->
     threading.Thread(target=start_again, daemon=True).start()
 
 
-def test_a_result_finished_while_the_database_is_away_is_recorded_once_it_is_back(
-    tmp_path: Path, cluster: ThrowawayPostgres
+class OutageBeforeReading(AnalysisWorker):
+    """A worker whose database stops (and starts again 2 s later) just as it first reads the
+    study of a job it claimed."""
+
+    def __init__(self, *args: Any, cluster: ThrowawayPostgres, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.cluster = cluster
+        self.restarted = threading.Event()
+        self.stopped = False
+
+    def _read_study(self, job: Any) -> None:
+        if not self.stopped:
+            self.stopped = True
+            restart_meanwhile(self.cluster, self.restarted)
+        super()._read_study(job)
+
+
+@pytest.mark.parametrize("when", ["before the study is read", "after the analysis"])
+def test_a_job_held_while_the_database_is_away_is_finished_once_it_is_back(
+    tmp_path: Path, cluster: ThrowawayPostgres, when: str
 ) -> None:
+    """The database restarts while a worker holds a job (before it reads the study, or with the
+    result in hand): the worker waits for it, and the job ends done at its first attempt,
+    analysed once."""
     settings = load_settings(
         None, node={"data_dir": str(tmp_path / "var")}, database={
             "url": cluster.url, "reconnect_seconds": 0.5},
@@ -256,11 +278,18 @@ def test_a_result_finished_while_the_database_is_away_is_recorded_once_it_is_bac
                                str(settings.dicom.port), *[str(i.path) for i in study.images]],
                               capture_output=True, text=True, timeout=60)
         assert sent.returncode == 0, sent.stderr
-        analyzer = OutageAfterAnalysis(cluster)
-        worker = AnalysisWorker(settings, db, "worker-outage", lambda: analyzer)
+        if when == "after the analysis":
+            analyzer = OutageAfterAnalysis(cluster)
+            worker = AnalysisWorker(settings, db, "worker-outage", lambda: analyzer)
+            restarted = analyzer.restarted
+        else:
+            analyzer = OutageAfterAnalysis(cluster=None)
+            before = OutageBeforeReading(settings, db, "worker-outage", lambda: analyzer,
+                                         cluster=cluster)
+            worker, restarted = before, before.restarted
         worker.start_model()
         assert wait_until(worker.run_once, 30, "the worker to take the study")
-        assert analyzer.restarted.is_set()
+        assert restarted.is_set()
         with db.session() as session:
             (job,) = session.scalars(select(Job)).all()
             assert (job.state, job.attempts) == ("done", 1), (job.state, job.last_error)
