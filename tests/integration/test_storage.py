@@ -201,8 +201,9 @@ def test_a_20_mb_disk_filled_to_the_brim_loses_nothing_and_leaves_no_job_running
             with Session(create_engine(f"sqlite:///{tmpfs / 'mammogate.sqlite3'}")) as session:
                 jobs = [(j.id, j.state) for j in session.scalars(select(Job))]
                 studies = [s.state for s in session.scalars(select(Study))]
-            busy = [j for j in jobs if j[1] == "running"] or [
-                s for s in studies if s in ("receiving", "processing")]
+            # queued and pending too: a study that settled a moment ago is not yet analysed
+            busy = [j for j in jobs if j[1] in ("pending", "running")] or [
+                s for s in studies if s in ("receiving", "queued", "processing")]
             return not busy and jobs
 
         wait_until(settled, 240, "every study analysed or failed, no job running")
