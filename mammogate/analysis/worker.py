@@ -124,7 +124,9 @@ class AnalysisWorker(PollLoop):
     ):
         super().__init__(settings.worker.poll_seconds, worker_id, on_idle=on_idle,
                          wakeup=db.wakeup, topic=ANALYSIS_WORK,
-                         coalesce_seconds=settings.worker.wake_coalesce_seconds, db=db)
+                         coalesce_seconds=settings.worker.wake_coalesce_seconds, db=db,
+                         outage_seconds=settings.worker.lease_seconds / 2,
+                         reconnect_seconds=settings.database.reconnect_seconds)
         self.settings = settings
         self.db = db
         self.analyzer_factory = analyzer_factory
@@ -247,10 +249,8 @@ class AnalysisWorker(PollLoop):
         meanwhile), so a short outage costs neither the analysis nor the lease's wait; anything
         else fails the attempt, with the reason."""
         try:
-            self.until_database_back(
-                lambda: self._record(job, result), within=self.settings.worker.lease_seconds / 2,
-                every=self.settings.database.reconnect_seconds,
-                what=f"analysis job {job.job_id}: recording the result")
+            self.until_database_back(lambda: self._record(job, result),
+                                     f"analysis job {job.job_id}: recording the result")
         except Exception as exc:  # noqa: BLE001 -- one bad study must not stop the worker
             self._attempt_failed(job, exc)
 
@@ -305,9 +305,7 @@ class AnalysisWorker(PollLoop):
         """The study's UID and the paths of its instances; the database away is waited for,
         as when recording (a restart costs no attempt)."""
         self.until_database_back(lambda: self._read_study(job),
-                                 within=self.settings.worker.lease_seconds / 2,
-                                 every=self.settings.database.reconnect_seconds,
-                                 what=f"analysis job {job.job_id}: reading its study")
+                                 f"analysis job {job.job_id}: reading its study")
         log.info("analysing study %s (%d instances, job %d)", job.study_uid, len(job.paths),
                  job.job_id)
 

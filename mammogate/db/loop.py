@@ -38,8 +38,12 @@ class PollLoop:
     def __init__(self, poll_seconds: float, worker_id: str,
                  *, on_idle: Callable[[], None] | None = None,
                  wakeup: Wakeup | None = None, topic: str = "", coalesce_seconds: float = 0.0,
-                 db: Database | None = None):
+                 db: Database | None = None, outage_seconds: float = 0.0,
+                 reconnect_seconds: float = 1.0):
         self.db_holds = db
+        # how long a unit of work in hand waits for the database (until_database_back)
+        self.outage_seconds = outage_seconds
+        self.reconnect_seconds = reconnect_seconds
         self.unsure_what_is_held = False  # a database error since the last look
         self.poll_seconds = poll_seconds
         self.coalesce_seconds = coalesce_seconds
@@ -105,12 +109,12 @@ class PollLoop:
             log.warning("%s %s: gave back jobs %s and deliveries %s it held when the database "
                         "failed, for the next claim", self.role, self.worker_id, jobs, deliveries)
 
-    def until_database_back(self, write: Callable[[], T], *, within: float, every: float,
-                            what: str) -> T:
+    def until_database_back(self, write: Callable[[], T], what: str) -> T:
         """``write()``; while the database is away (an SQLAlchemyError: a restart, a failover),
-        tried again every ``every`` seconds for up to ``within`` seconds. The last error is
+        tried again every ``reconnect_seconds`` for up to ``outage_seconds``. The last error is
         raised after that, or at once when the loop is stopping."""
-        deadline = time.monotonic() + within
+        every = self.reconnect_seconds
+        deadline = time.monotonic() + self.outage_seconds
         while True:
             try:
                 return write()

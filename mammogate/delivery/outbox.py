@@ -51,7 +51,9 @@ class DeliveryLoop(PollLoop):
     def __init__(self, settings: Settings, db: Database, worker_id: str,
                  backends: Mapping[str, Destination]):
         super().__init__(settings.sender.poll_seconds, worker_id, wakeup=db.wakeup,
-                         topic=DELIVERY_WORK, db=db)
+                         topic=DELIVERY_WORK, db=db,
+                         outage_seconds=settings.sender.lease_seconds / 2,
+                         reconnect_seconds=settings.database.reconnect_seconds)
         self.settings = settings
         self.db = db
         self.backends = dict(backends)
@@ -139,9 +141,7 @@ class DeliveryLoop(PollLoop):
         # the peer has it: a database away meanwhile is waited for (half the lease), so a
         # restart does not cost a second sending; past that, the delivery is given back when
         # the database answers (PollLoop) and sent again
-        if not self.until_database_back(record, within=cfg.lease_seconds / 2,
-                                        every=self.settings.database.reconnect_seconds,
-                                        what=f"delivery {delivery_id}: recording it delivered"):
+        if not self.until_database_back(record, f"delivery {delivery_id}: recording it delivered"):
             return True
         log.info("delivered %s %s to %s (%s)", report.kind, report.sop_instance_uid,
                  destination.name, destination.kind)
